@@ -1,0 +1,11 @@
+"""What runs on a GPU: datasets, models, the training loop, the probes, and `execute`.
+
+Imports no Optuna, SQL, FastAPI or Ray: a worker gets a request and returns data.
+"""
+
+from workers.errors import ConfigError, DataNotFoundError, StagetuneError
+from workers.execute import execute
+from workers.request import Metrics, Task, TrialRequest, TrialResult
+
+__all__ = ["ConfigError", "DataNotFoundError", "Metrics", "StagetuneError", "Task",
+           "TrialRequest", "TrialResult", "execute"]

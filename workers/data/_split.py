@@ -1,0 +1,96 @@
+"""Turn raw arrays into a seeded, stratified, normalised train/validation split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from workers.data._base import Dataset, RawData
+from workers.errors import ConfigError
+
+
+def make_dataset(
+    name: str,
+    raw: RawData,
+    *,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    classes: Sequence[int] | None = None,
+    subset: int | None = None,
+    val_subset: int | None = None,
+) -> Dataset:
+    """Split, subset and normalise `raw`; statistics come from the training split only.
+
+    `classes` keeps those labels (renumbered 0..k-1 in the given order); `subset` and
+    `val_subset` cap the two splits, stratified, for quick runs on big datasets.
+    """
+    x, y = raw.x, raw.y
+    classification = raw.task == "classification"
+    if classes is not None:
+        if not classification:
+            raise ConfigError(f"{name}: 'classes' applies to classification datasets only")
+        x, y = _select_classes(name, x, y, classes)
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"{name}: val_fraction must lie in (0, 1) (got {val_fraction})")
+    x, x_val, y, y_val = train_test_split(
+        x, y, test_size=val_fraction, random_state=split_seed,
+        stratify=y if classification else None,
+    )
+    x, y = _cap(name, "subset", x, y, subset, split_seed, classification)
+    x_val, y_val = _cap(name, "val_subset", x_val, y_val, val_subset, split_seed, classification)
+    return _normalise(name, raw, x, y, x_val, y_val)
+
+
+def _cap(
+    name: str, option: str, x: np.ndarray, y: np.ndarray, size: int | None, seed: int,
+    classification: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    if size is None or size >= len(x):
+        return x, y
+    if size < 1:
+        raise ConfigError(f"{name}: {option} must be at least 1 (got {size})")
+    stratify = y if classification and size >= len(np.unique(y)) else None
+    x, _, y, _ = train_test_split(x, y, train_size=size, random_state=seed, stratify=stratify)
+    return x, y
+
+
+def _select_classes(
+    name: str, x: np.ndarray, y: np.ndarray, classes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    present = set(np.unique(y).tolist())
+    missing = [c for c in classes if c not in present]
+    if missing or len(set(classes)) < 2:
+        raise ConfigError(
+            f"{name}: 'classes' needs at least two distinct labels among {sorted(present)} "
+            f"(got {list(classes)})"
+        )
+    keep = np.isin(y, classes)
+    relabel = {c: i for i, c in enumerate(classes)}
+    return x[keep], np.array([relabel[int(c)] for c in y[keep]])
+
+
+def _normalise(
+    name: str, raw: RawData, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+) -> Dataset:
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    xv = torch.as_tensor(np.asarray(x_val, dtype=np.float32))
+    # Images: one statistic per channel; anything else: one per feature.
+    dims = [0, *range(2, xt.dim())] if raw.is_image else [0]
+    mean = xt.mean(dim=dims, keepdim=True)[0]
+    std = xt.std(dim=dims, keepdim=True)[0].clamp_min(1e-6)
+    xt, xv = (xt - mean) / std, (xv - mean) / std
+    if raw.task == "classification":
+        yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        yv = torch.as_tensor(np.asarray(y_val), dtype=torch.long)
+        num_classes = int(max(yt.max(), yv.max())) + 1
+        prior = torch.bincount(yt, minlength=num_classes).double() / len(yt)
+        return Dataset(name, xt, yt, xv, yv, "classification", num_classes,
+                       tuple(prior.tolist()), mean, std, raw.is_image)
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
+    yv = torch.as_tensor(np.asarray(y_val, dtype=np.float32))
+    y_mean, y_std = yt.mean(), yt.std().clamp_min(1e-6)
+    return Dataset(name, xt, (yt - y_mean) / y_std, xv, (yv - y_mean) / y_std, "regression",
+                   1, (), mean, std, raw.is_image, float(y_std))

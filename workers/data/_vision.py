@@ -1,0 +1,134 @@
+"""Image datasets: mnist1d (generated), Fashion-MNIST (Debian package), torchvision's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets as tvdatasets
+from torchvision.datasets.utils import extract_archive
+from torchvision.transforms import v2
+
+from workers.data._base import RawData
+from workers.data._registry import register_dataset
+from workers.data._settings import DataSettings
+from workers.errors import ConfigError, DataNotFoundError
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@register_dataset("mnist1d")
+def mnist1d(*, settings: DataSettings, samples: int = 5000, seed: int = 42) -> RawData:
+    """MNIST-1D sequences of length 40, generated offline by the mnist1d package."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = samples, seed
+    data = make_dataset(args)  # generates; never downloads
+    x = np.concatenate([data["x"], data["x_test"]])[:, None, :]
+    y = np.concatenate([data["y"], data["y_test"]])
+    return RawData(x, y, "classification", is_image=False)
+
+
+@register_dataset("fashion_mnist")
+def fashion_mnist(*, settings: DataSettings) -> RawData:
+    """Fashion-MNIST from the data folder, or from Debian's dataset-fashion-mnist."""
+    root = settings.data_dir
+    raw_dir = root / "FashionMNIST" / "raw"
+    if not all((raw_dir / f).exists() for f in _IDX_FILES):
+        _extract_idx(settings.fashion_mnist_system_dir, raw_dir, "Fashion-MNIST", hint=(
+            "install it with 'apt-get install dataset-fashion-mnist', or put the four "
+            f"*-ubyte(.gz) files in {raw_dir}"
+        ))
+    return _torchvision_mnist(tvdatasets.FashionMNIST, root)
+
+
+@register_dataset("mnist")
+def mnist(*, settings: DataSettings) -> RawData:
+    """MNIST from the data folder (torchvision layout), downloaded only if allowed."""
+    root = settings.data_dir
+    raw_dir = root / "MNIST" / "raw"
+    if not all((raw_dir / f).exists() for f in _IDX_FILES):
+        if settings.allow_download:
+            tvdatasets.MNIST(str(root), download=True)
+        else:
+            _extract_idx(raw_dir, raw_dir, "MNIST", hint=_download_hint(raw_dir))
+    return _torchvision_mnist(tvdatasets.MNIST, root)
+
+
+@register_dataset("cifar10")
+def cifar10(*, settings: DataSettings) -> RawData:
+    """CIFAR-10 from the data folder (torchvision layout), downloaded only if allowed."""
+    return _cifar(tvdatasets.CIFAR10, "cifar-10-batches-py", settings)
+
+
+@register_dataset("cifar100")
+def cifar100(*, settings: DataSettings) -> RawData:
+    """CIFAR-100 from the data folder (torchvision layout), downloaded only if allowed."""
+    return _cifar(tvdatasets.CIFAR100, "cifar-100-python", settings)
+
+
+@register_dataset("image_folder")
+def image_folder(*, settings: DataSettings, path: str = "", image_size: int = 32) -> RawData:
+    """A class-per-subfolder tree of images inside the data folder, resized to a square."""
+    root = settings.data_dir.resolve()
+    folder = (root / path).resolve()
+    if not path or not folder.is_relative_to(root):
+        raise ConfigError(
+            f"image_folder: 'path' must name a folder inside the data folder {root} (got {path!r})"
+        )
+    if not folder.is_dir():
+        raise DataNotFoundError(f"image_folder: no folder {folder}; make one class per subfolder")
+    if not 4 <= image_size <= 1024:
+        raise ConfigError(f"image_folder: image_size must lie in [4, 1024] (got {image_size})")
+    transform = v2.Compose([
+        v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+    ])
+    data = tvdatasets.ImageFolder(str(folder), transform=transform)
+    if len(data.classes) < 2:
+        raise ConfigError(f"image_folder: {folder} needs at least two class subfolders")
+    x = torch.stack([img.expand(3, -1, -1) for img, _ in data]).numpy()
+    return RawData(x, np.array(data.targets), "classification", is_image=True)
+
+
+def _torchvision_mnist(cls: type[tvdatasets.MNIST], root: Path) -> RawData:
+    # The official test split stays untouched: validation is carved from training data.
+    train = cls(str(root), train=True)
+    x = train.data.numpy()[:, None] * np.float32(1 / 255)
+    return RawData(x, train.targets.numpy(), "classification", is_image=True)
+
+
+def _extract_idx(source: Path, raw_dir: Path, label: str, hint: str) -> None:
+    """Unpack the four .gz idx files into torchvision's raw folder (what its download does)."""
+    archives = [source / f"{f}.gz" for f in _IDX_FILES]
+    if not all(a.exists() for a in archives):
+        raise DataNotFoundError(f"{label} files not found in {source}: {hint}")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for archive in archives:
+        extract_archive(str(archive), str(raw_dir))
+
+
+def _cifar(cls: type[tvdatasets.CIFAR10], folder: str, settings: DataSettings) -> RawData:
+    root = settings.data_dir
+    if not (root / folder).exists() and not settings.allow_download:
+        raise DataNotFoundError(f"{cls.__name__} not found: {_download_hint(root / folder)}")
+    try:
+        train = cls(str(root), train=True, download=settings.allow_download)
+    except RuntimeError as exc:  # torchvision's 'not found or corrupted'
+        raise DataNotFoundError(f"{cls.__name__}: {exc} {_download_hint(root / folder)}") from None
+    x = train.data.transpose(0, 3, 1, 2) * np.float32(1 / 255)
+    return RawData(x, np.array(train.targets), "classification", is_image=True)
+
+
+def _download_hint(where: Path) -> str:
+    return (
+        f"put the files under {where} (torchvision's layout), or set "
+        "STAGETUNE_ALLOW_DOWNLOAD=true on a machine with network access"
+    )

@@ -1,0 +1,56 @@
+"""The one entry point: run a trial request (train or probe) and return plain data."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from workers import probes
+from workers.config import parse_params
+from workers.data import load_dataset
+from workers.errors import ConfigError
+from workers.models import build_model
+from workers.request import MODES, TrialRequest, TrialResult
+from workers.runtime import pick_device, seed_everything
+from workers.train import Report, objective_metric, train
+
+log = logging.getLogger(__name__)
+
+
+def execute(request: TrialRequest, report: Report | None = None) -> TrialResult:
+    """Run `request`; bad names or values raise ConfigError, a diverging run does not."""
+    started = time.perf_counter()
+    if request.mode not in MODES:
+        raise ConfigError(f"unknown mode '{request.mode}'; use one of {', '.join(MODES)}")
+    if request.epochs < 1:
+        raise ConfigError(f"epochs must be at least 1 (got {request.epochs})")
+    if request.mode == "train":
+        result = _train(request, report)
+    else:
+        result = probes.run_probe(request)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _train(request: TrialRequest, report: Report | None) -> TrialResult:
+    task = request.task
+    data = load_dataset(task.dataset, task.dataset_options)
+    train_cfg, model_cfg = parse_params({**task.model_options, **request.params})
+    generator = seed_everything(request.seed)
+    model = build_model(task.model, data, model_cfg)
+    device = pick_device(request.device)
+    outcome = train(model, data, train_cfg, model_cfg, request.epochs, device, generator, report)
+    metric, direction = objective_metric(data)
+    final: dict[str, Any] = dict(outcome.history[-1]) if outcome.history else {}
+    values = [m[metric] for m in outcome.history]
+    if values:
+        final["objective"] = metric
+        final["best"] = max(values) if direction == "maximize" else min(values)
+    if device.type == "cuda":
+        final["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    log.info("trial %s on %s/%s: %s %s", request.params, task.dataset, task.model,
+             outcome.status, outcome.message)
+    return TrialResult(outcome.status, outcome.history, final, outcome.message, outcome.epoch)

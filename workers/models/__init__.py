@@ -1,0 +1,34 @@
+"""Model registry: `register_model` to add one, `build_model` to make one for a dataset."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from workers.config import ModelConfig
+from workers.data import Dataset
+from workers.models import _convnet, _mlp, _resnet, _torchvision  # noqa: F401  (fill the registry)
+from workers.models._registry import MODELS, ModelFactory, register_model
+from workers.models._transfer import (
+    apply_transfer,
+    body_blocks,
+    parameter_groups,
+    set_train_mode,
+)
+
+
+def build_model(name: str, data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """Build model `name` for `data`, then load weights and apply the transfer strategy."""
+    model = MODELS.get(name)(data, cfg)
+    apply_transfer(model, cfg, data.num_outputs)
+    return model
+
+
+__all__ = [
+    "MODELS",
+    "ModelFactory",
+    "body_blocks",
+    "build_model",
+    "parameter_groups",
+    "register_model",
+    "set_train_mode",
+]

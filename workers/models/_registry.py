@@ -1,0 +1,16 @@
+"""The model registry: a factory takes the dataset's facts and the model knobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from workers.config import ModelConfig
+from workers.data import Dataset
+from workers.registry import Registry
+
+ModelFactory = Callable[[Dataset, ModelConfig], nn.Module]
+
+MODELS: Registry[ModelFactory] = Registry("model")
+register_model = MODELS.register

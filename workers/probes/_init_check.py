@@ -1,0 +1,91 @@
+"""Init check: is the loss before any update what a model that knows nothing should get?
+
+It also walks the layers once: activation std per layer on the forward pass and
+the weight-gradient norm per layer on the backward pass, so that vanishing or
+exploding signals through depth show up before a single step is taken.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from workers.probes._common import option, prepare, verdict
+from workers.request import TrialRequest, TrialResult
+from workers.train import loss_fn
+
+OPTIONS = ("batches",)
+LOSS_OK, LOSS_WARN = 1.5, 3.0  # allowed ratio to the expected loss, either way
+GRAD_OK, GRAD_WARN = 1e2, 1e4  # allowed ratio of first- to last-layer gradient norm
+
+
+def init_check(request: TrialRequest) -> TrialResult:
+    batches = option(request, "batches", 4, OPTIONS)
+    setup = prepare(request)
+    data, model = setup.data, setup.model
+    n = min(len(data.x_train), batches * setup.train.batch_size)
+    idx = torch.randperm(len(data.x_train), generator=setup.generator)[:n]
+    x, y = data.x_train[idx].to(setup.device), data.y_train[idx].to(setup.device)
+
+    layers = [(name, m) for name, m in model.named_modules()
+              if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    stds: dict[str, float] = {}
+    hooks = [m.register_forward_hook(
+        lambda _m, _i, out, name=name: stds.__setitem__(name, float(out.detach().float().std())))
+        for name, m in layers]
+    model.train()
+    criterion = loss_fn(data)
+    losses = [criterion(model(x[i:i + setup.train.batch_size]).float(),
+                        y[i:i + setup.train.batch_size])
+              for i in range(0, n, setup.train.batch_size)]
+    loss = torch.stack(losses).mean()
+    loss.backward()
+    for h in hooks:
+        h.remove()
+    grads = {name: float(m.weight.grad.norm()) for name, m in layers if m.weight.grad is not None}
+
+    value, expected = loss.item(), data.expected_initial_loss
+    status, message = _judge_loss(value, expected, data.task, data.num_classes)
+    grad_values = list(grads.values())
+    ratio = grad_values[0] / grad_values[-1] if len(grad_values) > 1 and grad_values[-1] else 1.0
+    grad_status, grad_message = _judge_gradients(ratio)
+    if _rank(grad_status) > _rank(status):
+        status = grad_status
+    if grad_message:
+        message = f"{message} {grad_message}"
+    return verdict(status, message, loss=value, expected_loss=expected, loss_ratio=value / expected,
+                   activation_std=stds, grad_norm=grads, grad_ratio_first_to_last=ratio)
+
+
+def _judge_loss(value: float, expected: float, task: str, classes: int) -> tuple[str, str]:
+    what = ("the label variance (MSE)" if task == "regression" else
+            f"the entropy of the label prior (ln {classes} = {math.log(classes):.3g} if balanced)")
+    if not math.isfinite(value):
+        return "failed", "The initial loss is not finite: check the inputs, labels and loss."
+    ratio = value / expected
+    base = f"Initial loss {value:.3g} against an expected {expected:.3g}, {what}"
+    if 1 / LOSS_OK <= ratio <= LOSS_OK:
+        return "passed", f"{base}: as it should be."
+    if ratio > 1:
+        fix = ("the outputs are too large at initialisation; scale down the last layer's "
+               "weights or use a standard init")
+        return ("warned" if ratio <= LOSS_WARN else "failed"), f"{base} is {ratio:.1f}x too high: {fix}."
+    fix = "the model predicts the labels before training; look for labels leaking into inputs"
+    return ("warned" if ratio >= 1 / LOSS_WARN else "failed"), f"{base} is {1 / ratio:.1f}x too low: {fix}."
+
+
+def _judge_gradients(ratio: float) -> tuple[str, str]:
+    if 1 / GRAD_OK <= ratio <= GRAD_OK:
+        return "passed", ""
+    status = "warned" if 1 / GRAD_WARN <= ratio <= GRAD_WARN else "failed"
+    if ratio < 1:
+        return status, (f"Gradients vanish through depth (first layer {ratio:.1e}x the last): "
+                        "add normalisation or skip connections, or use kaiming init.")
+    return status, (f"Gradients explode through depth (first layer {ratio:.1e}x the last): "
+                    "add normalisation, lower the init scale or clip gradients.")
+
+
+def _rank(status: str) -> int:
+    return ("passed", "warned", "failed").index(status)

@@ -1,0 +1,53 @@
+"""The plain data that crosses the worker boundary: a trial request and its result."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Metrics = dict[str, float]
+
+Mode = Literal["train", "init_check", "overfit", "lr_probe"]
+MODES: tuple[str, ...] = ("train", "init_check", "overfit", "lr_probe")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is trained on what: registered names and their options."""
+
+    dataset: str
+    model: str
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """One unit of work. `params` holds the knobs (see workers.config); `options` the
+    probe's own settings (overfit: samples, steps; lr_probe: iterations, lr_min, lr_max)."""
+
+    task: Task
+    params: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    mode: Mode = "train"
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+
+
+@dataclass
+class TrialResult:
+    """What came of a request. `status` is completed, early_stopped, stopped, diverged
+    (train) or passed, warned, failed (probes); `final` holds the last epoch's metrics
+    plus the best objective value; `probe` holds a probe's figures."""
+
+    status: str
+    history: list[Metrics] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    epoch: int | None = None
+    probe: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
