@@ -37,7 +37,8 @@ def build_scheduler(
     if kind == "constant":
         return lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     if kind == "step":  # divide by 10 at a third and two thirds of the run
-        return lr_scheduler.StepLR(optimizer, step_size=max(total // 3, 1), gamma=0.1)
+        milestones = sorted({max(total // 3, 1), max(2 * total // 3, 1)})
+        return lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     if kind == "cosine":
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if kind == "warmup_cosine":

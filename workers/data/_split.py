@@ -52,7 +52,9 @@ def _cap(
         return x, y
     if size < 1:
         raise ConfigError(f"{name}: {option} must be at least 1 (got {size})")
-    stratify = y if classification and size >= len(np.unique(y)) else None
+    # Stratifying needs every class on both sides of the cut, the dropped side included.
+    classes = len(np.unique(y))
+    stratify = y if classification and min(size, len(x) - size) >= classes else None
     x, _, y, _ = train_test_split(x, y, train_size=size, random_state=seed, stratify=stratify)
     return x, y
 
