@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -30,7 +30,7 @@ DatasetOption = Annotated[list[str] | None, typer.Option(
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
 
-class Probe(str, Enum):
+class Probe(StrEnum):
     init = "init"
     overfit = "overfit"
     lr = "lr"

@@ -31,7 +31,8 @@ class _Knobs(BaseModel):
 class TrainConfig(_Knobs):
     """How a model is trained: optimiser, schedule, regularisation, batching."""
 
-    lr: float = Field(3e-3, ge=0, le=100, description="0 is allowed: it is how a probe shows a model that cannot learn")
+    # 0 is allowed: it is how a probe shows a model that cannot learn.
+    lr: float = Field(3e-3, ge=0, le=100)
     optimizer: Optimizer = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0, le=1)

@@ -47,7 +47,7 @@ class ConvNet(nn.Module):
                 conv(dims, cfg.width, cfg.width, 3, padding=1, bias=cfg.norm == "none"),
                 norm(cfg.norm, cfg.width, dims), activation(cfg.activation),
             )
-            stage = [Skip(body, cfg.skip_kind, cfg.width, dims)]
+            stage: list[nn.Module] = [Skip(body, cfg.skip_kind, cfg.width, dims)]
             if cfg.pooling != "none" and size >= 2:
                 stage.append(_pool(cfg.pooling, dims))
                 size //= 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -89,9 +90,10 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     """Apply the init scheme to every conv and linear layer; 'default' keeps PyTorch's."""
     if cfg.init == "default":
         return
-    nonlinearity = "leaky_relu" if cfg.activation == "leaky_relu" else "relu"
+    nonlinearity: Literal["relu", "leaky_relu"] = (
+        "leaky_relu" if cfg.activation == "leaky_relu" else "relu")
     gain = nn.init.calculate_gain(
-        cfg.activation if cfg.activation in ("relu", "tanh", "sigmoid", "leaky_relu") else "relu"
+        cfg.activation if cfg.activation in ("relu", "tanh", "sigmoid", "leaky_relu") else "relu"  # type: ignore[arg-type]
     )
     for module in model.modules():
         if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):

@@ -21,8 +21,8 @@ from workers.models._layers import activation
 def body_blocks(model: nn.Module) -> list[nn.Module]:
     """The body's blocks, bottom to top, without the head."""
     head = find_head(model)
-    if hasattr(model, "transfer_blocks"):
-        blocks = list(model.transfer_blocks())
+    if callable(getattr(model, "transfer_blocks", None)):
+        blocks = list(model.transfer_blocks())  # type: ignore[operator]
     else:
         blocks = [m for m in model.children() if any(True for _ in m.parameters())]
     return [b for b in blocks if b is not head and not _contains(b, head)]
@@ -102,7 +102,7 @@ def parameter_groups(
             for p in block.parameters():
                 owner[id(p)] = depth
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if not p.requires_grad:
             continue
         depth, decay = owner.get(id(p), 0), p.ndim > 1

@@ -46,7 +46,7 @@ def overfit(request: TrialRequest) -> TrialResult:
         if losses[-1] <= target or not torch.isfinite(loss):
             break
 
-    first, last, best = losses[0], losses[-1], min(losses)
+    first, best = losses[0], min(losses)
     figures = {"losses": losses, "target_loss": target, "samples": len(x), "steps": len(losses)}
     if best <= target:
         return verdict("passed", f"The loss on {len(x)} samples fell from {first:.3g} to "
