@@ -1,0 +1,105 @@
+"""Every rule of the study spec a user can break gets a message naming the field."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from studies.spec import SpecError, StudySpec, load_spec
+
+BASE: dict[str, Any] = {
+    "name": "digits-convnet",
+    "task": {"dataset": "digits", "model": "convnet"},
+    "space": {
+        "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True},
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+        "width": {"type": "int", "low": 16, "high": 128, "log": True},
+    },
+    "fixed": {"schedule": "cosine"},
+}
+
+
+def test_the_design_example_loads_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("""
+name: digits-convnet
+task: {dataset: digits, model: convnet, objective: val_accuracy}
+space:
+  lr:           {type: float, low: 1.0e-5, high: 1.0, log: true}
+  weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true}
+  dropout:      {type: float, low: 0.0, high: 0.5}
+  optimizer:    {type: categorical, choices: [sgd, adamw]}
+  width:        {type: int, low: 16, high: 128, log: true}
+fixed: {schedule: cosine}
+stages:
+  overfit: {samples: 64, steps: 300}
+  lr_probe: {iterations: 100}
+  coarse: {trials: 32, epochs: 2, sampler: qmc}
+  refine: {trials: 24, epochs: 10, sampler: tpe, pruner: median, warm_start: 5}
+  confirm: {top: 3, seeds: 3}
+resources: {gpus_per_trial: 0.25, cpus_per_trial: 1, max_concurrent: 8}
+seed: 0
+""")
+    spec = load_spec(path)
+    assert isinstance(spec, StudySpec)
+    assert spec.stages.refine.pruner == "median" and spec.resources.gpus_per_trial == 0.25
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = spec
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return mutate
+
+
+BAD = [
+    ("unknown dataset", _set("task.dataset", "digts"), "task.dataset: unknown dataset 'digts'; registered:"),
+    ("unknown model", _set("task.model", "resnt18"), "task.model: unknown model 'resnt18'; registered:"),
+    ("unknown parameter", _set("space.lrr", {"type": "float", "low": 0, "high": 1}),
+     "space: unknown parameter 'lrr'; known:"),
+    ("unknown fixed parameter", _set("fixed.lrr", 1), "fixed: unknown parameter 'lrr'"),
+    ("unknown sampler", _set("stages.coarse.sampler", "grid"), "stages.coarse.sampler: Input should be 'qmc' or 'random'"),
+    ("unknown refine sampler", _set("stages.refine.sampler", "cmaes"), "stages.refine.sampler: Input should be 'tpe' or 'gp'"),
+    ("unknown pruner", _set("stages.refine.pruner", "sha"), "stages.refine.pruner: Input should be 'median', 'hyperband' or 'none'"),
+    ("unknown stage", _set("stages.warmup", {}), "stages.warmup: unknown field; allowed here: baseline, coarse"),
+    ("low >= high", _set("space.lr", {"type": "float", "low": 1.0, "high": 0.1}), "space.lr: low must be below high"),
+    ("int low >= high", _set("space.width", {"type": "int", "low": 64, "high": 64}), "space.width: low must be below high"),
+    ("log with low <= 0", _set("space.lr", {"type": "float", "low": 0.0, "high": 1.0, "log": True}),
+     "space.lr: a log scale needs low > 0"),
+    ("empty choices", _set("space.optimizer", {"type": "categorical", "choices": []}),
+     "space.optimizer.choices: List should have at least 1 item"),
+    ("unknown parameter type", _set("space.lr", {"type": "loguniform", "low": 1, "high": 2}), "space.lr:"),
+    ("in space and fixed", _set("fixed.lr", 0.1), "'lr' is both in space and fixed"),
+    ("trials below 1", _set("stages.coarse.trials", 0), "stages.coarse.trials: Input should be greater than or equal to 1"),
+    ("absurd trials", _set("stages.refine.trials", 10**7), "stages.refine.trials: Input should be less than or equal to 10000"),
+    ("epochs below 1", _set("stages.refine.epochs", 0), "stages.refine.epochs: Input should be greater than or equal to 1"),
+    ("absurd epochs", _set("stages.coarse.epochs", 10**6), "stages.coarse.epochs: Input should be less than or equal to 1000"),
+    ("bad name", _set("name", "my study!"), "name: use letters, digits, '-' and '_'"),
+    ("bad fixed value", _set("fixed.norm", "batchy"), "fixed: norm: Input should be 'batch'"),
+]
+
+
+@pytest.mark.parametrize("what, mutate, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_spec_gets_its_message(what: str, mutate: Callable[[dict[str, Any]], None],
+                                   message: str) -> None:
+    spec = copy.deepcopy(BASE)
+    mutate(spec)
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    assert message in str(info.value)
+
+
+def test_unreadable_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML or JSON"):
+        load_spec(broken)
