@@ -1,0 +1,78 @@
+"""Spec to Optuna distributions, and narrowing the space after a coarse search."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import optuna
+import pytest
+
+from studies.space import narrow, to_distributions
+from studies.spec import CategoricalParam, FloatParam, IntParam, load_spec
+
+SPACE = load_spec({
+    "name": "s", "task": {"dataset": "digits", "model": "convnet"},
+    "space": {
+        "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "width": {"type": "int", "low": 16, "high": 128, "log": True},
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adam", "adamw"]},
+    },
+}).space
+
+
+def trials(score, n: int = 60, seed: int = 0) -> list[optuna.trial.FrozenTrial]:  # noqa: ANN001
+    rng, dists = random.Random(seed), to_distributions(SPACE)
+    out = []
+    for _ in range(n):
+        params = {"lr": math.exp(rng.uniform(math.log(1e-5), 0.0)), "dropout": rng.uniform(0, 0.5),
+                  "width": rng.randint(16, 128), "optimizer": rng.choice(["sgd", "adam", "adamw"])}
+        out.append(optuna.trial.create_trial(params=params, distributions=dists, value=score(params)))
+    return out
+
+
+def test_distributions_follow_the_spec() -> None:
+    dists = to_distributions(SPACE)
+    assert dists["lr"] == optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)
+    assert dists["width"] == optuna.distributions.IntDistribution(16, 128, log=True)
+    assert dists["optimizer"] == optuna.distributions.CategoricalDistribution(["sgd", "adam", "adamw"])
+
+
+def test_narrowing_keeps_the_best_region_on_the_log_scale() -> None:
+    # best near lr = 1e-3 and low dropout; adamw wins
+    result = narrow(SPACE, trials(lambda p: -abs(math.log10(p["lr"]) + 3)
+                                  - 8 * abs(p["dropout"] - 0.25)
+                                  + (4 if p["optimizer"] == "adamw" else 0), n=200),
+                    "maximize", quantile=0.1)
+    lr = result.space["lr"]
+    assert isinstance(lr, FloatParam) and lr.log
+    assert 1e-5 < lr.low < 1e-3 < lr.high < 1.0
+    assert math.log(lr.high / lr.low) < 0.75 * math.log(1.0 / 1e-5)  # clearly narrower
+    dropout = result.space["dropout"]
+    assert 0.0 < dropout.low < 0.25 < dropout.high < 0.5
+    assert result.space["optimizer"] == CategoricalParam(type="categorical", choices=["adamw"])
+    assert result.boundary == {}
+
+
+def test_a_parameter_best_at_an_edge_is_flagged_and_widened_past_it() -> None:
+    # bigger is always better for width; the optimum lies past the original high of 128
+    result = narrow(SPACE, trials(lambda p: p["width"] + random.random()), "maximize")
+    assert result.boundary == {"width": "high"}
+    width = result.space["width"]
+    assert isinstance(width, IntParam) and width.high > 128
+    assert "width" in result.describe()[0]
+
+
+def test_widening_stops_at_the_knobs_own_limits() -> None:
+    # smaller is better for dropout, but dropout cannot go below 0
+    result = narrow(SPACE, trials(lambda p: -p["dropout"]), "maximize")
+    assert result.boundary["dropout"] == "low"
+    assert result.space["dropout"].low == 0.0
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_direction_decides_which_trials_are_best(direction: str) -> None:
+    result = narrow(SPACE, trials(lambda p: math.log10(p["lr"])), direction)
+    side = "low" if direction == "minimize" else "high"
+    assert result.boundary.get("lr") == side
