@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from workers.data import DATASETS, DataSettings, Dataset, load_dataset, register_dataset
+from workers.data import DATASETS, Dataset, DataSettings, load_dataset, register_dataset
 from workers.errors import ConfigError, DataNotFoundError
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -47,6 +48,16 @@ EXPECTED: dict[str, tuple[tuple[int, ...], int | None, int]] = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine
+    OpenMP's spinning threads slow these tests some 50x whenever another process runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _write_images(folder: Path) -> None:
     """A few PNGs per class, in several sizes and colour modes (ImageFolder converts to RGB)."""
     rng = np.random.default_rng(0)
@@ -61,7 +72,7 @@ def _write_images(folder: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> DataSettings:
+def data_settings(tmp_path_factory: pytest.TempPathFactory) -> DataSettings:
     """A data folder holding what the file-based datasets need, built offline.
 
     MNIST gets Fashion-MNIST's archives: the same idx format under MNIST's names.
@@ -112,8 +123,8 @@ def _check_regression(data: Dataset) -> None:
 
 
 @pytest.mark.parametrize("name", [n for n in BUILTIN if n not in NEEDS_DOWNLOAD])
-def test_dataset_loads_with_consistent_facts(name: str, settings: DataSettings) -> None:
-    data = load_dataset(name, OPTIONS.get(name), settings=settings)
+def test_dataset_loads_with_consistent_facts(name: str, data_settings: DataSettings) -> None:
+    data = load_dataset(name, OPTIONS.get(name), settings=data_settings)
 
     assert data.name == name and name in data.describe()
     assert data.x_train.dtype == data.x_val.dtype == torch.float32
@@ -167,24 +178,32 @@ def test_fashion_mnist_without_system_package_says_how_to_get_it(tmp_path: Path)
         load_dataset("fashion_mnist", settings=settings)
 
 
-def test_fashion_mnist_is_extracted_into_the_data_folder(settings: DataSettings) -> None:
-    load_dataset("fashion_mnist", settings=settings)
-    raw = settings.data_dir / "FashionMNIST" / "raw"
+def test_fashion_mnist_is_extracted_into_the_data_folder(data_settings: DataSettings) -> None:
+    load_dataset("fashion_mnist", settings=data_settings)
+    raw = data_settings.data_dir / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted(a.removesuffix(".gz") for a in IDX_ARCHIVES)
 
 
 @pytest.mark.parametrize("path", ["../outside", "/", ""])
-def test_image_folder_path_must_stay_inside_the_data_folder(path: str, settings: DataSettings) -> None:
+def test_image_folder_path_must_stay_inside_the_data_folder(path: str, data_settings: DataSettings) -> None:
     with pytest.raises(ConfigError, match="inside the data folder"):
-        load_dataset("image_folder", {"path": path}, settings=settings)
+        load_dataset("image_folder", {"path": path}, settings=data_settings)
 
 
 def test_image_folder_absolute_path_elsewhere_is_refused(
-    settings: DataSettings, tmp_path: Path
+    data_settings: DataSettings, tmp_path: Path
 ) -> None:
     _write_images(tmp_path / "elsewhere")
     with pytest.raises(ConfigError, match="inside the data folder"):
-        load_dataset("image_folder", {"path": str(tmp_path / "elsewhere")}, settings=settings)
+        load_dataset("image_folder", {"path": str(tmp_path / "elsewhere")}, settings=data_settings)
+
+
+def test_image_folder_link_out_of_the_data_folder_is_refused(tmp_path: Path) -> None:
+    _write_images(tmp_path / "outside")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(ConfigError, match="inside the data folder"):
+        load_dataset("image_folder", {"path": "link"}, settings=DataSettings(data_dir=tmp_path / "data"))
 
 
 def test_image_folder_errors_name_the_problem(tmp_path: Path) -> None:
@@ -228,8 +247,9 @@ def test_synthetic_rejects_impossible_options(options: dict, message: str) -> No
 
 def test_mnist1d_options_are_passed_to_the_generator() -> None:
     data = load_dataset("mnist1d", {"samples": 1000, "seed": 1})
+    other = load_dataset("mnist1d", {"samples": 1000, "seed": 2})
     assert len(data.x_train) + len(data.x_val) == 1000
-    assert not torch.equal(data.x_val, load_dataset("mnist1d").x_val[: len(data.x_val)])
+    assert not torch.equal(data.x_train, other.x_train)
 
 
 def test_normalisation_uses_training_statistics_only() -> None:
@@ -307,6 +327,20 @@ def test_subset_must_be_positive(option: str) -> None:
 def test_val_fraction_must_lie_between_zero_and_one(fraction: float) -> None:
     with pytest.raises(ConfigError, match=r"val_fraction must lie in \(0, 1\)"):
         load_dataset("wine", {"val_fraction": fraction})
+
+
+@pytest.mark.parametrize("fraction", [0.005, 0.995])
+def test_val_fraction_must_leave_every_class_on_both_sides(fraction: float) -> None:
+    with pytest.raises(ConfigError, match="needs each of the 10 classes on both sides"):
+        load_dataset("digits", {"val_fraction": fraction})
+
+
+def test_a_class_with_one_image_cannot_be_split(tmp_path: Path) -> None:
+    _write_images(tmp_path / "few")
+    for image in list((tmp_path / "few" / "circle").iterdir())[1:]:
+        image.unlink()
+    with pytest.raises(ConfigError, match="fewest samples in a class: 1"):
+        load_dataset("image_folder", {"path": "few"}, settings=DataSettings(data_dir=tmp_path))
 
 
 def test_split_seed_decides_the_split() -> None:

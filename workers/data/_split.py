@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,6 +36,8 @@ def make_dataset(
         x, y = _select_classes(name, x, y, classes)
     if not 0 < val_fraction < 1:
         raise ConfigError(f"{name}: val_fraction must lie in (0, 1) (got {val_fraction})")
+    if classification:
+        _check_stratifiable(name, y, val_fraction)
     x, x_val, y, y_val = train_test_split(
         x, y, test_size=val_fraction, random_state=split_seed,
         stratify=y if classification else None,
@@ -42,6 +45,18 @@ def make_dataset(
     x, y = _cap(name, "subset", x, y, subset, split_seed, classification)
     x_val, y_val = _cap(name, "val_subset", x_val, y_val, val_subset, split_seed, classification)
     return _normalise(name, raw, x, y, x_val, y_val)
+
+
+def _check_stratifiable(name: str, y: np.ndarray, val_fraction: float) -> None:
+    """Both splits need a sample of every class (sklearn rounds the validation side up)."""
+    counts = np.unique(y, return_counts=True)[1]
+    n_val = math.ceil(val_fraction * len(y))
+    if min(n_val, len(y) - n_val) < len(counts) or counts.min() < 2:
+        raise ConfigError(
+            f"{name}: val_fraction {val_fraction} gives {len(y) - n_val} training and {n_val} "
+            f"validation samples, but a stratified split needs each of the {len(counts)} classes "
+            f"on both sides (fewest samples in a class: {counts.min()})"
+        )
 
 
 def _cap(
