@@ -94,7 +94,6 @@ def train(
     criterion = loss_fn(data, train_cfg.label_smoothing)
     augment = build_augmenter(train_cfg.augmentations, data)
     params = [p for p in model.parameters() if p.requires_grad]
-    clip = train_cfg.grad_clip or math.inf
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     metric, direction = objective_metric(data)
     outcome = TrainOutcome("completed")
@@ -109,7 +108,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         norm_sum = torch.zeros((), device=device)
-        seen = 0
+        seen, norms = 0, 0
         for step in range(steps):
             idx = order[step * bs:(step + 1) * bs]
             xb, yb = x_train[idx], y_train[idx]
@@ -120,7 +119,15 @@ def train(
             loss = criterion(out.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm_sum += torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+            # The gradient norm is measured every step when clipping, else every CHECK_EVERY
+            # steps: a norm over all gradients costs ~5% of a small model's step.
+            if train_cfg.grad_clip:
+                norm_sum += torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip, foreach=True)
+                norms += 1
+            elif step % CHECK_EVERY == 0:
+                grads = [p.grad for p in params if p.grad is not None]
+                norm_sum += torch.nn.utils.get_total_norm(grads, foreach=True)
+                norms += 1
             optimizer.step()
             scheduler.step()
             loss_sum += loss.detach() * len(yb)
@@ -146,7 +153,7 @@ def train(
         metrics |= evaluate(model, data, x_val, y_val)
         metrics |= {
             "lr": optimizer.param_groups[0]["lr"],
-            "grad_norm": float(norm_sum) / steps,
+            "grad_norm": float(norm_sum) / max(norms, 1),
             "epoch_seconds": seconds,
             "samples_per_second": seen / seconds,
         }
