@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from workers import probes
+from workers.baseline import run_baseline
 from workers.config import parse_params
 from workers.data import load_dataset
 from workers.errors import ConfigError
@@ -29,6 +30,8 @@ def execute(request: TrialRequest, report: Report | None = None) -> TrialResult:
         raise ConfigError(f"epochs must be at least 1 (got {request.epochs})")
     if request.mode == "train":
         result = _train(request, report)
+    elif request.mode == "baseline":
+        result = run_baseline(request)
     else:
         result = probes.run_probe(request)
     result.seconds = time.perf_counter() - started
@@ -53,4 +56,7 @@ def _train(request: TrialRequest, report: Report | None) -> TrialResult:
         final["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     log.info("trial %s on %s/%s: %s %s", request.params, task.dataset, task.model,
              outcome.status, outcome.message)
-    return TrialResult(outcome.status, outcome.history, final, outcome.message, outcome.epoch)
+    result = TrialResult(outcome.status, outcome.history, final, outcome.message, outcome.epoch)
+    if request.return_weights:
+        result.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return result

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 Metrics = dict[str, float]
 
-Mode = Literal["train", "init_check", "overfit", "lr_probe"]
-MODES: tuple[str, ...] = ("train", "init_check", "overfit", "lr_probe")
+Mode = Literal["train", "init_check", "overfit", "lr_probe", "baseline"]
+MODES: tuple[str, ...] = ("train", "init_check", "overfit", "lr_probe", "baseline")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class TrialRequest:
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
+    return_weights: bool = False  # train: hand the trained state_dict back (on the CPU)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TrialResult:
     epoch: int | None = None
     probe: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    state_dict: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

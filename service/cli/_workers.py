@@ -1,33 +1,35 @@
-"""The `stagetune` command line: train a model or probe a pipeline from the shell."""
+"""`stagetune train` and `stagetune probe`: one model, one run, from the shell."""
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import sys
 from enum import StrEnum
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated
 
+import torch
 import typer
-import yaml
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workers import StagetuneError, Task, TrialRequest, TrialResult, execute
+from service.cli._common import (
+    JsonFlag,
+    console,
+    err_console,
+    fail,
+    fmt,
+    one_line_errors,
+    pairs,
+    print_json,
+)
+from workers import Task, TrialRequest, TrialResult, execute
 from workers.request import Metrics
-
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="stagetune: staged hyperparameter search for PyTorch training.")
-console = Console()
-err_console = Console(stderr=True)
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="a parameter as key=value (repeatable), e.g. --set lr=0.01")]
 DatasetOption = Annotated[list[str] | None, typer.Option(
     "--dataset-option", help="a dataset option as key=value (repeatable)")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+DatasetName = Annotated[str, typer.Option(help="a registered dataset")]
+ModelName = Annotated[str, typer.Option(help="a registered model")]
 
 
 class Probe(StrEnum):
@@ -39,23 +41,27 @@ class Probe(StrEnum):
 PROBE_MODES = {Probe.init: "init_check", Probe.overfit: "overfit", Probe.lr: "lr_probe"}
 
 
-@app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="a registered dataset")] = "digits",
-    model: Annotated[str, typer.Option(help="a registered model")] = "convnet",
+    dataset: DatasetName = "digits",
+    model: ModelName = "convnet",
     set_: SetOption = None,
     dataset_option: DatasetOption = None,
     epochs: Annotated[int, typer.Option(min=1, help="epochs to train")] = 15,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    save_weights: Annotated[Path | None, typer.Option(
+        help="write the trained state_dict here (a starting point for transfer learning)")] = None,
     json_: JsonFlag = False,
 ) -> None:
     """Train MODEL on DATASET and print its per-epoch curve."""
-    request = TrialRequest(Task(dataset, model, _pairs(dataset_option, "--dataset-option")),
-                           params=_pairs(set_, "--set"), epochs=epochs, seed=seed)
+    request = TrialRequest(Task(dataset, model, pairs(dataset_option, "--dataset-option")),
+                           params=pairs(set_, "--set"), epochs=epochs, seed=seed,
+                           return_weights=save_weights is not None)
     if json_:
-        result = _run(request)
-        _print_json({"status": result.status, "message": result.message,
-                     "history": result.history, "final": result.final})
+        with one_line_errors():
+            result = execute(request)
+        _save(result, save_weights)
+        print_json({"status": result.status, "message": result.message,
+                    "history": result.history, "final": result.final})
         return
     with Progress(TextColumn("[bold]epoch"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
@@ -66,15 +72,28 @@ def train(
             progress.update(bar, completed=epoch, description=_short(metrics))
             return False
 
-        result = _run(request, report)
+        with one_line_errors():
+            result = execute(request, report)
+    _save(result, save_weights)
     _print_history(result)
+    if save_weights is not None:
+        console.print(f"weights saved to {save_weights}")
 
 
-@app.command()
+def _save(result: TrialResult, path: Path | None) -> None:
+    if path is None or result.state_dict is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(result.state_dict, path)
+    except OSError as exc:
+        raise fail(f"cannot write weights to {path}: {exc.strerror}") from None
+
+
 def probe(
     which: Annotated[Probe, typer.Argument(help="init, overfit or lr")],
-    dataset: Annotated[str, typer.Option(help="a registered dataset")] = "digits",
-    model: Annotated[str, typer.Option(help="a registered model")] = "convnet",
+    dataset: DatasetName = "digits",
+    model: ModelName = "convnet",
     set_: SetOption = None,
     dataset_option: DatasetOption = None,
     option: Annotated[list[str] | None, typer.Option(
@@ -83,48 +102,24 @@ def probe(
     json_: JsonFlag = False,
 ) -> None:
     """Check a pipeline: initial loss, overfitting a tiny subset, or an LR range test."""
-    request = TrialRequest(Task(dataset, model, _pairs(dataset_option, "--dataset-option")),
-                           params=_pairs(set_, "--set"), mode=PROBE_MODES[which],  # type: ignore[arg-type]
-                           seed=seed, options=_pairs(option, "--option"))
-    with console.status(f"running the {which.value} probe"):
-        result = _run(request)
+    request = TrialRequest(Task(dataset, model, pairs(dataset_option, "--dataset-option")),
+                           params=pairs(set_, "--set"), mode=PROBE_MODES[which],  # type: ignore[arg-type]
+                           seed=seed, options=pairs(option, "--option"))
+    with console.status(f"running the {which.value} probe"), one_line_errors():
+        result = execute(request)
     if json_:
-        _print_json({"probe": request.mode, "verdict": result.status, "message": result.message,
-                     "figures": result.probe})
-        return
-    colour = {"passed": "green", "warned": "yellow", "failed": "red"}[result.status]
-    console.print(f"[bold {colour}]{result.status}[/]: {result.message}")
-    table = Table("figure", "value")
-    for key, value in result.probe.items():
-        if isinstance(value, (int, float, str)):
-            table.add_row(key, _fmt(value))
-    console.print(table)
+        print_json({"probe": request.mode, "verdict": result.status, "message": result.message,
+                    "figures": result.probe})
+    else:
+        colour = {"passed": "green", "warned": "yellow", "failed": "red"}[result.status]
+        console.print(f"[bold {colour}]{result.status}[/]: {result.message}")
+        table = Table("figure", "value")
+        for key, value in result.probe.items():
+            if isinstance(value, (int, float, str)):
+                table.add_row(key, fmt(value))
+        console.print(table)
     if result.status == "failed":
         raise typer.Exit(1)
-
-
-def _run(request: TrialRequest, report: Any = None) -> TrialResult:
-    """Execute, turning the project's own errors into one line and a non-zero exit."""
-    try:
-        return execute(request, report)
-    except StagetuneError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
-def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """Parse key=value pairs; values are read as YAML scalars (0.1, true, [1, 2], adamw)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            err_console.print(f"[red]error:[/] {flag} takes key=value (got {item!r})")
-            raise typer.Exit(2)
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
 
 
 def _print_history(result: TrialResult) -> None:
@@ -135,7 +130,7 @@ def _print_history(result: TrialResult) -> None:
     for column in columns:
         table.add_column(column, justify="right")
     for metrics in result.history:
-        table.add_row(*(_fmt(metrics[c]) for c in columns))
+        table.add_row(*(fmt(metrics[c]) for c in columns))
     console.print(table)
     if result.message:
         console.print(result.message)
@@ -147,18 +142,3 @@ def _print_history(result: TrialResult) -> None:
 def _short(metrics: Metrics) -> str:
     metric = "val_accuracy" if "val_accuracy" in metrics else "val_rmse"
     return f"train_loss {metrics['train_loss']:.3f}  {metric} {metrics[metric]:.4f}"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) and value != int(value) else str(value)
-    return str(value)
-
-
-def _print_json(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    app()

@@ -41,7 +41,8 @@ def init_check(request: TrialRequest) -> TrialResult:
                         y[i:i + setup.train.batch_size])
               for i in range(0, n, setup.train.batch_size)]
     loss = torch.stack(losses).mean()
-    loss.backward()
+    if loss.requires_grad:  # a fully frozen model has no gradient to measure
+        loss.backward()
     for h in hooks:
         h.remove()
     grads = {name: float(m.weight.grad.norm()) for name, m in layers if m.weight.grad is not None}
@@ -55,7 +56,8 @@ def init_check(request: TrialRequest) -> TrialResult:
         status = grad_status
     if grad_message:
         message = f"{message} {grad_message}"
-    return verdict(status, message, loss=value, expected_loss=expected, loss_ratio=value / expected,
+    return verdict(status, message, epochs_equivalent=n / len(data.x_train), loss=value,
+                   expected_loss=expected, loss_ratio=value / expected,
                    activation_std=stds, grad_norm=grads, grad_ratio_first_to_last=ratio)
 
 

@@ -62,7 +62,9 @@ def lr_probe(request: TrialRequest) -> TrialResult:
         smoothed.append(avg / (1 - beta ** (i + 1)))
         if i > 5 and smoothed[-1] > diverge * min(smoothed):
             break
-    return _judge(lrs, smoothed, raw)
+    result = _judge(lrs, smoothed, raw)
+    result.probe["epochs_equivalent"] = (i + 1) * bs / len(x)
+    return result
 
 
 def _judge(lrs: list[float], smoothed: list[float], raw: list[float]) -> TrialResult:

@@ -31,7 +31,8 @@ def overfit(request: TrialRequest) -> TrialResult:
     try:
         optimizer = build_optimizer(model, setup.train, setup.arch)
     except ConfigError as exc:  # nothing trainable: the probe's answer, not an input error
-        return verdict("failed", f"The model cannot learn: {exc}.", losses=[], target_loss=target)
+        return verdict("failed", f"The model cannot learn: {exc}.", losses=[], target_loss=target,
+                       epochs_equivalent=0.0)
 
     # Full-batch steps on the subset until the loss is near zero or the budget is spent.
     criterion = loss_fn(data)
@@ -47,7 +48,8 @@ def overfit(request: TrialRequest) -> TrialResult:
             break
 
     first, best = losses[0], min(losses)
-    figures = {"losses": losses, "target_loss": target, "samples": len(x), "steps": len(losses)}
+    figures = {"losses": losses, "target_loss": target, "samples": len(x), "steps": len(losses),
+               "epochs_equivalent": len(losses) * len(x) / len(data.x_train)}
     if best <= target:
         return verdict("passed", f"The loss on {len(x)} samples fell from {first:.3g} to "
                        f"{best:.3g} in {len(losses)} steps: the pipeline can learn.", **figures)

@@ -1,0 +1,25 @@
+"""The `stagetune` command line."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from service.cli._study import run, validate
+from service.cli._workers import probe, train
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="stagetune: staged hyperparameter search for PyTorch training.")
+app.command()(train)
+app.command()(probe)
+app.command()(run)
+app.command()(validate)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,122 @@
+"""The runner: drives one study through its stages and writes everything to the store.
+
+Run again on the same store, it resumes: finished stages are skipped (what they
+handed on is read back), finished trials are kept, and trials left running are
+marked failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from studies.executor import Executor, LocalExecutor
+from studies.spec import StudySpec
+from studies.stages import ORDER, STAGES, StageContext, StageOutcome
+from studies.stages._base import Progress
+from studies.store import Store, StudyRecord
+from workers import StagetuneError
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_rmse": "minimize"}
+
+
+@dataclass
+class StudyReport:
+    """The summary a person reads at the end, and `stagetune run --json` prints."""
+
+    study: str
+    status: str  # completed, stopped, failed
+    message: str
+    stages: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    baseline: float | None
+    objective: str
+    compute: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def objective_of(spec: StudySpec) -> tuple[str, str]:
+    """The study's objective and direction; by default accuracy, or RMSE for regression."""
+    if spec.task.objective:
+        return spec.task.objective, DIRECTIONS[spec.task.objective]
+    from workers.data import load_dataset
+
+    task = load_dataset(spec.task.dataset, spec.task.dataset_options).task
+    metric = "val_accuracy" if task == "classification" else "val_rmse"
+    return metric, DIRECTIONS[metric]
+
+
+class Runner:
+    """Drives `spec` through the stages in ORDER on `store`, trials through `executor`."""
+
+    def __init__(self, spec: StudySpec, store: Store, executor: Executor | None = None,
+                 progress: Progress | None = None) -> None:
+        self.spec, self.store = spec, store
+        self.executor = executor or LocalExecutor()
+        self.progress = progress
+
+    def run(self) -> StudyReport:
+        spec, store = self.spec, self.store
+        record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
+        objective, direction = objective_of(spec)
+        if record.status in ("completed", "stopped"):
+            return report_of(record, objective)
+        ctx = StageContext(spec, store, self.executor, objective, direction,
+                           progress=self.progress)
+        for stage in record.stages:  # what finished stages handed on, in order
+            if stage.status == "done":
+                ctx.handed.update(stage.hand_on)
+        store.set_status(spec.name, "running")
+        try:
+            for stored in record.stages:
+                if stored.status == "done":
+                    continue
+                outcome = self._run_stage(ctx, stored.name)
+                if outcome.verdict == "failed" and STAGES[stored.name].gate \
+                        and not spec.stages.continue_on_failure:
+                    store.set_status(spec.name, "stopped", f"{stored.name}: {outcome.message}")
+                    return report_of(store.study(spec.name), objective)
+        except StagetuneError as exc:
+            store.set_status(spec.name, "failed", str(exc))
+            raise
+        store.set_status(spec.name, "completed", "")
+        return report_of(store.study(spec.name), objective)
+
+    def _run_stage(self, ctx: StageContext, name: str) -> StageOutcome:
+        config = getattr(self.spec.stages, name)
+        started = time.perf_counter()
+        if not config.enabled:
+            outcome = StageOutcome("skipped", "Disabled in the spec.")
+        else:
+            self.store.start_stage(self.spec.name, name)
+            outcome = STAGES[name](config).run(ctx)
+        seconds = time.perf_counter() - started
+        self.store.finish_stage(self.spec.name, name, outcome.verdict, outcome.message,
+                                outcome.figures, outcome.hand_on, outcome.epochs, seconds)
+        ctx.handed.update(outcome.hand_on)
+        log.info("%s: %s: %s", name, outcome.verdict, outcome.message)
+        return outcome
+
+
+def report_of(record: StudyRecord, objective: str) -> StudyReport:
+    """Build the summary from the store alone (so it is the same after a resume)."""
+    handed: dict[str, Any] = {}
+    for stage in record.stages:
+        handed.update(stage.hand_on)
+    status = {"completed": "completed", "stopped": "stopped"}.get(record.status, "failed")
+    best = handed.get("best")
+    return StudyReport(
+        study=record.name, status=status, message=record.message,
+        stages=[{"name": s.name, "verdict": s.verdict, "message": s.message}
+                for s in record.stages],
+        best={"params": best["params"], "value": best["value"]} if best else None,
+        baseline=handed.get("baseline"), objective=objective,
+        compute={"epochs": round(sum(s.epochs for s in record.stages), 3),
+                 "seconds": round(sum(s.seconds for s in record.stages), 3)},
+    )

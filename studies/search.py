@@ -1,0 +1,125 @@
+"""The ask-run-tell loop shared by the search stages, resumable from the store.
+
+Optuna numbers the trials, so a number is never given twice; a trial that was
+running when a runner died is told FAIL on resume and its budget slot is spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from studies.executor import Job, Outcome
+from studies.space import to_distributions
+from studies.spec import Param
+from studies.stages._base import StageContext
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass
+class Tally:
+    """What a search stage did, from the Optuna study (so it counts resumed work too)."""
+
+    total: int
+    completed: int
+    pruned: int
+    failed: int
+    diverged: int
+    epochs: float
+
+
+def fail_orphans(study: optuna.Study) -> int:
+    """Mark trials left running by a dead runner as failed; they are not re-run."""
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in orphans:
+        study.tell(trial.number, state=TrialState.FAIL)
+        log.warning("%s: trial %d was running when its runner stopped; marked failed",
+                    study.study_name, trial.number)
+    return len(orphans)
+
+
+def run_trials(ctx: StageContext, stage: str, study: optuna.Study, space: Mapping[str, Param],
+               n_trials: int, epochs: int, prune: bool) -> Tally:
+    """Ask, run and tell until the study holds `n_trials` finished trials."""
+    fail_orphans(study)
+    distributions = to_distributions(space)
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    ctx.tick(stage, finished, n_trials)
+    while finished < n_trials:
+        size = min(ctx.executor.max_concurrent, n_trials - finished)
+        trials = [study.ask(distributions) for _ in range(size)]
+        jobs = [Job(t, ctx.request("train", t.params, epochs, seed=ctx.spec.seed + t.number),
+                    reporter(ctx, stage, t, prune)) for t in trials]
+        for outcome in ctx.executor.run(jobs):
+            tell(ctx, study, outcome)
+            finished += 1
+            ctx.tick(stage, finished, n_trials)
+    return tally(study)
+
+
+def reporter(ctx: StageContext, stage: str, trial: optuna.Trial, prune: bool) -> Any:
+    def report(epoch: int, metrics: dict[str, float]) -> bool:
+        ctx.store.record_epoch(ctx.spec.name, stage, trial.number, epoch, metrics)
+        value = metrics.get(ctx.objective)
+        if value is None or not math.isfinite(value):
+            return False
+        trial.report(value, epoch)
+        return prune and trial.should_prune()
+
+    return report
+
+
+def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
+    """Record a finished job in Optuna: COMPLETE with its best value, PRUNED, or FAIL."""
+    trial: optuna.Trial = outcome.job.key
+    result = outcome.result
+    if result is None:
+        trial.set_user_attr("status", "failed")
+        trial.set_user_attr("message", outcome.error)
+        log.warning("trial %d failed with %s: %s", trial.number, trial.params, outcome.error)
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    trial.set_user_attr("status", result.status)
+    trial.set_user_attr("epochs", len(result.history))
+    if result.message:
+        trial.set_user_attr("message", result.message)
+    values = [m[ctx.objective] for m in result.history
+              if math.isfinite(m.get(ctx.objective, math.nan))]
+    if result.status == "stopped":
+        study.tell(trial, state=TrialState.PRUNED)
+    elif result.status == "diverged" or not values:
+        log.warning("trial %d %s with %s: %s", trial.number, result.status, trial.params,
+                    result.message)
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        best = max(values) if ctx.direction == "maximize" else min(values)
+        study.tell(trial, best)
+
+
+def tally(study: optuna.Study) -> Tally:
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    return Tally(
+        total=len(trials),
+        completed=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=states.count(TrialState.FAIL),
+        diverged=sum(t.user_attrs.get("status") == "diverged" for t in trials),
+        epochs=float(sum(t.user_attrs.get("epochs", 0) for t in trials)),
+    )
+
+
+def top_trials(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
+    """The `n` best completed trials, best first."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: t.value, reverse=reverse)[:n]  # type: ignore[arg-type, return-value]

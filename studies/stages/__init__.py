@@ -1,0 +1,16 @@
+"""The staged protocol: each stage is a small class registered in STAGES, in order."""
+
+from studies.stages import _confirm, _probes, _search  # noqa: F401  (fill the registry)
+from studies.stages._base import (
+    STAGES,
+    VERDICTS,
+    Stage,
+    StageContext,
+    StageOutcome,
+    register_stage,
+)
+
+ORDER = ("baseline", "init_check", "overfit", "lr_probe", "coarse", "refine", "confirm")
+
+__all__ = ["ORDER", "STAGES", "VERDICTS", "Stage", "StageContext", "StageOutcome",
+           "register_stage"]

@@ -1,0 +1,101 @@
+"""The stage contract: what a stage gets, what it must return, and the registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from studies.executor import Executor, Job
+from studies.spec import StudySpec
+from studies.store import Store
+from workers import StagetuneError, Task, TrialRequest
+from workers.errors import ConfigError
+
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total): called as a stage's trials finish."""
+
+VERDICTS = ("passed", "warned", "failed", "skipped")
+
+
+@dataclass
+class StageContext:
+    """What a stage may use. `handed` holds what earlier stages handed on
+    (baseline, lr_range, space, top configurations, best...)."""
+
+    spec: StudySpec
+    store: Store
+    executor: Executor
+    objective: str
+    direction: str
+    handed: dict[str, Any] = field(default_factory=dict)
+    progress: Progress | None = None
+
+    @property
+    def task(self) -> Task:
+        t = self.spec.task
+        return Task(t.dataset, t.model, dict(t.dataset_options), dict(t.model_options))
+
+    def request(self, mode: str, params: dict[str, Any] | None = None, epochs: int = 1,
+                seed: int | None = None, options: dict[str, Any] | None = None) -> TrialRequest:
+        """A request on the study's task with the fixed knobs under `params`."""
+        return TrialRequest(self.task, params={**self.spec.fixed, **(params or {})},
+                            epochs=epochs, mode=mode, seed=self.spec.seed if seed is None else seed,  # type: ignore[arg-type]
+                            options=options or {})
+
+    def tick(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+
+@dataclass
+class StageOutcome:
+    """A verdict (passed, warned, failed, skipped), a sentence a person can act on,
+    figures for the dashboards, and what the next stages need (`hand_on`)."""
+
+    verdict: str
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    hand_on: dict[str, Any] = field(default_factory=dict)
+    epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS} (got {self.verdict!r})")
+
+
+class Stage(ABC):
+    """One step of the protocol. `run` must be safe to call again after an interruption:
+    whatever it finished before is in the store and must not be redone."""
+
+    name: ClassVar[str]
+    gate: ClassVar[bool] = False  # a failed gate stops the study unless the spec says go on
+
+    def __init__(self, config: Any) -> None:
+        self.config = config  # this stage's section of the spec (e.g. spec.stages.coarse)
+
+    @abstractmethod
+    def run(self, ctx: StageContext) -> StageOutcome: ...
+
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    if cls.name in STAGES:
+        raise ConfigError(f"stage '{cls.name}' is already registered")
+    STAGES[cls.name] = cls
+    return cls
+
+
+def run_probe(ctx: StageContext, stage: str, mode: str, options: dict[str, Any] | None = None
+              ) -> tuple[Any, float]:
+    """Run one probe request through the executor; an input error fails the study."""
+    params = dict(ctx.handed.get("probe_params", {}))
+    (outcome,) = list(ctx.executor.run([Job(stage, ctx.request(mode, params, options=options))]))
+    ctx.tick(stage, 1, 1)
+    if outcome.result is None:
+        raise StagetuneError(f"{stage}: {outcome.error}")
+    return outcome.result, float(outcome.result.probe.get("epochs_equivalent", 0.0))
+

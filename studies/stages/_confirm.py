@@ -1,0 +1,115 @@
+"""Confirm: re-run the top configurations with several seeds; the winner is the best mean."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from studies.diagnosis import diagnose
+from studies.executor import Job
+from studies.search import fail_orphans, reporter, tally, tell
+from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
+
+HEALTHY = ("saturated", "still_improving")
+
+
+@register_stage
+class Confirm(Stage):
+    """Each (configuration, seed) pair is one Optuna trial carrying both as user attributes,
+    so an interrupted confirm re-runs only the pairs it had not finished."""
+
+    name = "confirm"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        cfg = self.config
+        configs = ctx.handed.get("top", [])[: cfg.top]
+        if not configs:
+            return StageOutcome("skipped", "No configuration to confirm: no search stage ran.")
+        epochs = cfg.epochs or ctx.spec.stages.refine.epochs
+        study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction)
+        fail_orphans(study)
+        pairs = [(i, s) for i in range(len(configs)) for s in range(cfg.seeds)]
+        self._run_missing(ctx, study, configs, pairs, epochs)
+        return self._judge(ctx, study, configs, epochs)
+
+    def _run_missing(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
+                     pairs: list[tuple[int, int]], epochs: int) -> None:
+        def done() -> set[tuple[int, int]]:
+            return {(t.user_attrs["config"], t.user_attrs["seed"])
+                    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                      TrialState.FAIL))
+                    if "config" in t.user_attrs}
+
+        distributions = _covering(configs)
+        missing = [p for p in pairs if p not in done()]
+        ctx.tick(self.name, len(pairs) - len(missing), len(pairs))
+        while missing:
+            batch, missing = missing[: ctx.executor.max_concurrent], missing[ctx.executor.max_concurrent:]
+            jobs = []
+            for index, seed in batch:
+                params = configs[index]
+                study.enqueue_trial(params, user_attrs={"config": index, "seed": seed})
+                trial = study.ask(distributions)
+                index, seed = trial.user_attrs["config"], trial.user_attrs["seed"]
+                request = ctx.request("train", configs[index], epochs, seed=ctx.spec.seed + 1 + seed)
+                jobs.append(Job(trial, request, reporter(ctx, self.name, trial, prune=False)))
+            for outcome in ctx.executor.run(jobs):
+                tell(ctx, study, outcome)
+            ctx.tick(self.name, len(pairs) - len(missing), len(pairs))
+
+    def _judge(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
+               epochs: int) -> StageOutcome:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        by_config: dict[int, list[optuna.trial.FrozenTrial]] = {}
+        for t in trials:
+            by_config.setdefault(t.user_attrs["config"], []).append(t)
+        spent = tally(study).epochs
+        if not by_config:
+            return StageOutcome("failed", "Every confirm run failed: see the trials' messages.",
+                                epochs=spent)
+        sign = 1 if ctx.direction == "maximize" else -1
+        means = {i: statistics.fmean(t.value for t in ts) for i, ts in by_config.items()}  # type: ignore[misc]
+        winner = max(means, key=lambda i: sign * means[i])
+        runs = sorted(by_config[winner], key=lambda t: t.value)  # type: ignore[arg-type, return-value]
+        values = [t.value for t in runs]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0  # type: ignore[type-var]
+        median_run = runs[len(runs) // 2]
+        curve = ctx.store.curves(ctx.spec.name, self.name).get(median_run.number, [])
+        diagnosis = diagnose(curve, ctx.objective, ctx.direction, ctx.handed.get("baseline"))
+        figures = {"configs": [{"params": configs[i], "mean": means[i],
+                                "values": [t.value for t in by_config[i]]} for i in by_config],
+                   "winner": winner, "mean": means[winner], "std": spread,
+                   "diagnosis": {"kind": diagnosis.kind, "message": diagnosis.message,
+                                 "fix": diagnosis.fix, **diagnosis.figures},
+                   "median_trial": median_run.number}
+        message = (f"The winner scores {ctx.objective} {means[winner]:.4g} ± {spread:.2g} over "
+                   f"{len(values)} seeds. Its curves: {diagnosis.message} {diagnosis.fix}")
+        hand_on = {"best": {"params": configs[winner], "value": means[winner], "std": spread,
+                            "seeds": len(values), "stage": self.name},
+                   "diagnosis": figures["diagnosis"]}
+        verdict = "passed" if diagnosis.kind in HEALTHY else "warned"
+        return StageOutcome(verdict, message, figures, hand_on, epochs=spent)
+
+
+def _covering(configs: list[dict[str, Any]]) -> dict[str, BaseDistribution]:
+    """One distribution per parameter spanning every configuration's value: Optuna needs the
+    same distribution for a name across a study's trials."""
+    out: dict[str, BaseDistribution] = {}
+    for name in configs[0]:
+        values = [c[name] for c in configs]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            out[name] = IntDistribution(min(values), max(values))
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[name] = FloatDistribution(min(values), max(values))
+        else:
+            out[name] = CategoricalDistribution(sorted(set(values), key=str))
+    return out

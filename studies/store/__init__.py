@@ -1,0 +1,7 @@
+"""The SQL store: stagetune's tables (Alembic) and Optuna's RDBStorage on one URL."""
+
+from studies.store._engine import default_url, get_engine, migrate, safe_url, session_scope
+from studies.store._store import StageRecord, Store, StudyRecord
+
+__all__ = ["StageRecord", "Store", "StudyRecord", "default_url", "get_engine", "migrate",
+           "safe_url", "session_scope"]

@@ -1,0 +1,177 @@
+"""The store: the only truth about a study. Our tables through SQLAlchemy, the trials
+through Optuna's RDBStorage on the same URL (one Optuna study per stage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import optuna
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from studies.errors import StoreError, StudyConflictError, StudyNotFoundError
+from studies.store._engine import get_engine, migrate, safe_url, session_scope
+from studies.store._tables import EventRow, StageRow, StudyRow, TrialMetricRow, utcnow
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    name: str
+    position: int
+    status: str
+    verdict: str | None
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    hand_on: dict[str, Any] = field(default_factory=dict)
+    epochs: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    name: str
+    spec: dict[str, Any]
+    status: str
+    message: str
+    stages: list[StageRecord]
+
+
+class Store:
+    """Reads and writes one database URL; safe to build once per process and share."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        get_engine(url)
+        if create:
+            migrate(url)
+
+    @cached_property
+    def optuna_storage(self) -> optuna.storages.RDBStorage:
+        kwargs = {"connect_args": {"timeout": 30}} if self.url.startswith("sqlite") else {}
+        try:
+            return optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+        except Exception as exc:  # Optuna raises several kinds for a bad database
+            raise StoreError(f"Optuna cannot use {safe_url(self.url)}: {exc}") from None
+
+    # -- studies ----------------------------------------------------------------------
+
+    def open_study(self, name: str, spec: dict[str, Any], stages: list[str]) -> StudyRecord:
+        """Create the study, or return the stored one if it has the same spec (a resume)."""
+        with session_scope(self.url) as s:
+            row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+            if row is not None and row.spec != spec:
+                raise StudyConflictError(
+                    f"study '{name}' already exists with a different spec; give the new one "
+                    "another name, or run the stored spec to resume it")
+            if row is None:
+                row = StudyRow(name=name, spec=spec, status="pending", message="")
+                s.add(row)
+                s.flush()
+                s.add_all(StageRow(study_id=row.id, name=n, position=i, message="", figures={},
+                                   hand_on={}) for i, n in enumerate(stages))
+        return self.study(name)
+
+    def study(self, name: str) -> StudyRecord:
+        with session_scope(self.url) as s:
+            row = self._study_row(s, name)
+            stages = s.scalars(select(StageRow).where(StageRow.study_id == row.id)
+                               .order_by(StageRow.position)).all()
+            return StudyRecord(row.name, row.spec, row.status, row.message,
+                               [_stage_record(st) for st in stages])
+
+    def study_names(self) -> list[str]:
+        with session_scope(self.url) as s:
+            return list(s.scalars(select(StudyRow.name).order_by(StudyRow.id)))
+
+    def set_status(self, name: str, status: str, message: str = "") -> None:
+        with session_scope(self.url) as s:
+            row = self._study_row(s, name)
+            row.status, row.message = status, message
+            s.add(EventRow(study_id=row.id, kind=f"study_{status}", message=message))
+
+    # -- stages -----------------------------------------------------------------------
+
+    def start_stage(self, study: str, stage: str) -> None:
+        with session_scope(self.url) as s:
+            row = self._stage_row(s, study, stage)
+            row.status = "running"
+            row.started_at = row.started_at or utcnow()
+            s.add(EventRow(study_id=row.study_id, kind="stage_started", message=stage))
+
+    def finish_stage(self, study: str, stage: str, verdict: str, message: str,
+                     figures: dict[str, Any], hand_on: dict[str, Any],
+                     epochs: float, seconds: float) -> None:
+        with session_scope(self.url) as s:
+            row = self._stage_row(s, study, stage)
+            row.status, row.verdict, row.message = "done", verdict, message
+            row.figures, row.hand_on = figures, hand_on
+            row.epochs, row.seconds = epochs, seconds
+            row.finished_at = utcnow()
+            s.add(EventRow(study_id=row.study_id, kind="stage_finished",
+                           message=f"{stage}: {verdict}: {message}"))
+
+    # -- trials -----------------------------------------------------------------------
+
+    def record_epoch(self, study: str, stage: str, trial_number: int, epoch: int,
+                     metrics: dict[str, Any]) -> None:
+        """Record one epoch of a trial; a repeat of the same epoch is ignored, not doubled."""
+        try:
+            with session_scope(self.url) as s:
+                study_id = self._study_row(s, study).id
+                s.add(TrialMetricRow(study_id=study_id, stage=stage, trial_number=trial_number,
+                                     epoch=epoch, metrics=metrics))
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+
+    def curves(self, study: str, stage: str) -> dict[int, list[dict[str, Any]]]:
+        """Per-epoch metrics of every trial of a stage, by trial number."""
+        with session_scope(self.url) as s:
+            study_id = self._study_row(s, study).id
+            rows = s.scalars(select(TrialMetricRow)
+                             .where(TrialMetricRow.study_id == study_id,
+                                    TrialMetricRow.stage == stage)
+                             .order_by(TrialMetricRow.trial_number, TrialMetricRow.epoch)).all()
+            out: dict[int, list[dict[str, Any]]] = {}
+            for r in rows:
+                out.setdefault(r.trial_number, []).append(r.metrics)
+            return out
+
+    def optuna_study(self, study: str, stage: str, direction: str,
+                     sampler: optuna.samplers.BaseSampler | None = None,
+                     pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+        """The Optuna study `<study>:<stage>`, created on first use."""
+        return optuna.create_study(storage=self.optuna_storage, study_name=f"{study}:{stage}",
+                                   direction=direction,  # type: ignore[arg-type] sampler=sampler, pruner=pruner,
+                                   load_if_exists=True)
+
+    def events(self, study: str) -> list[tuple[str, str]]:
+        with session_scope(self.url) as s:
+            study_id = self._study_row(s, study).id
+            rows = s.scalars(select(EventRow).where(EventRow.study_id == study_id)
+                             .order_by(EventRow.id)).all()
+            return [(r.kind, r.message) for r in rows]
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _study_row(s: Any, name: str) -> StudyRow:
+        row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+        if row is None:
+            raise StudyNotFoundError(f"no study named '{name}' in the store")
+        return row
+
+    def _stage_row(self, s: Any, study: str, stage: str) -> StageRow:
+        study_id = self._study_row(s, study).id
+        row = s.scalar(select(StageRow).where(StageRow.study_id == study_id,
+                                              StageRow.name == stage))
+        if row is None:
+            raise StudyNotFoundError(f"study '{study}' has no stage '{stage}'")
+        return row
+
+
+def _stage_record(row: StageRow) -> StageRecord:
+    return StageRecord(row.name, row.position, row.status, row.verdict, row.message,
+                       row.figures or {}, row.hand_on or {}, row.epochs, row.seconds)

@@ -1,0 +1,77 @@
+"""A study killed in the middle of coarse resumes without redoing or renumbering trials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from studies.runner import Runner
+from studies.spec import load_spec
+from studies.store import Store
+
+STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
+SPEC = {
+    "name": "resume-me",
+    "task": {"dataset": "digits", "model": "convnet"},
+    "space": {"lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+              "width": {"type": "int", "low": 8, "high": 32}},
+    "stages": {"baseline": {"enabled": False}, "lr_probe": {"enabled": False},
+               "coarse": {"trials": 10, "epochs": 4, "sampler": "random"},
+               "refine": {"enabled": False}, "confirm": {"enabled": False}},
+}
+
+
+def coarse_trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        study = optuna.load_study(study_name="resume-me:coarse", storage=url)
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False)
+
+
+def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(
+        store_url: str, tmp_path: Path) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(SPEC))
+    Store(store_url)  # migrate before the child starts, so polling sees the tables
+    child = subprocess.Popen([STAGETUNE, "run", str(spec_path), "--db", store_url, "--json"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        done = [t for t in coarse_trials(store_url) if t.state == TrialState.COMPLETE]
+        if len(done) >= 3:
+            break
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        time.sleep(0.1)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+    before = {t.number: t for t in coarse_trials(store_url)}
+    finished_before = {n: t for n, t in before.items() if t.state == TrialState.COMPLETE}
+    assert 3 <= len(finished_before) < 10
+
+    report = Runner(load_spec(SPEC), Store(store_url)).run()
+    assert report.status == "completed", report.message
+
+    after = coarse_trials(store_url)
+    numbers = [t.number for t in after]
+    assert sorted(numbers) == list(range(len(numbers)))  # no number given twice
+    finished = [t for t in after if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    assert len(finished) == 10
+    for number, trial in finished_before.items():  # finished trials kept, not re-run
+        kept = after[number]
+        assert kept.state == TrialState.COMPLETE
+        assert kept.value == trial.value and kept.datetime_complete == trial.datetime_complete
+    # a trial that was running at the kill is failed, not silently retried under its number
+    orphaned = [n for n, t in before.items() if t.state == TrialState.RUNNING]
+    for number in orphaned:
+        assert after[number].state == TrialState.FAIL
