@@ -144,8 +144,8 @@ class Store:
                      pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
         """The Optuna study `<study>:<stage>`, created on first use."""
         return optuna.create_study(storage=self.optuna_storage, study_name=f"{study}:{stage}",
-                                   direction=direction,  # type: ignore[arg-type] sampler=sampler, pruner=pruner,
-                                   load_if_exists=True)
+                                   direction=direction,  # type: ignore[arg-type]
+                                   sampler=sampler, pruner=pruner, load_if_exists=True)
 
     def events(self, study: str) -> list[tuple[str, str]]:
         with session_scope(self.url) as s:
