@@ -128,7 +128,8 @@ def _curves(history: Sequence[dict[str, float]], objective: str, maximize: bool,
                          f"val_loss and the objective '{objective}'")
 
     def column(key: str) -> np.ndarray:
-        return np.array([float(m[key]) for m in history], dtype=float)
+        # None stands for NaN where metrics went through JSON, which has no NaN.
+        return np.array([math.nan if m[key] is None else float(m[key]) for m in history])
 
     epochs = np.array([float(m.get("epoch", i + 1)) for i, m in enumerate(history)])
     return _Curves(epochs, column("train_loss"), column("val_loss"), column(objective),

@@ -19,10 +19,12 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
 
 from workers.data import Dataset, load_dataset
 from workers.errors import ConfigError
@@ -31,7 +33,7 @@ from workers.request import TrialRequest, TrialResult
 log = logging.getLogger(__name__)
 
 # lbfgs on 10,000 Fashion-MNIST rows (784 features) takes about 25 s for the whole C
-# path on one core; on more rows the baseline would cost more than the network's coarse
+# path on one busy core; on more rows the baseline would cost more than the network's coarse
 # stage, and its score barely moves (a linear model saturates long before 48,000 rows).
 MAX_TRAIN_ROWS = 10_000
 # Regularisation strengths tried, strongest first so each fit warm-starts the next.
@@ -56,12 +58,16 @@ def run_baseline(request: TrialRequest) -> TrialResult:
     data = load_dataset(task.dataset, task.dataset_options)
     x, y = _subsample(data, max_rows, request.seed)
     x_val, y_val = _flat(data.x_val.numpy()), data.y_val.numpy()
-    if data.task == "classification":
-        final = _logistic(data, x, y, x_val, y_val)
-        what = "logistic regression"
-    else:
-        final = _ridge(data, x, y, x_val, y_val)
-        what = "ridge regression"
+    # BLAS gets the thread budget the worker gave torch: OpenBLAS threads that outnumber
+    # the free cores spin against each other (lbfgs on Fashion-MNIST: 27 s on one
+    # thread, over 5 minutes on two of a busy 2-core machine).
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        if data.task == "classification":
+            final = _logistic(data, x, y, x_val, y_val)
+            what = "logistic regression"
+        else:
+            final = _ridge(data, x, y, x_val, y_val)
+            what = "ridge regression"
     metric = final["objective"]
     value = f"{final[metric]:.3f}" if metric == "val_accuracy" else f"{final[metric]:.3g}"
     capped = len(x) < len(data.x_train)

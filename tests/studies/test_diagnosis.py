@@ -7,7 +7,6 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from studies.diagnosis import KINDS, MIN_EPOCHS, Diagnosis, diagnose
 from workers import Task, TrialRequest, execute
@@ -18,8 +17,7 @@ def _one_thread() -> Iterator[None]:
     """Tiny models gain nothing from a second thread on a shared 2-core machine."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
+    yield
     torch.set_num_threads(before)
 
 
@@ -107,6 +105,13 @@ def test_a_nan_is_unstable_even_in_a_short_run() -> None:
     assert d.kind == "unstable"
     assert "training loss became nan in epoch 2" in d.message
     assert "Lower the learning rate" in d.fix and "warmup" in d.fix and "clipping" in d.fix
+
+
+def test_a_nan_stored_as_none_is_unstable() -> None:
+    history = curves(TRAIN, VAL, ACC)
+    history[4]["val_loss"] = None  # type: ignore[assignment]  # JSON has no NaN
+    d = classify(history)
+    assert d.kind == "unstable" and "validation loss became nan in epoch 5" in d.message
 
 
 def test_a_training_loss_spike_is_unstable() -> None:
