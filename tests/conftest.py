@@ -18,12 +18,16 @@ from workers.data import Dataset
 from workers.models import MODELS, register_model
 
 # Process-wide registries outlive a test module; register once.
-if "scaled_logits_convnet" not in MODELS:
+if "frozen_convnet" not in MODELS:
 
-    @register_model("scaled_logits_convnet")
-    def scaled_logits_convnet(data: Dataset, cfg: ModelConfig) -> nn.Module:
-        """The default convnet with its logits multiplied by 20: a classic init bug."""
-        return _Scaled(MODELS.get("convnet")(data, cfg), 20.0)
+    def _scaled_convnet(scale: float) -> None:
+        @register_model(f"logits_x{scale:g}_convnet")
+        def factory(data: Dataset, cfg: ModelConfig) -> nn.Module:
+            """The default convnet with its logits multiplied: a classic init bug."""
+            return _Scaled(MODELS.get("convnet")(data, cfg), scale)
+
+    _scaled_convnet(20)
+    _scaled_convnet(50)
 
     @register_model("frozen_convnet")
     def frozen_convnet(data: Dataset, cfg: ModelConfig) -> nn.Module:

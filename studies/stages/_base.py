@@ -92,8 +92,7 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
 def run_probe(ctx: StageContext, stage: str, mode: str, options: dict[str, Any] | None = None
               ) -> tuple[Any, float]:
     """Run one probe request through the executor; an input error fails the study."""
-    params = dict(ctx.handed.get("probe_params", {}))
-    (outcome,) = list(ctx.executor.run([Job(stage, ctx.request(mode, params, options=options))]))
+    (outcome,) = list(ctx.executor.run([Job(stage, ctx.request(mode, options=options))]))
     ctx.tick(stage, 1, 1)
     if outcome.result is None:
         raise StagetuneError(f"{stage}: {outcome.error}")

@@ -30,7 +30,11 @@ def spec_from_example(example: str, **changes: Any) -> Any:
 
 
 def test_a_full_staged_study_on_digits_reaches_98_percent(store_url: str) -> None:
-    spec = spec_from_example("digits")
+    # the example, on a smaller budget so that the suite stays short
+    spec = spec_from_example("digits", **{
+        "stages.coarse": {"trials": 10, "epochs": 2},
+        "stages.refine": {"trials": 8, "epochs": 8, "warm_start": 3},
+        "stages.confirm": {"top": 2, "seeds": 2}})
     store = Store(store_url)
     report = Runner(spec, store).run()
     assert report.status == "completed", report.message
@@ -51,8 +55,8 @@ def test_a_full_staged_study_on_digits_reaches_98_percent(store_url: str) -> Non
     assert again.best == report.best
 
 
-def test_scaled_logits_stop_the_study_at_init_check(tmp_path: Path) -> None:
-    spec = spec_from_example("digits", name="scaled", **{"task.model": "scaled_logits_convnet"})
+def test_logits_scaled_by_50_stop_the_study_at_init_check(tmp_path: Path) -> None:
+    spec = spec_from_example("digits", name="scaled", **{"task.model": "logits_x50_convnet"})
     report = Runner(spec, Store(f"sqlite:///{tmp_path / 's.db'}")).run()
     assert report.status == "stopped"
     verdicts = {s["name"]: s["verdict"] for s in report.stages}
@@ -71,7 +75,7 @@ def test_a_model_that_cannot_learn_stops_at_overfit(tmp_path: Path) -> None:
 
 def test_continue_on_failure_goes_past_a_failed_gate(tmp_path: Path) -> None:
     spec = spec_from_example("digits", name="go-on", **{
-        "task.model": "scaled_logits_convnet", "stages.continue_on_failure": True,
+        "task.model": "logits_x50_convnet", "stages.continue_on_failure": True,
         "stages.coarse": {"trials": 2, "epochs": 1}, "stages.refine": {"enabled": False},
         "stages.confirm": {"enabled": False}})
     report = Runner(spec, Store(f"sqlite:///{tmp_path / 'g.db'}")).run()

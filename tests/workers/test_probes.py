@@ -28,7 +28,7 @@ def test_init_check_passes_for_every_built_in_model(model: str) -> None:
 
 
 def test_init_check_fails_when_logits_are_scaled_by_20() -> None:
-    result = probe("init_check", "scaled_logits_convnet")
+    result = probe("init_check", "logits_x20_convnet")
     assert result.status == "failed"
     assert result.probe["loss_ratio"] > 3
     assert "too high" in result.message and "last layer" in result.message
