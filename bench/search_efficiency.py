@@ -20,21 +20,24 @@ mid-epoch). For the staged run the order of events is rebuilt from the store: st
 order, trials of a stage in trial-number order (the LocalExecutor runs one at a time).
 
 For each task and strategy the table shows, over the seeds: the median of the best
-val_accuracy seen in any epoch of any trial within the budget, and the median number of
-epochs spent until some epoch first reached the task's target val_accuracy (a run that
-never reaches it counts as infinite, so the median is "not reached" when more than half
-miss it).
+val_accuracy seen in any epoch of any trial within the budget, and for each of the
+task's two targets (an easier one and one the strong runs reach) the median number of
+epochs spent until some epoch first reached it (a run that never reaches it counts as
+infinite, so the median is "not reached" when more than half miss it).
 
-    python bench/search_efficiency.py --quick            # smoke test, ~2 minutes
-    python bench/search_efficiency.py --jobs 2           # the full benchmark
+    python bench/search_efficiency.py --quick            # smoke test, 1-2 minutes
+    python bench/search_efficiency.py --jobs 2           # the full benchmark, ~50 min
     python bench/search_efficiency.py --tasks digits --seeds 3
+    python bench/search_efficiency.py --from-raw RUNS.jsonl --findings NOTES.md
 
 Threads are 1 per process (`torch.set_num_threads(1)`); `--jobs` runs that many
 (task, seed) units side by side in separate processes. Results do not depend on
-`--jobs` (they are counted in epochs, and every run is seeded), only the wall time does.
-The table, per-run details and the machine facts go to
+`--jobs` (they are counted in epochs, and every run is seeded and deterministic), only
+the wall time does. The table, per-run details and the machine facts go to
 bench/results/search_efficiency.md (use --no-write to skip); raw per-run JSON lines go
-to --raw (default: a file in the temporary work folder).
+to --raw (default: a file in the temporary work folder), with the run's facts in
+RUNS.meta.json beside it, so that --from-raw can rebuild the report (adding a Findings
+section from --findings) without training anything.
 """
 
 from __future__ import annotations
@@ -403,7 +406,30 @@ def details(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def machine(args: argparse.Namespace, seconds: float, load_at_start: str) -> str:
+def git_commit() -> str:
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=here, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=here, check=False).stdout.strip()
+    except OSError:
+        return "unknown"
+    return commit + (" with uncommitted changes" if dirty else "")
+
+
+def start_meta(args: argparse.Namespace) -> dict[str, Any]:
+    """What the Machine section needs about the run itself (kept beside --raw)."""
+    return {
+        "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "load_start": load_average(),
+        "command": f"python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}",
+        "jobs": args.jobs,
+        "commit": git_commit(),
+    }
+
+
+def machine(meta: dict[str, Any]) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -418,24 +444,20 @@ def machine(args: argparse.Namespace, seconds: float, load_at_start: str) -> str
             versions.append(f"{module} {__import__(module).__version__}")
         except (ImportError, AttributeError):
             pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                               cwd=Path(__file__).parent, check=False).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except OSError:
-        commit = "unknown"
-    return "\n".join([
-        f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+    lines = [
+        f"- run: {meta['started']} to {meta['finished']}, wall time "
+        f"{meta['seconds'] / 60:.1f} min",
         f"- CPU: {cpu}; nproc {os.cpu_count()}; torch threads per process: 1; "
-        f"processes side by side (--jobs): {args.jobs}; no GPU",
+        f"processes side by side (--jobs): {meta['jobs']}; no GPU; the machine is shared "
+        "(its load counts other sessions' work too)",
         f"- Python {platform.python_version()}, {', '.join(versions)}; {platform.platform()}",
-        f"- stagetune commit {commit}",
-        f"- load average (1/5/15 min): {load_at_start} at the start, {load_average()} at the end",
-        f"- command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`",
-        f"- wall time: {seconds / 60:.1f} min",
-    ])
+        f"- stagetune: commit {meta['commit']}",
+        f"- load average (1/5/15 min): {meta['load_start']} at the start, "
+        f"{meta['load_end']} at the end",
+        f"- command: `{meta['command']}`",
+    ]
+    lines += [f"- {note}" for note in meta.get("notes", [])]
+    return "\n".join(lines)
 
 
 def load_average() -> str:
@@ -469,7 +491,7 @@ def setup_text(args: argparse.Namespace, tasks: list[str], stages_of: dict[str, 
 
 
 def write(args: argparse.Namespace, runs: list[Run], tasks: list[str],
-          stages_of: dict[str, dict], seconds: float, load_at_start: str) -> str:
+          stages_of: dict[str, dict], meta: dict[str, Any]) -> str:
     body, verdicts = table(runs, tasks, args.strategies)
     text = "\n\n".join([
         "# Search efficiency: stagetune vs random search, TPE and TPE+Hyperband",
@@ -484,7 +506,7 @@ def write(args: argparse.Namespace, runs: list[Run], tasks: list[str],
         "## Goal\n\n" + "\n".join(verdicts),
         "## Findings\n\n" + (args.findings or "(to be written after the run)"),
         "## Setup\n\n" + setup_text(args, tasks, stages_of),
-        "## Machine\n\n" + machine(args, seconds, load_at_start),
+        "## Machine\n\n" + machine(meta),
         "## Per run\n\n" + details(runs),
     ]) + "\n"
     return text
@@ -527,25 +549,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet()
     stages_of = {t: QUICK_STAGES if args.quick else TASKS[t].stages for t in args.task_list}
-    load_at_start = load_average()
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="search_efficiency-"))
-    raw = args.raw or work / "runs.jsonl"
     runs: list[Run] = []
     if args.from_raw:
         runs = [Run(**json.loads(line)) for line in args.from_raw.read_text().splitlines()
                 if line.strip()]
         runs = [r for r in runs if r.task in args.task_list and r.seed in args.seed_list]
+        meta = json.loads(args.from_raw.with_suffix(".meta.json").read_text())
     else:
+        meta = start_meta(args)
+        work = Path(tempfile.mkdtemp(prefix="search_efficiency-"))
+        raw = args.raw or work / "runs.jsonl"
         log(f"work dir {work}; raw results {raw}")
         # The slower task first, so that the last units to finish are short ones.
         units = [(t, s) for t in sorted(args.task_list, key=lambda t: t != "mnist1d")
                  for s in args.seed_list]
         context = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool, \
-                raw.open("a") as out:
-            futures = [pool.submit(run_unit, t, s, args.strategies, stages_of[t],
-                                   str(work)) for t, s in units]
+                raw.open("w") as out:
+            futures = [pool.submit(run_unit, t, s, args.strategies, stages_of[t], str(work))
+                       for t, s in units]
             for future in cf.as_completed(futures):
                 for run in future.result():
                     runs.append(run)
@@ -553,13 +576,10 @@ def main(argv: list[str] | None = None) -> int:
                     out.flush()
                 log(f"{len(runs) // len(args.strategies)}/{len(units)} units done, "
                     f"{(time.perf_counter() - started) / 60:.1f} min")
-    seconds = time.perf_counter() - started
-    if args.from_raw:
-        seconds = float(args.from_raw.with_suffix(".seconds").read_text()) \
-            if args.from_raw.with_suffix(".seconds").exists() else math.nan
-    else:
-        raw.with_suffix(".seconds").write_text(f"{seconds:.1f}\n")
-    text = write(args, runs, args.task_list, stages_of, seconds, load_at_start)
+        meta |= {"finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                 "load_end": load_average(), "seconds": round(time.perf_counter() - started, 1)}
+        raw.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    text = write(args, runs, args.task_list, stages_of, meta)
     print(text)
     if not args.no_write and (args.write or not args.quick):
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,9 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("status", result.status)
-    trial.set_user_attr("epochs", len(result.history))
+    # A diverged run is charged the epoch it diverged in, which has no history entry.
+    diverged_in = result.epoch if result.status == "diverged" and result.epoch else 0
+    trial.set_user_attr("epochs", max(len(result.history), diverged_in))
     if result.message:
         trial.set_user_attr("message", result.message)
     values = [m[ctx.objective] for m in result.history

@@ -20,6 +20,9 @@ from studies.search import fail_orphans, reporter, tally, tell
 from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
 
 HEALTHY = ("saturated", "still_improving")
+# Search trials train with seed + trial number; confirm seeds start past any trial number,
+# so no confirm run repeats the very run its configuration was selected on.
+CONFIRM_SEED_OFFSET = 100_000
 
 
 @register_stage
@@ -60,7 +63,8 @@ class Confirm(Stage):
                 study.enqueue_trial(params, user_attrs={"config": index, "seed": seed})
                 trial = study.ask(distributions)
                 index, seed = trial.user_attrs["config"], trial.user_attrs["seed"]
-                request = ctx.request("train", configs[index], epochs, seed=ctx.spec.seed + 1 + seed)
+                request = ctx.request("train", configs[index], epochs,
+                                      seed=ctx.spec.seed + CONFIRM_SEED_OFFSET + seed)
                 jobs.append(Job(trial, request, reporter(ctx, self.name, trial, prune=False)))
             for outcome in ctx.executor.run(jobs):
                 tell(ctx, study, outcome)
