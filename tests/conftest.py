@@ -17,6 +17,17 @@ from workers.config import ModelConfig
 from workers.data import Dataset
 from workers.models import MODELS, register_model
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine
+    OpenMP's spinning threads slow tests some 50x whenever another process runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # Process-wide registries outlive a test module; register once.
 if "frozen_convnet" not in MODELS:
 

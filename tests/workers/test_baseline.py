@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
-import torch
 
 from workers import ConfigError, Task, TrialRequest, execute
 from workers.baseline import MAX_TRAIN_ROWS, run_baseline
 from workers.data import load_dataset
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One torch thread, which the baseline's BLAS follows: on a shared 2-core machine
-    spinning threads make training and lbfgs many times slower when another process runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def baseline(dataset: str, **options: object):  # noqa: ANN201

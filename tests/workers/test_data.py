@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +46,6 @@ EXPECTED: dict[str, tuple[tuple[int, ...], int | None, int]] = {
     "wine": ((13,), 3, 178),
 }
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine
-    OpenMP's spinning threads slow these tests some 50x whenever another process runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _write_images(folder: Path) -> None:

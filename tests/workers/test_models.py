@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any, get_args
 
 import pytest
@@ -36,15 +35,6 @@ KNOBS = [
     for value in get_args(kind)
 ]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine
-    OpenMP's spinning threads slow these tests some 50x whenever another process runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _case_id(case: tuple[str, str, dict[str, Any]]) -> str:

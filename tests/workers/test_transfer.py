@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ MIN_ACCURACY = {"feature_extraction": 0.75, "top_blocks": 0.95, "full": 0.95}
 # How many body blocks (stem + 2 conv blocks) stay frozen; top_blocks unfreezes 1 by default.
 FROZEN_BLOCKS = {"feature_extraction": 3, "top_blocks": 2, "full": 0}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine
-    OpenMP's spinning threads slow these tests some 50x whenever another process runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
