@@ -15,3 +15,7 @@ class StudyNotFoundError(StagetuneError, LookupError):
 
 class StudyConflictError(StagetuneError):
     """A study of that name exists with a different spec."""
+
+
+class StudyCancelled(Exception):
+    """The study was cancelled while it ran: not an error, so not a StagetuneError."""

@@ -1,14 +1,16 @@
 """How trials get run: the contract the runner drives, and the in-process executor.
 
-The Ray executor (next issue) implements the same contract: take jobs, run them with
-their per-epoch report callback, yield each outcome as it finishes.
+An executor pulls jobs from an iterable only when it has a free slot, so the search
+asks Optuna for a trial just before it can run (the sampler sees every finished trial).
+`studies.ray_executor.RayExecutor` is the one studies run on; `LocalExecutor` runs
+jobs in this process, for tests of the stages and for debugging.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +31,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A job's end: a result, or the error that stopped it (never raised to the runner)."""
+    """A job's end: a result, or the error that stopped it (never raised to the runner).
+    `cancelled` marks a job stopped because its study was cancelled; `restarts` counts
+    the times it started again after its worker was lost."""
 
     job: Job
     result: TrialResult | None
     error: str = ""
+    cancelled: bool = False
+    restarts: int = 0
 
 
 class Executor(ABC):
@@ -42,14 +48,16 @@ class Executor(ABC):
     max_concurrent: int = 1
 
     @abstractmethod
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
-        """Run every job; a failing job yields an Outcome with `error`, never raises."""
+    def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
+        """Run every job, taking the next one only when a slot is free. A failing job
+        yields an Outcome with `error`, never raises; a cancelled study yields its
+        running jobs as cancelled outcomes, then raises StudyCancelled."""
 
 
 class LocalExecutor(Executor):
     """Runs jobs one after another in this process."""
 
-    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:
+    def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         for job in jobs:
             try:
                 yield Outcome(job, execute(job.request, job.report))

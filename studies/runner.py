@@ -2,7 +2,7 @@
 
 Run again on the same store, it resumes: finished stages are skipped (what they
 handed on is read back), finished trials are kept, and trials left running are
-marked failed.
+marked failed. `studies.runner_actor` runs it inside a Ray actor, trials on Ray tasks.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from studies.errors import StudyCancelled
 from studies.executor import Executor, LocalExecutor
 from studies.spec import StudySpec
 from studies.stages import ORDER, STAGES, StageContext, StageOutcome
@@ -29,13 +30,14 @@ class StudyReport:
     """The summary a person reads at the end, and `stagetune run --json` prints."""
 
     study: str
-    status: str  # completed, stopped, failed
+    status: str  # completed, stopped, cancelled, failed
     message: str
     stages: list[dict[str, Any]]
     best: dict[str, Any] | None
     baseline: float | None
     objective: str
     compute: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, Any] | None = None  # the winner's weights: artifact id, trial, value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +84,9 @@ class Runner:
                         and not spec.stages.continue_on_failure:
                     store.set_status(spec.name, "stopped", f"{stored.name}: {outcome.message}")
                     return report_of(store.study(spec.name), objective)
+        except StudyCancelled:
+            store.set_status(spec.name, "cancelled", "cancelled on request; resume to go on")
+            return report_of(store.study(spec.name), objective)
         except StagetuneError as exc:
             store.set_status(spec.name, "failed", str(exc))
             raise
@@ -109,7 +114,7 @@ def report_of(record: StudyRecord, objective: str) -> StudyReport:
     handed: dict[str, Any] = {}
     for stage in record.stages:
         handed.update(stage.hand_on)
-    status = {"completed": "completed", "stopped": "stopped"}.get(record.status, "failed")
+    status = record.status if record.status in ("completed", "stopped", "cancelled") else "failed"
     best = handed.get("best")
     return StudyReport(
         study=record.name, status=status, message=record.message,
@@ -119,4 +124,5 @@ def report_of(record: StudyRecord, objective: str) -> StudyReport:
         baseline=handed.get("baseline"), objective=objective,
         compute={"epochs": round(sum(s.epochs for s in record.stages), 3),
                  "seconds": round(sum(s.seconds for s in record.stages), 3)},
+        weights=handed.get("weights"),
     )

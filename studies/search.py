@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,22 +47,31 @@ def fail_orphans(study: optuna.Study) -> int:
     return len(orphans)
 
 
+def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Finished trials that spend budget: every one but those stopped by a cancel,
+    which a resumed study runs again."""
+    return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
+            if t.user_attrs.get("status") != "cancelled"]
+
+
 def run_trials(ctx: StageContext, stage: str, study: optuna.Study, space: Mapping[str, Param],
                n_trials: int, epochs: int, prune: bool) -> Tally:
     """Ask, run and tell until the study holds `n_trials` finished trials."""
     fail_orphans(study)
     distributions = to_distributions(space)
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    finished = len(counted(study))
     ctx.tick(stage, finished, n_trials)
-    while finished < n_trials:
-        size = min(ctx.executor.max_concurrent, n_trials - finished)
-        trials = [study.ask(distributions) for _ in range(size)]
-        jobs = [Job(t, ctx.request("train", t.params, epochs, seed=ctx.spec.seed + t.number),
-                    reporter(ctx, stage, t, prune)) for t in trials]
-        for outcome in ctx.executor.run(jobs):
-            tell(ctx, study, outcome)
-            finished += 1
-            ctx.tick(stage, finished, n_trials)
+
+    def jobs() -> Iterator[Job]:  # asked one by one, as slots free up
+        for _ in range(n_trials - finished):
+            trial = study.ask(distributions)
+            request = ctx.request("train", trial.params, epochs, seed=ctx.spec.seed + trial.number)
+            yield Job(trial, request, reporter(ctx, stage, trial, prune))
+
+    for outcome in ctx.executor.run(jobs()):
+        tell(ctx, study, outcome)
+        finished += not outcome.cancelled
+        ctx.tick(stage, finished, n_trials)
     return tally(study)
 
 
@@ -82,6 +91,13 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
     """Record a finished job in Optuna: COMPLETE with its best value, PRUNED, or FAIL."""
     trial: optuna.Trial = outcome.job.key
     result = outcome.result
+    if outcome.cancelled:
+        trial.set_user_attr("status", "cancelled")
+        trial.set_user_attr("message", "stopped because the study was cancelled")
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    if outcome.restarts:
+        trial.set_user_attr("restarts", outcome.restarts)
     if result is None:
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("message", outcome.error)
@@ -89,6 +105,8 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("status", result.status)
+    if result.worker:
+        trial.set_user_attr("worker", result.worker)
     # A diverged run is charged the epoch it diverged in, which has no history entry.
     diverged_in = result.epoch if result.status == "diverged" and result.epoch else 0
     trial.set_user_attr("epochs", max(len(result.history), diverged_in))

@@ -159,6 +159,7 @@ class Resources(_Strict):
     gpus_per_trial: float = Field(0.0, ge=0, le=64)
     cpus_per_trial: float = Field(1.0, gt=0, le=256)
     max_concurrent: int = Field(4, ge=1, le=1024)
+    max_retries: int = Field(2, ge=0, le=10)  # a trial lost with its worker or node
 
 
 class StudySpec(_Strict):

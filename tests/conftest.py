@@ -84,3 +84,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+# -- Ray: a real local cluster per test module -----------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[str]:
+    """A local 2-CPU Ray for the module's tests; yields its address for subprocesses."""
+    import ray
+
+    from studies.cluster import NAMESPACE
+
+    ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -45,6 +45,8 @@ def _train(request: TrialRequest, report: Report | None) -> TrialResult:
     generator = seed_everything(request.seed)
     model = build_model(task.model, data, model_cfg)
     device = pick_device(request.device)
+    if device.type == "cuda":  # workers are reused across trials: the peak is per trial
+        torch.cuda.reset_peak_memory_stats(device)
     outcome = train(model, data, train_cfg, model_cfg, request.epochs, device, generator, report)
     metric, direction = objective_metric(data)
     final: dict[str, Any] = dict(outcome.history[-1]) if outcome.history else {}

@@ -40,7 +40,8 @@ class TrialRequest:
 class TrialResult:
     """What came of a request. `status` is completed, early_stopped, stopped, diverged
     (train) or passed, warned, failed (probes); `final` holds the last epoch's metrics
-    plus the best objective value; `probe` holds a probe's figures."""
+    plus the best objective value; `probe` holds a probe's figures; `worker` says where
+    it ran (node, pid, device, whether the data was already in memory)."""
 
     status: str
     history: list[Metrics] = field(default_factory=list)
@@ -50,6 +51,7 @@ class TrialResult:
     probe: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     state_dict: dict[str, Any] | None = None
+    worker: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from service.cli._study import run, validate
+from service.cli._study import resume, run, validate
 from service.cli._workers import probe, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -14,6 +14,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 app.command()(train)
 app.command()(probe)
 app.command()(run)
+app.command()(resume)
 app.command()(validate)
 
 

@@ -34,7 +34,7 @@ def one_line_errors(code: int = INPUT_ERROR) -> Iterator[None]:
     try:
         yield
     except StagetuneError as exc:
-        raise fail(_escape(str(exc)), code) from None
+        raise fail(escape(str(exc)), code) from None
 
 
 def pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -61,5 +61,5 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     return text.replace("[", r"\[")

@@ -38,11 +38,13 @@ class StageContext:
         return Task(t.dataset, t.model, dict(t.dataset_options), dict(t.model_options))
 
     def request(self, mode: str, params: dict[str, Any] | None = None, epochs: int = 1,
-                seed: int | None = None, options: dict[str, Any] | None = None) -> TrialRequest:
-        """A request on the study's task with the fixed knobs under `params`."""
+                seed: int | None = None, options: dict[str, Any] | None = None,
+                weights: bool = False) -> TrialRequest:
+        """A request on the study's task with the fixed knobs under `params`; `weights`
+        asks for the trained state_dict back."""
         return TrialRequest(self.task, params={**self.spec.fixed, **(params or {})},
                             epochs=epochs, mode=mode, seed=self.spec.seed if seed is None else seed,  # type: ignore[arg-type]
-                            options=options or {})
+                            options=options or {}, return_weights=weights)
 
     def tick(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -16,8 +17,9 @@ from optuna.trial import TrialState
 
 from studies.diagnosis import diagnose
 from studies.executor import Job
-from studies.search import fail_orphans, reporter, tally, tell
+from studies.search import counted, fail_orphans, reporter, tally, tell
 from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
+from studies.weights import keep_weights
 
 HEALTHY = ("saturated", "still_improving")
 # Search trials train with seed + trial number; confirm seeds start past any trial number,
@@ -47,28 +49,28 @@ class Confirm(Stage):
     def _run_missing(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
                      pairs: list[tuple[int, int]], epochs: int) -> None:
         def done() -> set[tuple[int, int]]:
-            return {(t.user_attrs["config"], t.user_attrs["seed"])
-                    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                                      TrialState.FAIL))
+            return {(t.user_attrs["config"], t.user_attrs["seed"]) for t in counted(study)
                     if "config" in t.user_attrs}
+
+        def jobs(missing: list[tuple[int, int]]) -> Iterator[Job]:
+            for index, seed in missing:
+                study.enqueue_trial(configs[index], user_attrs={"config": index, "seed": seed})
+                trial = study.ask(distributions)  # a pair left waiting by a dead runner comes first
+                index, seed = trial.user_attrs["config"], trial.user_attrs["seed"]
+                request = ctx.request("train", configs[index], epochs,
+                                      seed=ctx.spec.seed + CONFIRM_SEED_OFFSET + seed, weights=True)
+                yield Job(trial, request, reporter(ctx, self.name, trial, prune=False))
 
         distributions = _covering(configs)
         missing = [p for p in pairs if p not in done()]
-        ctx.tick(self.name, len(pairs) - len(missing), len(pairs))
-        while missing:
-            batch, missing = missing[: ctx.executor.max_concurrent], missing[ctx.executor.max_concurrent:]
-            jobs = []
-            for index, seed in batch:
-                params = configs[index]
-                study.enqueue_trial(params, user_attrs={"config": index, "seed": seed})
-                trial = study.ask(distributions)
-                index, seed = trial.user_attrs["config"], trial.user_attrs["seed"]
-                request = ctx.request("train", configs[index], epochs,
-                                      seed=ctx.spec.seed + CONFIRM_SEED_OFFSET + seed)
-                jobs.append(Job(trial, request, reporter(ctx, self.name, trial, prune=False)))
-            for outcome in ctx.executor.run(jobs):
-                tell(ctx, study, outcome)
-            ctx.tick(self.name, len(pairs) - len(missing), len(pairs))
+        finished = len(pairs) - len(missing)
+        ctx.tick(self.name, finished, len(pairs))
+        for outcome in ctx.executor.run(jobs(missing)):
+            if outcome.result is not None and outcome.result.state_dict is not None:
+                keep_weights(outcome.job.key, outcome.result.state_dict)  # before tell: then it is final
+            tell(ctx, study, outcome)
+            finished += not outcome.cancelled
+            ctx.tick(self.name, finished, len(pairs))
 
     def _judge(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
                epochs: int) -> StageOutcome:
@@ -97,8 +99,11 @@ class Confirm(Stage):
                    "median_trial": median_run.number}
         message = (f"The winner scores {ctx.objective} {means[winner]:.4g} ± {spread:.2g} over "
                    f"{len(values)} seeds. Its curves: {diagnosis.message} {diagnosis.fix}")
+        best_run = runs[-1] if ctx.direction == "maximize" else runs[0]
         hand_on = {"best": {"params": configs[winner], "value": means[winner], "std": spread,
                             "seeds": len(values), "stage": self.name},
+                   "weights": {"artifact_id": best_run.user_attrs.get("weights"),
+                               "trial": best_run.number, "value": best_run.value},
                    "diagnosis": figures["diagnosis"]}
         verdict = "passed" if diagnosis.kind in HEALTHY else "warned"
         return StageOutcome(verdict, message, figures, hand_on, epochs=spent)

@@ -2,7 +2,13 @@
 
 from workers.data import _tabular, _vision  # noqa: F401  (fill the registry)
 from workers.data._base import Dataset, RawData, TaskKind
-from workers.data._registry import DATASETS, SPLIT_OPTIONS, load_dataset, register_dataset
+from workers.data._registry import (
+    DATASETS,
+    SPLIT_OPTIONS,
+    dataset_loaded,
+    load_dataset,
+    register_dataset,
+)
 from workers.data._settings import DataSettings, get_data_settings
 
 __all__ = [
@@ -12,6 +18,7 @@ __all__ = [
     "Dataset",
     "RawData",
     "TaskKind",
+    "dataset_loaded",
     "get_data_settings",
     "load_dataset",
     "register_dataset",

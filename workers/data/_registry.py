@@ -26,6 +26,15 @@ _cache: dict[str, Dataset] = {}
 _lock = threading.Lock()
 
 
+def _key(name: str, options: Mapping[str, Any], settings: DataSettings) -> str:
+    return json.dumps([name, dict(options), str(settings.data_dir)], sort_keys=True, default=str)
+
+
+def dataset_loaded(name: str, options: Mapping[str, Any] | None = None) -> bool:
+    """Whether this process already holds `name` with `options` in memory."""
+    return _key(name, options or {}, get_data_settings()) in _cache
+
+
 def load_dataset(
     name: str, options: Mapping[str, Any] | None = None, settings: DataSettings | None = None
 ) -> Dataset:
@@ -33,7 +42,7 @@ def load_dataset(
     factory = DATASETS.get(name)
     options = dict(options or {})
     settings = settings or get_data_settings()
-    key = json.dumps([name, options, str(settings.data_dir)], sort_keys=True, default=str)
+    key = _key(name, options, settings)
     with _lock:
         if key not in _cache:
             _cache[key] = _load(name, factory, options, settings)

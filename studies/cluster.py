@@ -1,0 +1,35 @@
+"""Joining Ray: the cluster at RAY_ADDRESS, else a local one started for this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from workers.errors import StagetuneError
+
+NAMESPACE = "stagetune"  # runner actors are named in it, so any process can find them
+
+
+class ClusterError(StagetuneError):
+    """Ray cannot be started or joined."""
+
+
+def connect(address: str | None = None) -> None:
+    """Join `address` (default $RAY_ADDRESS); with neither, start a local Ray on this
+    machine's CPUs and GPUs. Safe to call again: a connected process stays connected."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise ClusterError(f"cannot start or join {where}: {exc}; check RAY_ADDRESS "
+                           "(unset it to start a local Ray)") from None
+
+
+def node_id() -> str:
+    return ray.get_runtime_context().get_node_id()

@@ -1,0 +1,154 @@
+"""One named, detached Ray actor per running study: the study's only writer.
+
+The actor drives `Runner` in a thread of its own; its other methods answer trial
+reports, progress questions and cancels while that thread runs. Anyone connected
+to the cluster finds a study's runner by name, so a CLI or a restarted service can
+watch, cancel or replace it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+import optuna
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from studies.cluster import NAMESPACE, connect, node_id
+from studies.ray_executor import RayExecutor
+from studies.runner import Runner
+from studies.spec import StudySpec
+from studies.store import Store
+from workers.plugins import load_plugins
+
+log = logging.getLogger(__name__)
+
+CANCEL_WAIT_SECONDS = 30.0
+
+
+def runner_name(study: str, store_url: str) -> str:
+    """The actor's name: the study plus a digest of its store, so that two stores on one
+    cluster never share a runner."""
+    return f"runner:{study}@{hashlib.sha1(store_url.encode()).hexdigest()[:10]}"
+
+
+@ray.remote(num_cpus=0, max_concurrency=64, max_restarts=0)  # type: ignore[call-overload]
+class StudyRunner:
+    def __init__(self, study: str, store_url: str) -> None:
+        load_plugins()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study, self.store = study, Store(store_url)
+        self._thread: threading.Thread | None = None
+        self._executor: RayExecutor | None = None
+        self._result: dict[str, Any] | None = None
+        self._progress: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> bool:
+        """Run (or resume) the study in the background; False if it is already running."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            spec = StudySpec.model_validate(self.store.study(self.study).spec)
+            self._executor = RayExecutor(spec.resources,
+                                         runner=ray.get_runtime_context().current_actor)
+            self._result, self._progress = None, {}
+            self._thread = threading.Thread(target=self._run, args=(spec,), daemon=True)
+            self._thread.start()
+            return True
+
+    def _run(self, spec: StudySpec) -> None:
+        assert self._executor is not None
+        try:
+            report = Runner(spec, self.store, self._executor, progress=self._tick).run()
+            self._result = report.to_dict()
+        except Exception as exc:  # the runner has recorded the reason; keep the actor alive
+            log.exception("study %s failed: %s", self.study, exc)
+            self._result = {"study": self.study, "status": "failed", "message": str(exc)}
+
+    def _tick(self, stage: str, done: int, total: int) -> None:
+        self._progress[stage] = (done, total)
+
+    def started(self, token: str, where: dict[str, Any]) -> None:
+        if self._executor is not None:
+            self._executor.started(token, where)
+
+    def report(self, token: str, epoch: int, metrics: dict[str, float]) -> bool:
+        """A trial's epoch, over the wire; True tells it to stop."""
+        return self._executor.deliver(token, epoch, metrics) if self._executor else True
+
+    def progress(self) -> dict[str, Any]:
+        running = self._thread is not None and self._thread.is_alive()
+        executor = self._executor
+        return {"running": running, "stages": dict(self._progress), "result": self._result,
+                "trials": executor.running() if executor else [],
+                "peak_running": executor.peak_running if executor else 0}
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The study's report once the run ends; None if `timeout` passes first."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._result
+
+    def cancel(self) -> bool:
+        """Stop the running trials and wait until they are recorded as cancelled."""
+        if self._executor is None or self._thread is None or not self._thread.is_alive():
+            return False
+        self._executor.cancel()
+        self._thread.join(CANCEL_WAIT_SECONDS)
+        return True
+
+
+def start_runner(study: str, store_url: str) -> Any:
+    """The study's runner, created if none is alive, and started. It lives on this node
+    when it can, beside the store's host process rather than on a GPU worker."""
+    connect()
+    actor = StudyRunner.options(  # type: ignore[attr-defined]
+        name=runner_name(study, store_url), namespace=NAMESPACE, lifetime="detached",
+        get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id(), soft=True),
+    ).remote(study, store_url)
+    ray.get(actor.start.remote())
+    return actor
+
+
+def find_runner(study: str, store_url: str) -> Any | None:
+    """The study's live runner, or None."""
+    connect()
+    try:
+        return ray.get_actor(runner_name(study, store_url), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def cancel_study(study: str, store_url: str) -> bool:
+    """Cancel a running study. With no live runner, a study still marked running is marked
+    cancelled in the store. True if it was running."""
+    actor = find_runner(study, store_url)
+    if actor is not None and ray.get(actor.cancel.remote()):
+        return True
+    store = Store(store_url)
+    if store.study(study).status in ("running", "pending"):
+        store.set_status(study, "cancelled", "cancelled on request; resume to go on")
+        return True
+    return False
+
+
+def stop_runner(actor: Any) -> None:
+    """Free a finished runner's process (the store keeps everything it did)."""
+    ray.kill(actor, no_restart=True)
+
+
+def wait_for(actor: Any, poll: float = 0.5, on_progress: Any = None) -> dict[str, Any]:
+    """Block until the runner's study ends, calling on_progress(progress) as it goes."""
+    while True:
+        progress = ray.get(actor.progress.remote())
+        if on_progress is not None:
+            on_progress(progress)
+        if not progress["running"] and progress["result"] is not None:
+            return progress["result"]  # type: ignore[no-any-return]
+        time.sleep(poll)

@@ -1,0 +1,66 @@
+"""What the Ray tests share: small digits specs and ways to watch a runner from outside."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import ray
+
+from studies.spec import load_spec
+from studies.stages import ORDER
+from studies.store import Store
+
+NO_PROBES = {"baseline": {"enabled": False}, "lr_probe": {"enabled": False},
+             "overfit": {"enabled": False}}
+
+
+def digits_spec(name: str, *, stages: dict[str, Any], resources: dict[str, Any],
+                **extra: Any) -> dict[str, Any]:
+    return {"name": name, "task": {"dataset": "digits", "model": "convnet"},
+            "space": {"lr": {"type": "float", "low": 3e-3, "high": 3e-2, "log": True},
+                      "width": {"type": "int", "low": 8, "high": 24}},
+            "stages": stages, "resources": resources, **extra}
+
+
+def submit(store_url: str, spec: dict[str, Any]) -> Store:
+    """Put a study in the store, as `stagetune run` and the service do before starting it."""
+    store = Store(store_url)
+    parsed = load_spec(spec)
+    store.open_study(parsed.name, parsed.model_dump(mode="json"), list(ORDER))
+    return store
+
+
+def wait_until(what: Callable[[], Any], timeout: float, message: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting until {message}")
+
+
+def progress(actor: Any) -> dict[str, Any]:
+    return ray.get(actor.progress.remote())  # type: ignore[no-any-return]
+
+
+def trials(store_url: str, study: str, stage: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        loaded = optuna.load_study(study_name=f"{study}:{stage}", storage=store_url)
+    except KeyError:
+        return []
+    return loaded.get_trials(deepcopy=False)
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one instant."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                   key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak

@@ -1,0 +1,154 @@
+"""Studies on a real local Ray (2 CPUs): the runner actor, concurrency, data reuse,
+weights, cancel, a killed worker and a killed runner. Each on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import torch
+from optuna.trial import TrialState
+
+from studies.runner_actor import cancel_study, find_runner, start_runner, stop_runner, wait_for
+from studies.store import Store
+from studies.weights import fetch_weights
+from tests.studies.ray_support import (
+    NO_PROBES,
+    digits_spec,
+    max_overlap,
+    progress,
+    submit,
+    trials,
+    wait_until,
+)
+from workers.config import parse_params
+from workers.data import load_dataset
+from workers.models import build_model
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
+
+
+def finished(store_url: str, study: str, stage: str) -> list[Any]:
+    return [t for t in trials(store_url, study, stage) if t.state == TrialState.COMPLETE]
+
+
+def test_a_digits_study_completes_through_the_runner_actor(store_url: str, tmp_path: Path) -> None:
+    # cpus_per_trial 0.5 lets Ray run 4 trials at once on 2 CPUs: max_concurrent must hold it to 2
+    spec = digits_spec("ray-digits", resources={"cpus_per_trial": 0.5, "max_concurrent": 2},
+                       stages={"overfit": {"steps": 150}, "lr_probe": {"iterations": 60},
+                               "coarse": {"trials": 6, "epochs": 1},
+                               "refine": {"trials": 4, "epochs": 3, "warm_start": 2},
+                               "confirm": {"top": 1, "seeds": 2, "epochs": 3}})
+    submit(store_url, spec)
+    actor = start_runner("ray-digits", store_url)
+    assert find_runner("ray-digits", store_url) is not None  # named: any process can find it
+    report = wait_for(actor)
+    stop_runner(actor)
+    assert report["status"] == "completed", report["message"]
+    assert report["best"]["value"] >= 0.9
+
+    ran = [t for stage in ("coarse", "refine", "confirm")
+           for t in trials(store_url, "ray-digits", stage)]
+    assert len(ran) == 12 and all(t.state != TrialState.FAIL for t in ran)
+    workers = [t.user_attrs["worker"] for t in ran]
+    assert max_overlap([(w["started_at"], w["finished_at"]) for w in workers]) == 2
+    assert {w["device"] for w in workers} == {"cpu"}
+    # the data is loaded once per worker process, and later trials there reuse it
+    for pid in {w["pid"] for w in workers}:
+        assert sum(not w["data_cached"] for w in workers if w["pid"] == pid) <= 1
+    assert sum(w["data_cached"] for w in workers) >= len(workers) - len({w["pid"] for w in workers})
+
+    # the winner's weights came back to the runner and load into the model they came from
+    weights = report["weights"]
+    path = fetch_weights(weights["artifact_id"], tmp_path / "winner.pt")
+    data = load_dataset("digits")
+    train_cfg, model_cfg = parse_params({"schedule": "constant", **report["best"]["params"]})
+    build_model("convnet", data, model_cfg).load_state_dict(torch.load(path))
+
+
+def test_cancel_stops_running_trials_within_10_seconds(store_url: str) -> None:
+    spec = digits_spec("ray-cancel", resources={"max_concurrent": 2},
+                       stages={**NO_PROBES, "coarse": {"trials": 4, "epochs": 60},
+                               "refine": {"enabled": False}, "confirm": {"enabled": False}})
+    store = submit(store_url, spec)
+    actor = start_runner("ray-cancel", store_url)
+    wait_until(lambda: len(store.curves("ray-cancel", "coarse")) == 2, 120,
+               "two trials are running and reporting")
+
+    started = time.monotonic()
+    assert cancel_study("ray-cancel", store_url)
+    assert time.monotonic() - started < 10
+    rows = sum(len(c) for c in store.curves("ray-cancel", "coarse").values())
+    stop_runner(actor)
+
+    assert store.study("ray-cancel").status == "cancelled"
+    coarse = trials(store_url, "ray-cancel", "coarse")
+    assert len(coarse) == 2 and all(t.state == TrialState.FAIL for t in coarse)
+    assert all(t.user_attrs["status"] == "cancelled" for t in coarse)
+    time.sleep(2)  # stopped means stopped: no epoch arrives after the cancel returned
+    assert sum(len(c) for c in store.curves("ray-cancel", "coarse").values()) == rows
+    assert ("study_cancelled", "cancelled on request; resume to go on") in store.events("ray-cancel")
+
+
+def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes(store_url: str) -> None:
+    spec = digits_spec("ray-sigkill", resources={"max_concurrent": 1, "max_retries": 2},
+                       stages={**NO_PROBES, "coarse": {"trials": 3, "epochs": 6},
+                               "refine": {"enabled": False}, "confirm": {"enabled": False}})
+    store = submit(store_url, spec)
+    actor = start_runner("ray-sigkill", store_url)
+    victim = wait_until(lambda: [t for t in progress(actor)["trials"] if "pid" in t and
+                                 len(store.curves("ray-sigkill", "coarse").get(t["job"], [])) >= 2],
+                        120, "a trial has reported two epochs")[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    report = wait_for(actor)
+    stop_runner(actor)
+
+    assert report["status"] == "completed", report["message"]
+    coarse = {t.number: t for t in trials(store_url, "ray-sigkill", "coarse")}
+    assert len(coarse) == 3 and all(t.state == TrialState.COMPLETE for t in coarse.values())
+    killed = coarse[victim["job"]]
+    assert killed.user_attrs["restarts"] == 1
+    assert killed.user_attrs["worker"]["pid"] != victim["pid"]
+    assert len(store.curves("ray-sigkill", "coarse")[victim["job"]]) == 6
+
+
+def test_a_killed_runner_is_replaced_by_stagetune_resume(store_url: str, ray_local: str) -> None:
+    spec = digits_spec("ray-resume", resources={"max_concurrent": 2},
+                       stages={**NO_PROBES, "coarse": {"trials": 8, "epochs": 3},
+                               "refine": {"enabled": False}, "confirm": {"enabled": False}})
+    store = submit(store_url, spec)
+    actor = start_runner("ray-resume", store_url)
+    wait_until(lambda: len(finished(store_url, "ray-resume", "coarse")) >= 2, 120,
+               "two coarse trials have finished")
+    ray.kill(actor)
+    wait_until(lambda: find_runner("ray-resume", store_url) is None, 30, "the runner is gone")
+    before = {t.number: t for t in trials(store_url, "ray-resume", "coarse")}
+    curves_before = store.curves("ray-resume", "coarse")
+
+    out = subprocess.run([STAGETUNE, "resume", "ray-resume", "--db", store_url, "--json"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "RAY_ADDRESS": ray_local})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "completed"
+
+    after = trials(store_url, "ray-resume", "coarse")
+    numbers = [t.number for t in after]
+    assert sorted(numbers) == list(range(len(numbers)))  # no number given twice
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after) == len(after)
+    assert sum(t.user_attrs.get("status") != "cancelled" for t in after) == 8
+    for number, trial in before.items():
+        if trial.state == TrialState.COMPLETE:  # kept as it was, not run again
+            assert after[number].datetime_complete == trial.datetime_complete
+            assert store.curves("ray-resume", "coarse")[number] == curves_before[number]
+        elif trial.state == TrialState.RUNNING:  # orphaned by the dead runner
+            assert after[number].state == TrialState.FAIL
+    assert Store(store_url).study("ray-resume").status == "completed"
