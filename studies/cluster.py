@@ -31,5 +31,9 @@ def connect(address: str | None = None) -> None:
                            "(unset it to start a local Ray)") from None
 
 
-def node_id() -> str:
+def head_node_id() -> str:
+    """The head node (where the service and the store's clients live), else this node."""
+    for node in ray.nodes():
+        if node["Alive"] and "node:__internal_head__" in node["Resources"]:
+            return str(node["NodeID"])
     return ray.get_runtime_context().get_node_id()

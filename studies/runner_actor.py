@@ -18,7 +18,7 @@ import optuna
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from studies.cluster import NAMESPACE, connect, node_id
+from studies.cluster import NAMESPACE, connect, head_node_id
 from studies.ray_executor import RayExecutor
 from studies.runner import Runner
 from studies.spec import StudySpec
@@ -104,13 +104,14 @@ class StudyRunner:
 
 
 def start_runner(study: str, store_url: str) -> Any:
-    """The study's runner, created if none is alive, and started. It lives on this node
-    when it can, beside the store's host process rather than on a GPU worker."""
+    """The study's runner, created if none is alive, and started. It lives on the head
+    node: GPU workers come and go, and may not reach the database. (The affinity is hard:
+    Ray 2.60 placed soft-affine detached actors on other nodes in our tests.)"""
     connect()
     actor = StudyRunner.options(  # type: ignore[attr-defined]
         name=runner_name(study, store_url), namespace=NAMESPACE, lifetime="detached",
         get_if_exists=True,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id(), soft=True),
+        scheduling_strategy=NodeAffinitySchedulingStrategy(head_node_id(), soft=False),
     ).remote(study, store_url)
     ray.get(actor.start.remote())
     return actor

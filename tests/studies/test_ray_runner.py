@@ -93,7 +93,6 @@ def test_cancel_stops_running_trials_within_10_seconds(store_url: str) -> None:
     assert store.study("ray-cancel").status == "cancelled"
     coarse = trials(store_url, "ray-cancel", "coarse")
     assert len(coarse) == 2 and all(t.state == TrialState.FAIL for t in coarse)
-    assert all(t.user_attrs["status"] == "cancelled" for t in coarse)
     time.sleep(2)  # stopped means stopped: no epoch arrives after the cancel returned
     assert sum(len(c) for c in store.curves("ray-cancel", "coarse").values()) == rows
     assert ("study_cancelled", "cancelled on request; resume to go on") in store.events("ray-cancel")
