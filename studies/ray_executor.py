@@ -118,22 +118,26 @@ class RayExecutor(Executor):
             raise StudyCancelled()
         waiting = iter(jobs)
         running: dict[ray.ObjectRef, str] = {}
-        while True:
-            while len(running) < self.max_concurrent and not self.cancelled:
-                job = next(waiting, None)
-                if job is None:
-                    break
-                token = uuid.uuid4().hex
-                running[self._submit(job, token)] = token
-            self.peak_running = max(self.peak_running, len(running))
-            if self.cancelled:
-                yield from self._stop(running)
-                raise StudyCancelled()
-            if not running:
-                return
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
-            for ref in ready:
-                yield self._finish(ref, running.pop(ref))
+        try:
+            while True:
+                while len(running) < self.max_concurrent and not self.cancelled:
+                    job = next(waiting, None)
+                    if job is None:
+                        break
+                    token = uuid.uuid4().hex
+                    running[self._submit(job, token)] = token
+                self.peak_running = max(self.peak_running, len(running))
+                if self.cancelled:
+                    yield from self._stop(running)
+                    raise StudyCancelled()
+                if not running:
+                    return
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+                for ref in ready:
+                    yield self._finish(ref, running.pop(ref))
+        finally:  # the runner stopped early (a database error): leave no trial running
+            for ref in running:
+                ray.cancel(ref, force=False)
 
     def _submit(self, job: Job, token: str) -> ray.ObjectRef:
         with self._lock:
@@ -170,7 +174,8 @@ class RayExecutor(Executor):
                                timeout=CANCEL_GRACE_SECONDS)
         for ref in stubborn:
             ray.cancel(ref, force=True)
-        for ref, token in running.items():
+        while running:
+            ref, token = running.popitem()
             outcome = self._finish(ref, token)
             yield outcome if outcome.result is not None else replace(
                 outcome, error="cancelled", cancelled=True)

@@ -17,7 +17,7 @@ from studies.executor import Executor, LocalExecutor
 from studies.spec import StudySpec
 from studies.stages import ORDER, STAGES, StageContext, StageOutcome
 from studies.stages._base import Progress
-from studies.store import Store, StudyRecord
+from studies.store import Store, StudyRecord, is_database_error
 from workers import StagetuneError
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,12 @@ class Runner:
         except StudyCancelled:
             store.set_status(spec.name, "cancelled", "cancelled on request; resume to go on")
             return report_of(store.study(spec.name), objective)
-        except StagetuneError as exc:
-            store.set_status(spec.name, "failed", str(exc))
+        except Exception as exc:
+            if is_database_error(exc):  # nothing can be written; the runner actor retries
+                raise
+            reason = str(exc) if isinstance(exc, StagetuneError) \
+                else f"internal error: {exc.__class__.__name__}: {exc}"
+            store.set_status(spec.name, "failed", reason)
             raise
         store.set_status(spec.name, "completed", "")
         return report_of(store.study(spec.name), objective)

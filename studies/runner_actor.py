@@ -22,7 +22,7 @@ from studies.cluster import NAMESPACE, connect, head_node_id
 from studies.ray_executor import RayExecutor
 from studies.runner import Runner
 from studies.spec import StudySpec
-from studies.store import Store
+from studies.store import Store, is_database_error, retry_seconds, set_retry_seconds
 from workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,10 @@ def runner_name(study: str, store_url: str) -> str:
 
 @ray.remote(num_cpus=0, max_concurrency=64, max_restarts=0)  # type: ignore[call-overload]
 class StudyRunner:
-    def __init__(self, study: str, store_url: str) -> None:
+    def __init__(self, study: str, store_url: str, db_retry_seconds: float | None) -> None:
         load_plugins()
+        if db_retry_seconds is not None:
+            set_retry_seconds(db_retry_seconds)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study, self.store = study, Store(store_url)
         self._thread: threading.Thread | None = None
@@ -62,13 +64,35 @@ class StudyRunner:
             return True
 
     def _run(self, spec: StudySpec) -> None:
+        """Run the study; after a database error, resume it from the store with backoff
+        for up to `retry_seconds()`, then record it failed with the reason."""
         assert self._executor is not None
-        try:
-            report = Runner(spec, self.store, self._executor, progress=self._tick).run()
-            self._result = report.to_dict()
-        except Exception as exc:  # the runner has recorded the reason; keep the actor alive
-            log.exception("study %s failed: %s", self.study, exc)
-            self._result = {"study": self.study, "status": "failed", "message": str(exc)}
+        first_error, delay = 0.0, 1.0
+        while True:
+            try:
+                self._result = Runner(spec, self.store, self._executor,
+                                      progress=self._tick).run().to_dict()
+                return
+            except Exception as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                if not is_database_error(exc):  # the runner recorded it failed
+                    log.exception("study %s failed: %s", self.study, exc)
+                    self._result = _failed(self.study, reason)
+                    return
+                first_error = first_error or time.monotonic()
+                if time.monotonic() - first_error + delay <= retry_seconds():
+                    log.warning("study %s: database error (%s); resuming in %.0f s",
+                                self.study, reason, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                reason = f"the database failed for {retry_seconds():.0f} s: {reason}"
+                self._result = _failed(self.study, reason)
+                try:
+                    self.store.set_status(self.study, "failed", reason)
+                except Exception:  # still unreachable: the next runner finds it running
+                    log.exception("study %s: cannot record the failure", self.study)
+                return
 
     def _tick(self, stage: str, done: int, total: int) -> None:
         self._progress[stage] = (done, total)
@@ -103,7 +127,11 @@ class StudyRunner:
         return True
 
 
-def start_runner(study: str, store_url: str) -> Any:
+def _failed(study: str, message: str) -> dict[str, Any]:
+    return {"study": study, "status": "failed", "message": message}
+
+
+def start_runner(study: str, store_url: str, db_retry_seconds: float | None = None) -> Any:
     """The study's runner, created if none is alive, and started. It lives on the head
     node: GPU workers come and go, and may not reach the database. (The affinity is hard:
     Ray 2.60 placed soft-affine detached actors on other nodes in our tests.)"""
@@ -112,7 +140,7 @@ def start_runner(study: str, store_url: str) -> Any:
         name=runner_name(study, store_url), namespace=NAMESPACE, lifetime="detached",
         get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(head_node_id(), soft=False),
-    ).remote(study, store_url)
+    ).remote(study, store_url, db_retry_seconds)
     ray.get(actor.start.remote())
     return actor
 

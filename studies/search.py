@@ -10,7 +10,6 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -19,6 +18,7 @@ from studies.executor import Job, Outcome
 from studies.space import to_distributions
 from studies.spec import Param
 from studies.stages._base import StageContext
+from studies.store import is_database_error
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,37 @@ def run_trials(ctx: StageContext, stage: str, study: optuna.Study, space: Mappin
     return tally(study)
 
 
-def reporter(ctx: StageContext, stage: str, trial: optuna.Trial, prune: bool) -> Any:
-    def report(epoch: int, metrics: dict[str, float]) -> bool:
-        ctx.store.record_epoch(ctx.spec.name, stage, trial.number, epoch, metrics)
-        value = metrics.get(ctx.objective)
-        if value is None or not math.isfinite(value):
-            return False
-        trial.report(value, epoch)
-        return prune and trial.should_prune()
+@dataclass
+class Reporter:
+    """A trial's per-epoch callback: record the epoch, report it to Optuna, and answer
+    whether to prune. A database error costs the epoch's record, not the trial: `tell`
+    writes the missed epochs from the trial's history once the database answers."""
 
-    return report
+    ctx: StageContext
+    stage: str
+    trial: optuna.Trial
+    prune: bool
+    missed: bool = False
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
+        try:
+            self.ctx.store.record_epoch(self.ctx.spec.name, self.stage, self.trial.number,
+                                        epoch, metrics)
+            value = metrics.get(self.ctx.objective)
+            if value is None or not math.isfinite(value):
+                return False
+            self.trial.report(value, epoch)
+            return self.prune and self.trial.should_prune()
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            log.warning("trial %d: epoch %d not recorded yet (%s)", self.trial.number, epoch, exc)
+            self.missed = True
+            return False
+
+
+def reporter(ctx: StageContext, stage: str, trial: optuna.Trial, prune: bool) -> Reporter:
+    return Reporter(ctx, stage, trial, prune)
 
 
 def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
@@ -104,6 +125,9 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
         log.warning("trial %d failed with %s: %s", trial.number, trial.params, outcome.error)
         study.tell(trial, state=TrialState.FAIL)
         return
+    report = outcome.job.report
+    if isinstance(report, Reporter) and report.missed:
+        ctx.store.record_history(ctx.spec.name, report.stage, trial.number, result.history)
     trial.set_user_attr("status", result.status)
     if result.worker:
         trial.set_user_attr("worker", result.worker)

@@ -6,7 +6,7 @@ import numpy as np
 from torch import nn
 
 from workers.config import ModelConfig
-from workers.data import DataSettings, Dataset, RawData, register_dataset
+from workers.data import Dataset, DataSettings, RawData, register_dataset
 from workers.models import register_model
 
 

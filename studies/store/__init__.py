@@ -1,7 +1,17 @@
 """The SQL store: stagetune's tables (Alembic) and Optuna's RDBStorage on one URL."""
 
-from studies.store._engine import default_url, get_engine, migrate, safe_url, session_scope
+from studies.store._engine import (
+    default_url,
+    get_engine,
+    is_database_error,
+    migrate,
+    retry_seconds,
+    safe_url,
+    session_scope,
+    set_retry_seconds,
+)
 from studies.store._store import StageRecord, Store, StudyRecord
 
-__all__ = ["StageRecord", "Store", "StudyRecord", "default_url", "get_engine", "migrate",
-           "safe_url", "session_scope"]
+__all__ = ["StageRecord", "Store", "StudyRecord", "default_url", "get_engine",
+           "is_database_error", "migrate", "retry_seconds", "safe_url", "session_scope",
+           "set_retry_seconds"]

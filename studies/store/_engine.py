@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -11,13 +14,26 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from studies.errors import StoreError
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_MS = 30_000
+# How long a new connection is retried, with backoff, before a database error is raised;
+# the runner also resumes from the store for this long after one (STAGETUNE_DB_RETRY_SECONDS).
+RETRY = {"seconds": float(os.environ.get("STAGETUNE_DB_RETRY_SECONDS", "60"))}
+
+
+def set_retry_seconds(seconds: float) -> None:
+    RETRY["seconds"] = seconds
+
+
+def retry_seconds() -> float:
+    return RETRY["seconds"]
 
 
 def default_url() -> str:
@@ -31,6 +47,7 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
         raise StoreError(f"cannot use database URL {safe_url(url)}: {exc}") from None
+    retry_connects(engine)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -42,6 +59,28 @@ def get_engine(url: str) -> Engine:
             cursor.close()
 
     return engine
+
+
+def retry_connects(engine: Engine) -> None:
+    """Retry opening a connection, with backoff, for up to `retry_seconds()`: a database
+    that restarts or drops off the network for a moment costs a wait, not a study.
+    (SQLAlchemy pools retry nothing; pool_pre_ping only finds dead connections.)"""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect_with_retries(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + retry_seconds()
+        delay = 0.25
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except Exception as exc:  # the driver's own error types differ per database
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unreachable (%s); retrying in %.1f s",
+                            str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__,
+                            delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 def migrate(url: str) -> None:
@@ -82,3 +121,11 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is shown as given
         return url
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether `exc` means the database failed (not that the input was wrong)."""
+    import optuna
+
+    return isinstance(exc, (StoreError, OperationalError, InterfaceError,
+                            optuna.exceptions.StorageInternalError))

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from studies.errors import StoreError, StudyConflictError, StudyNotFoundError
-from studies.store._engine import get_engine, migrate, safe_url, session_scope
+from studies.store._engine import get_engine, migrate, retry_connects, safe_url, session_scope
 from studies.store._tables import EventRow, StageRow, StudyRow, TrialMetricRow, utcnow
 
 
@@ -49,11 +49,15 @@ class Store:
 
     @cached_property
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        kwargs = {"connect_args": {"timeout": 30}} if self.url.startswith("sqlite") else {}
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
         try:
-            return optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+            storage = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
         except Exception as exc:  # Optuna raises several kinds for a bad database
             raise StoreError(f"Optuna cannot use {safe_url(self.url)}: {exc}") from None
+        retry_connects(storage.engine)
+        return storage
 
     # -- studies ----------------------------------------------------------------------
 
@@ -125,6 +129,18 @@ class Store:
         except StoreError as exc:
             if not isinstance(exc.__cause__, IntegrityError):
                 raise
+
+    def record_history(self, study: str, stage: str, trial_number: int,
+                       history: list[dict[str, Any]]) -> None:
+        """Record the epochs of a finished trial that its reports did not."""
+        with session_scope(self.url) as s:
+            study_id = self._study_row(s, study).id
+            have = set(s.scalars(select(TrialMetricRow.epoch).where(
+                TrialMetricRow.study_id == study_id, TrialMetricRow.stage == stage,
+                TrialMetricRow.trial_number == trial_number)))
+            s.add_all(TrialMetricRow(study_id=study_id, stage=stage, trial_number=trial_number,
+                                     epoch=int(m["epoch"]), metrics=m)
+                      for m in history if int(m["epoch"]) not in have)
 
     def curves(self, study: str, stage: str) -> dict[int, list[dict[str, Any]]]:
         """Per-epoch metrics of every trial of a stage, by trial number."""
