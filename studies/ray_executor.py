@@ -164,6 +164,8 @@ class RayExecutor(Executor):
             return Outcome(job, None, f"its worker was lost ({exc.__class__.__name__}) and "
                            f"{self.retries} retries did not finish it. {reason}".strip(),
                            restarts=restarts)
+        if result.status == "stopped" and self.cancelled:  # it heard of the cancel first
+            return Outcome(job, None, "cancelled", cancelled=True, restarts=restarts)
         return Outcome(job, result, restarts=restarts)
 
     def _stop(self, running: dict[ray.ObjectRef, str]) -> Iterator[Outcome]:

@@ -66,6 +66,20 @@ def _drive(store: Store, name: str, json_: bool) -> None:
     Ctrl-C cancels the study (resume it later)."""
     load_plugins()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if store.study(name).status not in ("completed", "stopped"):  # else: nothing to run
+        _follow(store, name, json_)
+    record = store.study(name)
+    report = report_of(record, objective_of(StudySpec.model_validate(record.spec))[0])
+    if json_:
+        print_json(report.to_dict())
+    else:
+        _print_summary(report)
+    if json_ and report.status == "failed":
+        err_console.print(f"[red]error:[/] {escape(report.message)}", soft_wrap=True)
+    raise typer.Exit(EXIT[report.status])
+
+
+def _follow(store: Store, name: str, json_: bool) -> None:
     with one_line_errors(code=1):
         actor = start_runner(name, store.url)
     try:
@@ -79,15 +93,6 @@ def _drive(store: Store, name: str, json_: bool) -> None:
         cancel_study(name, store.url)
     finally:
         stop_runner(actor)
-    record = store.study(name)
-    report = report_of(record, objective_of(StudySpec.model_validate(record.spec))[0])
-    if json_:
-        print_json(report.to_dict())
-    else:
-        _print_summary(report)
-    if json_ and report.status == "failed":
-        err_console.print(f"[red]error:[/] {escape(report.message)}", soft_wrap=True)
-    raise typer.Exit(EXIT[report.status])
 
 
 def _ticker(progress: Progress) -> Callable[[dict[str, Any]], None]:

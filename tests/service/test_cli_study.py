@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from studies.spec import load_spec
+
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
 EXAMPLES = Path(__file__).parents[2] / "examples"
 QUICK = {
@@ -26,8 +28,9 @@ def stagetune(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_example_validates() -> None:
     for example in sorted(EXAMPLES.glob("*.yaml")):
-        out = stagetune("validate", str(example))
-        assert (out.returncode, out.stdout.strip()) == (0, "ok"), (example, out.stderr)
+        load_spec(example)  # raises with every problem listed
+    out = stagetune("validate", str(EXAMPLES / "digits.yaml"))
+    assert (out.returncode, out.stdout.strip()) == (0, "ok"), out.stderr
 
 
 def test_validate_lists_every_problem_and_exits_non_zero(tmp_path: Path) -> None:

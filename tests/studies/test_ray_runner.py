@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import ray
 import torch
@@ -29,6 +30,7 @@ from tests.studies.ray_support import (
     trials,
     wait_until,
 )
+from tests.studies.test_runner import spec_from_example
 from workers.config import parse_params
 from workers.data import load_dataset
 from workers.models import build_model
@@ -41,38 +43,51 @@ def finished(store_url: str, study: str, stage: str) -> list[Any]:
     return [t for t in trials(store_url, study, stage) if t.state == TrialState.COMPLETE]
 
 
-def test_a_digits_study_completes_through_the_runner_actor(store_url: str, tmp_path: Path) -> None:
-    # cpus_per_trial 0.5 lets Ray run 4 trials at once on 2 CPUs: max_concurrent must hold it to 2
-    spec = digits_spec("ray-digits", resources={"cpus_per_trial": 0.5, "max_concurrent": 2},
-                       stages={"overfit": {"steps": 150}, "lr_probe": {"iterations": 60},
-                               "coarse": {"trials": 6, "epochs": 1},
-                               "refine": {"trials": 4, "epochs": 3, "warm_start": 2},
-                               "confirm": {"top": 1, "seeds": 2, "epochs": 3}})
-    submit(store_url, spec)
-    actor = start_runner("ray-digits", store_url)
-    assert find_runner("ray-digits", store_url) is not None  # named: any process can find it
+def test_a_full_digits_study_completes_through_the_runner_actor(store_url: str,
+                                                                 tmp_path: Path) -> None:
+    # the example on a smaller budget; cpus_per_trial 0.5 lets Ray run 4 trials at once on
+    # 2 CPUs, so max_concurrent alone must hold it to 2
+    spec = spec_from_example("digits", **{
+        "stages.coarse": {"trials": 10, "epochs": 2},
+        "stages.refine": {"trials": 8, "epochs": 8, "warm_start": 3},
+        "stages.confirm": {"top": 2, "seeds": 2},
+        "resources": {"cpus_per_trial": 0.5, "max_concurrent": 2}})
+    store = submit(store_url, spec.model_dump(mode="json"))
+    actor = start_runner(spec.name, store_url)
+    assert find_runner(spec.name, store_url) is not None  # named: any process can find it
     report = wait_for(actor)
     stop_runner(actor)
-    assert report["status"] == "completed", report["message"]
-    assert report["best"]["value"] >= 0.9
 
-    ran = [t for stage in ("coarse", "refine", "confirm")
-           for t in trials(store_url, "ray-digits", stage)]
-    assert len(ran) == 12 and all(t.state != TrialState.FAIL for t in ran)
+    assert report["status"] == "completed", report["message"]
+    assert [s["name"] for s in report["stages"]] == ["baseline", "init_check", "overfit",
+                                                     "lr_probe", "coarse", "refine", "confirm"]
+    assert all(s["verdict"] in ("passed", "warned") for s in report["stages"]), report["stages"]
+    assert report["best"]["value"] >= 0.98 and report["best"]["value"] > report["baseline"]
+    assert report["compute"]["epochs"] > 0 and report["compute"]["seconds"] > 0
+    # every stage is its own Optuna study in the store, named <study>:<stage>
+    names = {s.study_name for s in optuna.get_all_study_summaries(store.optuna_storage)}
+    assert {f"{spec.name}:{stage}" for stage in ("coarse", "refine", "confirm")} <= names
+    assert store.curves(spec.name, "refine")  # per-epoch metrics arrived over the wire
+
+    ran = [t for stage in ("coarse", "refine", "confirm") for t in trials(store_url, spec.name, stage)]
+    assert len(ran) == 10 + 8 + 4 and all(t.state != TrialState.FAIL for t in ran)
     workers = [t.user_attrs["worker"] for t in ran]
     assert max_overlap([(w["started_at"], w["finished_at"]) for w in workers]) == 2
     assert {w["device"] for w in workers} == {"cpu"}
     # the data is loaded once per worker process, and later trials there reuse it
-    for pid in {w["pid"] for w in workers}:
+    pids = {w["pid"] for w in workers}
+    for pid in pids:
         assert sum(not w["data_cached"] for w in workers if w["pid"] == pid) <= 1
-    assert sum(w["data_cached"] for w in workers) >= len(workers) - len({w["pid"] for w in workers})
+    assert sum(w["data_cached"] for w in workers) >= len(workers) - len(pids)
 
     # the winner's weights came back to the runner and load into the model they came from
-    weights = report["weights"]
-    path = fetch_weights(weights["artifact_id"], tmp_path / "winner.pt")
-    data = load_dataset("digits")
-    train_cfg, model_cfg = parse_params({"schedule": "constant", **report["best"]["params"]})
-    build_model("convnet", data, model_cfg).load_state_dict(torch.load(path))
+    path = fetch_weights(report["weights"]["artifact_id"], tmp_path / "winner.pt")
+    _, model_cfg = parse_params(report["best"]["params"])
+    build_model("convnet", load_dataset("digits"), model_cfg).load_state_dict(torch.load(path))
+
+    # a second run on the same store finds the study done and changes nothing
+    again = wait_for(start_runner(spec.name, store_url))
+    assert again["best"] == report["best"]
 
 
 def test_cancel_stops_running_trials_within_10_seconds(store_url: str) -> None:
@@ -92,7 +107,7 @@ def test_cancel_stops_running_trials_within_10_seconds(store_url: str) -> None:
 
     assert store.study("ray-cancel").status == "cancelled"
     coarse = trials(store_url, "ray-cancel", "coarse")
-    assert len(coarse) == 2 and all(t.state == TrialState.FAIL for t in coarse)
+    assert [(t.state, t.user_attrs["status"]) for t in coarse] == [(TrialState.FAIL, "cancelled")] * 2
     time.sleep(2)  # stopped means stopped: no epoch arrives after the cancel returned
     assert sum(len(c) for c in store.curves("ray-cancel", "coarse").values()) == rows
     assert ("study_cancelled", "cancelled on request; resume to go on") in store.events("ray-cancel")
