@@ -24,7 +24,12 @@ OBJECTIVES = ("val_accuracy", "val_loss", "val_rmse")
 
 
 class SpecError(StagetuneError, ValueError):
-    """A study spec breaks a rule; the message lists every problem."""
+    """A study spec breaks a rule; the message lists every problem, and `problems` holds
+    them one by one as (field path, what is wrong)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [("", message)]
 
 
 class _Strict(BaseModel):
@@ -210,10 +215,12 @@ def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_describe(exc)) from None
+        lines = _describe(exc)
+        problems = [(where, what) for where, _, what in (line.partition(": ") for line in lines)]
+        raise SpecError("; ".join(lines), problems) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError) -> list[str]:
     """Pydantic's messages, with the two it words poorly for a spec author rewritten."""
     lines = []
     for err in exc.errors():
@@ -229,7 +236,7 @@ def _describe(exc: ValidationError) -> str:
             line = describe_validation_error(one)
             lines.append(line.removeprefix("value: ").replace(".float:", ":")
                          .replace(".int:", ":").replace(".categorical", ""))
-    return "; ".join(lines)
+    return lines
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:

@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from service.cli._service import cancel, serve, status, submit
 from service.cli._study import resume, run, validate
 from service.cli._workers import probe, train
 
@@ -16,6 +17,10 @@ app.command()(probe)
 app.command()(run)
 app.command()(resume)
 app.command()(validate)
+app.command()(serve)
+app.command()(submit)
+app.command()(status)
+app.command()(cancel)
 
 
 def main() -> None:

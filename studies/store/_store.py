@@ -4,11 +4,12 @@ through Optuna's RDBStorage on the same URL (one Optuna study per stage)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 import optuna
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from studies.errors import StoreError, StudyConflictError, StudyNotFoundError
@@ -27,6 +28,8 @@ class StageRecord:
     hand_on: dict[str, Any] = field(default_factory=dict)
     epochs: float = 0.0
     seconds: float = 0.0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class StudyRecord:
     status: str
     message: str
     stages: list[StageRecord]
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class Store:
@@ -82,8 +87,49 @@ class Store:
             row = self._study_row(s, name)
             stages = s.scalars(select(StageRow).where(StageRow.study_id == row.id)
                                .order_by(StageRow.position)).all()
-            return StudyRecord(row.name, row.spec, row.status, row.message,
-                               [_stage_record(st) for st in stages])
+            return _study_record(row, stages)
+
+    def list_studies(self, status: str | None = None, offset: int = 0, limit: int = 50
+                     ) -> tuple[list[StudyRecord], int]:
+        """A page of studies, newest first, optionally of one status; and the total."""
+        with session_scope(self.url) as s:
+            query = select(StudyRow)
+            if status is not None:
+                query = query.where(StudyRow.status == status)
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(query.order_by(StudyRow.id.desc()).offset(offset).limit(limit)).all()
+            stages = s.scalars(select(StageRow).where(StageRow.study_id.in_([r.id for r in rows]))
+                               .order_by(StageRow.position)).all()
+            return [_study_record(r, [st for st in stages if st.study_id == r.id])
+                    for r in rows], total
+
+    def delete_study(self, name: str) -> None:
+        """Remove a study: our rows and its Optuna studies (one per stage)."""
+        record = self.study(name)
+        for stage in record.stages:
+            try:
+                optuna.delete_study(study_name=f"{name}:{stage.name}", storage=self.optuna_storage)
+            except KeyError:  # the stage never ran trials
+                pass
+        with session_scope(self.url) as s:
+            s.delete(self._study_row(s, name))
+
+    def trials(self, study: str, stage: str) -> list[optuna.trial.FrozenTrial]:
+        """The trials of a stage, read through Optuna's cached storage: finished trials are
+        read from the database once per process, so a 10,000-trial study pages quickly."""
+        try:
+            study_id = self._cached_storage.get_study_id_from_name(f"{study}:{stage}")
+        except KeyError:
+            return []
+        return self._cached_storage.get_all_trials(study_id, deepcopy=False)
+
+    @cached_property
+    def _cached_storage(self) -> optuna.storages.BaseStorage:
+        # Optuna wraps an RDBStorage in _CachedStorage inside each create/load_study; keeping
+        # one here keeps its cache between requests (Optuna has no public handle for it).
+        from optuna.storages._cached_storage import _CachedStorage
+
+        return _CachedStorage(self.optuna_storage)
 
     def study_names(self) -> list[str]:
         with session_scope(self.url) as s:
@@ -155,6 +201,16 @@ class Store:
                 out.setdefault(r.trial_number, []).append(r.metrics)
             return out
 
+    def curves_of(self, study: str, stage: str, trial_number: int) -> list[dict[str, Any]]:
+        """One trial's per-epoch metrics."""
+        with session_scope(self.url) as s:
+            study_id = self._study_row(s, study).id
+            return [r.metrics for r in s.scalars(
+                select(TrialMetricRow).where(TrialMetricRow.study_id == study_id,
+                                             TrialMetricRow.stage == stage,
+                                             TrialMetricRow.trial_number == trial_number)
+                .order_by(TrialMetricRow.epoch))]
+
     def optuna_study(self, study: str, stage: str, direction: str,
                      sampler: optuna.samplers.BaseSampler | None = None,
                      pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
@@ -188,6 +244,12 @@ class Store:
         return row
 
 
+def _study_record(row: StudyRow, stages: Any) -> StudyRecord:
+    return StudyRecord(row.name, row.spec, row.status, row.message,
+                       [_stage_record(st) for st in stages], row.created_at, row.updated_at)
+
+
 def _stage_record(row: StageRow) -> StageRecord:
     return StageRecord(row.name, row.position, row.status, row.verdict, row.message,
-                       row.figures or {}, row.hand_on or {}, row.epochs, row.seconds)
+                       row.figures or {}, row.hand_on or {}, row.epochs, row.seconds,
+                       row.started_at, row.finished_at)

@@ -1,0 +1,182 @@
+"""Studies and their trials: submit, list, read, cancel, resume, delete, download."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import tempfile
+import zipfile
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from service.errors import ApiError
+from service.schemas import (
+    Message,
+    Page,
+    StudyDetail,
+    StudyStatus,
+    StudySummary,
+    TrialDetail,
+    TrialOut,
+    TrialState,
+)
+from studies import views
+from studies.runner_actor import cancel_study
+from studies.spec import SpecError, load_spec
+from studies.stages import ORDER
+from studies.store import Store
+from studies.weights import fetch_weights
+
+router = APIRouter(tags=["studies"])
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+SPEC_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "description": "a study spec"}},
+    "application/yaml": {"schema": {"type": "string", "description": "a study spec in YAML"}}}}}
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Message}, 409: {"model": Message}}
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+@router.post("/studies", status_code=201, response_model=StudyDetail, openapi_extra=SPEC_BODY,
+             responses={409: {"model": Message}, 413: {"model": Message},
+                        415: {"model": Message}})
+async def submit(request: Request) -> Any:
+    """Create a study from a spec (JSON, or YAML with its content type); its runner starts."""
+    raw = await request.body()
+    if len(raw) > request.app.state.settings.max_body_bytes:
+        raise ApiError(413, f"the body is over {request.app.state.settings.max_body_bytes} bytes")
+    data = _parse_spec(raw, request.headers.get("content-type", "application/json"))
+    spec = load_spec(data)
+    store = _store(request)
+    if spec.name in store.study_names():
+        raise ApiError(409, f"a study named '{spec.name}' already exists; choose another name, "
+                       f"or POST /api/studies/{spec.name}/resume")
+    record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
+    request.app.state.supervisor.kick()
+    return views.detail(store, record)
+
+
+def _parse_spec(raw: bytes, content_type: str) -> dict[str, Any]:
+    kind = content_type.split(";")[0].strip().lower()
+    try:
+        text = raw.decode()
+        if kind in YAML_TYPES:
+            data = yaml.safe_load(text)
+        elif kind in ("application/json", "") or kind.endswith("+json"):
+            data = json.loads(text)
+        else:
+            raise ApiError(415, f"send the spec as application/json or application/yaml "
+                           f"(got {kind})")
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError(f"the body is not valid {'YAML' if kind in YAML_TYPES else 'JSON'}: "
+                        f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise SpecError("the spec must be a mapping with name, task, space, ...")
+    return data
+
+
+@router.get("/studies", response_model=Page[StudySummary])
+def list_studies(request: Request, status: StudyStatus | None = None, offset: Offset = 0,
+                 limit: Limit = 50) -> Any:
+    """Studies, newest first; `status` filters."""
+    records, total = _store(request).list_studies(status, offset, limit)
+    return {"items": [views.summary(r) for r in records], "total": total,
+            "offset": offset, "limit": limit}
+
+
+@router.get("/studies/{study_id}", response_model=StudyDetail, responses=ERRORS)
+def get_study(request: Request, study_id: str) -> Any:
+    """A study with its stages, verdicts, best parameters and value, baseline and compute."""
+    store = _store(request)
+    return views.detail(store, store.study(study_id))
+
+
+@router.post("/studies/{study_id}/cancel", response_model=StudyDetail, responses=ERRORS)
+def cancel(request: Request, study_id: str) -> Any:
+    """Stop a pending or running study: its running trials are recorded as cancelled."""
+    store = _store(request)
+    status = store.study(study_id).status
+    if status not in ("pending", "running"):
+        raise ApiError(409, f"study '{study_id}' is {status}, not running: nothing to cancel")
+    cancel_study(study_id, store.url)
+    return views.detail(store, store.study(study_id))
+
+
+@router.post("/studies/{study_id}/resume", response_model=StudyDetail, responses=ERRORS)
+def resume(request: Request, study_id: str) -> Any:
+    """Go on with a cancelled or failed study from where the store says it is."""
+    store = _store(request)
+    status = store.study(study_id).status
+    if status not in ("cancelled", "failed"):
+        raise ApiError(409, f"study '{study_id}' is {status}; only a cancelled or failed "
+                       "study can be resumed")
+    store.set_status(study_id, "pending", "resume requested")
+    request.app.state.supervisor.kick()
+    return views.detail(store, store.study(study_id))
+
+
+@router.delete("/studies/{study_id}", status_code=204, response_class=Response,
+               responses=ERRORS)
+def delete(request: Request, study_id: str) -> Response:
+    """Delete a study that is not running, with its trials and curves."""
+    store = _store(request)
+    status = store.study(study_id).status
+    if status in ("pending", "running"):
+        raise ApiError(409, f"study '{study_id}' is {status}; cancel it before deleting it")
+    store.delete_study(study_id)
+    return Response(status_code=204)
+
+
+@router.get("/studies/{study_id}/trials", response_model=Page[TrialOut], responses=ERRORS)
+def list_trials(request: Request, study_id: str, stage: views.TrialStage | None = None,
+                state: TrialState | None = None, offset: Offset = 0, limit: Limit = 50) -> Any:
+    """A study's trials in order, numbered across stages; `stage` and `state` filter."""
+    store = _store(request)
+    store.study(study_id)  # 404 for an unknown study
+    items, total = views.trial_page(store, study_id, stage, state, offset, limit)
+    return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+
+@router.get("/studies/{study_id}/trials/{number}", response_model=TrialDetail, responses=ERRORS)
+def get_trial(request: Request, study_id: str, number: Annotated[int, Path(ge=0)]) -> Any:
+    """One trial: parameters, state, status and reason, and every epoch's metrics."""
+    store = _store(request)
+    store.study(study_id)
+    return views.trial_detail(store, study_id, number)
+
+
+@router.get("/studies/{study_id}/model", response_class=Response, responses={
+    200: {"content": {"application/zip": {}}, "description": "weights.pt and model.json"},
+    **ERRORS})
+def download_model(request: Request, study_id: str) -> Response:
+    """The winner's weights (a torch state_dict) and how to rebuild the model, as a zip."""
+    store = _store(request)
+    record = store.study(study_id)
+    given = views.handed(record)
+    weights = given.get("weights") or {}
+    if not weights.get("artifact_id"):
+        raise ApiError(404, f"study '{study_id}' has no winner's weights yet: they are kept "
+                       "when the confirm stage finishes")
+    rebuild = {"task": record.spec["task"], "params": {**record.spec.get("fixed", {}),
+                                                     **given["best"]["params"]},
+               "trial": weights.get("trial"), "value": weights.get("value"),
+               "how": "workers.models.build_model(task.model, workers.data.load_dataset("
+                      "task.dataset, task.dataset_options), workers.config.parse_params("
+                      "{**task.model_options, **params})[1]).load_state_dict("
+                      "torch.load('weights.pt'))"}
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(fetch_weights(weights["artifact_id"], pathlib.Path(tmp) / "weights.pt"), "weights.pt")
+        archive.writestr("model.json", json.dumps(rebuild, indent=2))
+    return Response(buffer.getvalue(), media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{study_id}-model.zip"'})
+
+

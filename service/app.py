@@ -1,0 +1,74 @@
+"""The FastAPI app: the REST API under /api, health checks, and the runner supervisor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import ray
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service import errors
+from service.api import health_router, registry_router, studies_router
+from service.auth import require_token
+from service.settings import Settings, get_settings
+from service.supervisor import Supervisor
+from studies.cluster import connect
+from studies.store import Store
+from workers.plugins import load_plugins
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None,
+               on_ready: Callable[[FastAPI], None] | None = None) -> FastAPI:
+    """The app; `on_ready(app)` runs once the store, Ray and the supervisor are up."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        load_plugins()
+        store = Store(settings.database_url)  # runs the migrations
+        connect(settings.ray_address)
+        supervisor = Supervisor(store)  # resumes running studies whose runner is gone
+        supervisor.start()
+        app.state.store, app.state.supervisor = store, supervisor
+        if on_ready is not None:
+            on_ready(app)
+        yield
+        supervisor.stop()  # runners are detached: on a shared cluster they go on
+        ray.shutdown()
+
+    app = FastAPI(title="stagetune", summary="Staged hyperparameter search for PyTorch",
+                  version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    secured = [Depends(require_token)]
+    app.include_router(studies_router, prefix="/api", dependencies=secured)
+    app.include_router(registry_router, prefix="/api", dependencies=secured)
+    app.include_router(health_router)
+    return app
+
+
+class BodyLimit:
+    """413 for a body whose Content-Length is over the limit, before it is read
+    (a chunked body is measured by the endpoint that reads it)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > self.max_bytes:
+                detail: Any = (f"the body is over {self.max_bytes} bytes" if length.isdigit()
+                               else "Content-Length must be a number of bytes")
+                status = 413 if length.isdigit() else 400
+                await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

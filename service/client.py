@@ -1,0 +1,99 @@
+"""A small typed client for the REST API (what `stagetune submit|status|cancel` use).
+
+    from service.client import Client
+    with Client("http://127.0.0.1:8000", token="...") as api:
+        study = api.submit(Path("examples/digits.yaml"))
+        print(api.study(study["id"])["status"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from workers import StagetuneError
+
+
+class ApiError(StagetuneError):
+    """The server answered with an error; `status` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def submit(self, spec: Path | dict[str, Any]) -> dict[str, Any]:
+        """Submit a spec: a dict, or a YAML/JSON file (sent as it is)."""
+        if isinstance(spec, Path):
+            kind = "application/json" if spec.suffix == ".json" else "application/yaml"
+            return self._call("POST", "/api/studies", content=spec.read_bytes(),
+                              headers={"Content-Type": kind})
+        return self._call("POST", "/api/studies", json=spec)
+
+    def studies(self, status: str | None = None, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        params = {"offset": offset, "limit": limit, **({"status": status} if status else {})}
+        return self._call("GET", "/api/studies", params=params)
+
+    def study(self, study_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/studies/{study_id}")
+
+    def trials(self, study_id: str, **filters: Any) -> dict[str, Any]:
+        return self._call("GET", f"/api/studies/{study_id}/trials", params=filters)
+
+    def trial(self, study_id: str, number: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/studies/{study_id}/trials/{number}")
+
+    def cancel(self, study_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/studies/{study_id}/cancel")
+
+    def resume(self, study_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/studies/{study_id}/resume")
+
+    def delete(self, study_id: str) -> None:
+        self._call("DELETE", f"/api/studies/{study_id}")
+
+    def model(self, study_id: str) -> bytes:
+        """The winner's weights and model.json, zipped."""
+        response = self._send("GET", f"/api/studies/{study_id}/model")
+        return response.content
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach {self._http.base_url}: {exc}") from None
+        if response.is_error:
+            raise ApiError(response.status_code, _message(response))
+        return response
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text
+    if isinstance(detail, list):  # a 422: one entry per field
+        detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
+                           for d in detail)
+    return f"{response.status_code}: {detail}"

@@ -1,0 +1,95 @@
+"""The API's response shapes: what OpenAPI documents and what every reply conforms to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+T = TypeVar("T")
+StudyStatus = Literal["pending", "running", "completed", "stopped", "cancelled", "failed"]
+TrialState = Literal["running", "complete", "pruned", "failed", "waiting"]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+class StudySummary(BaseModel):
+    id: str
+    status: StudyStatus
+    message: str
+    current_stage: str | None
+    best_value: float | None
+    baseline: float | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class StageOut(BaseModel):
+    name: str
+    status: str
+    verdict: str | None
+    message: str
+    epochs: float
+    seconds: float
+    started_at: datetime | None
+    finished_at: datetime | None
+    trials: dict[str, int] | None = None
+
+
+class Best(BaseModel):
+    params: dict[str, Any]
+    value: float | None
+    stage: str | None
+
+
+class StudyDetail(StudySummary):
+    spec: dict[str, Any]
+    stages: list[StageOut]
+    best: Best | None
+    diagnosis: dict[str, Any] | None
+    weights: dict[str, Any] | None
+    compute: dict[str, float]
+
+
+class TrialOut(BaseModel):
+    number: int
+    stage: str
+    stage_number: int
+    state: TrialState
+    status: str | None
+    reason: str | None
+    value: float | None
+    params: dict[str, Any]
+    epochs: int | None
+    restarts: int
+    worker: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TrialDetail(TrialOut):
+    curves: list[dict[str, Any]]
+
+
+class Registry(BaseModel):
+    datasets: dict[str, str]
+    models: dict[str, str]
+    parameters: list[str]
+    stages: list[str]
+    samplers: dict[str, list[str]]
+    pruners: list[str]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+class Message(BaseModel):
+    detail: str

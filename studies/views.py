@@ -1,0 +1,118 @@
+"""What people read about a study: plain-data views built from the store alone, shared
+by the REST API, the CLI and (next) the dashboards."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import TrialState
+
+from studies.errors import StudyNotFoundError
+from studies.stages import ORDER
+from studies.store import StageRecord, Store, StudyRecord
+
+TRIAL_STAGES = ("coarse", "refine", "confirm")  # the stages whose work is Optuna trials
+TrialStage = Literal["coarse", "refine", "confirm"]
+STATES = {"running": TrialState.RUNNING, "complete": TrialState.COMPLETE,
+          "pruned": TrialState.PRUNED, "failed": TrialState.FAIL, "waiting": TrialState.WAITING}
+STATE_NAMES = {state: name for name, state in STATES.items()}
+
+
+def handed(record: StudyRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for stage in record.stages:
+        out.update(stage.hand_on)
+    return out
+
+
+def current_stage(record: StudyRecord) -> str | None:
+    """The stage running now, else the next one to run, else None (all done)."""
+    for stage in record.stages:
+        if stage.status != "done":
+            return stage.name
+    return None
+
+
+def summary(record: StudyRecord) -> dict[str, Any]:
+    """One line of the studies list."""
+    given = handed(record)
+    best = given.get("best")
+    return {"id": record.name, "status": record.status, "message": record.message,
+            "current_stage": current_stage(record) if record.status == "running" else None,
+            "best_value": _finite(best["value"]) if best else None,
+            "baseline": _finite(given.get("baseline")),
+            "created_at": record.created_at, "updated_at": record.updated_at}
+
+
+def detail(store: Store, record: StudyRecord) -> dict[str, Any]:
+    """A study with its stages, verdicts, best parameters and value, baseline, compute."""
+    given = handed(record)
+    best = given.get("best")
+    return {**summary(record), "spec": record.spec,
+            "stages": [_stage(s, store, record.name) for s in record.stages],
+            "best": {"params": best["params"], "value": _finite(best["value"]),
+                     "stage": best.get("stage")} if best else None,
+            "diagnosis": given.get("diagnosis"),
+            "weights": given.get("weights"),
+            "compute": {"epochs": round(sum(s.epochs for s in record.stages), 3),
+                        "seconds": round(sum(s.seconds for s in record.stages), 3)}}
+
+
+def _stage(stage: StageRecord, store: Store, study: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": stage.name, "status": stage.status, "verdict": stage.verdict,
+                           "message": stage.message, "epochs": stage.epochs, "seconds": stage.seconds,
+                           "started_at": stage.started_at, "finished_at": stage.finished_at}
+    if stage.name in TRIAL_STAGES:
+        counts = {name: 0 for name in STATES}
+        for t in store.trials(study, stage.name):
+            counts[STATE_NAMES[t.state]] += 1
+        out["trials"] = counts
+    return out
+
+
+def all_trials(store: Store, study: str) -> Iterator[tuple[int, str, optuna.trial.FrozenTrial]]:
+    """Every trial of a study in order, with its study-wide number: stages run one after
+    another, so numbering coarse, then refine, then confirm never changes a number."""
+    number = 0
+    for stage in ORDER:
+        if stage in TRIAL_STAGES:
+            for trial in store.trials(study, stage):
+                yield number, stage, trial
+                number += 1
+
+
+def trial_row(number: int, stage: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {"number": number, "stage": stage, "stage_number": trial.number,
+            "state": STATE_NAMES[trial.state], "status": attrs.get("status"),
+            "reason": attrs.get("message"), "value": _finite(trial.value),
+            "params": trial.params, "epochs": attrs.get("epochs"),
+            "restarts": attrs.get("restarts", 0), "worker": attrs.get("worker"),
+            "started_at": trial.datetime_start, "finished_at": trial.datetime_complete}
+
+
+def trial_page(store: Store, study: str, stage: str | None, state: str | None,
+               offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    rows = [(n, s, t) for n, s, t in all_trials(store, study)
+            if (stage is None or s == stage) and (state is None or STATE_NAMES[t.state] == state)]
+    return [trial_row(*r) for r in rows[offset:offset + limit]], len(rows)
+
+
+def trial_detail(store: Store, study: str, number: int) -> dict[str, Any]:
+    for n, stage, trial in all_trials(store, study):
+        if n == number:
+            curve = store.curves_of(study, stage, trial.number)
+            return {**trial_row(n, stage, trial), "curves": curve}
+    raise StudyNotFoundError(f"study '{study}' has no trial {number}")
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such values are reported as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
