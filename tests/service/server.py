@@ -1,0 +1,62 @@
+"""A real `stagetune serve` in a subprocess, on its own port, store and local Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, db: str, data_dir: Path, tokens: str = "", port: int | None = None) -> None:
+        self.db, self.data_dir, self.tokens = db, data_dir, tokens
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / f"serve-{self.port}.log"
+
+    def start(self, timeout: float = 90) -> Server:
+        env = {**os.environ, "STAGETUNE_DATA_DIR": str(self.data_dir),
+               "STAGETUNE_API_TOKENS": self.tokens}
+        env.pop("RAY_ADDRESS", None)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [STAGETUNE, "serve", "--db", self.db, "--port", str(self.port)],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the server did not get ready: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        """SIGTERM, as a supervisor would; its local Ray goes down with it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        time.sleep(1)  # let the Ray processes it started finish exiting

@@ -1,0 +1,24 @@
+"""Schemathesis, the way CI runs it: `st run` against the live server's OpenAPI with a
+bounded number of examples. No generated request may get a 500, and every response
+must conform to the documented schema."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.service.server import Server
+
+SCHEMATHESIS = str(Path(sys.executable).with_name("st"))
+
+
+def test_no_500s_and_responses_match_the_schema(open_server: Server) -> None:
+    out = subprocess.run(
+        [SCHEMATHESIS, "run", f"{open_server.url}/openapi.json",
+         "--checks", "not_a_server_error,response_schema_conformance",
+         "--max-examples", "15", "--generation-deterministic", "--workers", "1",
+         "--no-color"],
+        capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert "operations" in out.stdout.lower()
