@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import errors
 from service.api import health_router, registry_router, studies_router
 from service.auth import require_token
+from service.cache import ReadCache
 from service.settings import Settings, get_settings
 from service.supervisor import Supervisor
 from studies.cluster import connect
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None,
     app = FastAPI(title="stagetune", summary="Staged hyperparameter search for PyTorch",
                   version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.read_cache = ReadCache()
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     secured = [Depends(require_token)]

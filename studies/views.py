@@ -94,13 +94,6 @@ def trial_row(number: int, stage: str, trial: optuna.trial.FrozenTrial) -> dict[
             "started_at": trial.datetime_start, "finished_at": trial.datetime_complete}
 
 
-def trial_page(store: Store, study: str, stage: str | None, state: str | None,
-               offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-    rows = [(n, s, t) for n, s, t in all_trials(store, study)
-            if (stage is None or s == stage) and (state is None or STATE_NAMES[t.state] == state)]
-    return [trial_row(*r) for r in rows[offset:offset + limit]], len(rows)
-
-
 def trial_detail(store: Store, study: str, number: int) -> dict[str, Any]:
     for n, stage, trial in all_trials(store, study):
         if n == number:

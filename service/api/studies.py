@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pathlib
@@ -11,7 +12,9 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import TypeAdapter
 
+from service.cache import ReadCache
 from service.errors import ApiError
 from service.schemas import (
     Message,
@@ -45,6 +48,31 @@ def _store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
+def _cache(request: Request) -> ReadCache:
+    return request.app.state.read_cache  # type: ignore[no-any-return]
+
+
+def _json(shape: Any, data: Any) -> bytes:
+    """Validate against the documented shape and serialise in one pass (FastAPI would do
+    both again for every request; cached bytes are served as they are)."""
+    return _adapter(shape).dump_json(data)
+
+
+@functools.cache
+def _adapter(shape: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(shape)
+
+
+def _reply(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+def _changed(request: Request) -> None:
+    """A write: drop cached reads, and let the supervisor act now."""
+    _cache(request).clear()
+    request.app.state.supervisor.kick()
+
+
 @router.post("/studies", status_code=201, response_model=StudyDetail, openapi_extra=SPEC_BODY,
              responses={409: {"model": Message}, 413: {"model": Message},
                         415: {"model": Message}})
@@ -60,7 +88,7 @@ async def submit(request: Request) -> Any:
         raise ApiError(409, f"a study named '{spec.name}' already exists; choose another name, "
                        f"or POST /api/studies/{spec.name}/resume")
     record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
-    request.app.state.supervisor.kick()
+    _changed(request)
     return views.detail(store, record)
 
 
@@ -87,16 +115,20 @@ def _parse_spec(raw: bytes, content_type: str) -> dict[str, Any]:
 def list_studies(request: Request, status: StudyStatus | None = None, offset: Offset = 0,
                  limit: Limit = 50) -> Any:
     """Studies, newest first; `status` filters."""
-    records, total = _store(request).list_studies(status, offset, limit)
-    return {"items": [views.summary(r) for r in records], "total": total,
-            "offset": offset, "limit": limit}
+    def compute() -> bytes:
+        records, total = _store(request).list_studies(status, offset, limit)
+        return _json(Page[StudySummary], {"items": [views.summary(r) for r in records],
+                                          "total": total, "offset": offset, "limit": limit})
+
+    return _reply(_cache(request).get(("studies", status, offset, limit), compute))
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail, responses=ERRORS)
 def get_study(request: Request, study_id: str) -> Any:
     """A study with its stages, verdicts, best parameters and value, baseline and compute."""
     store = _store(request)
-    return views.detail(store, store.study(study_id))
+    return _reply(_cache(request).get(("study", study_id), lambda: _json(
+        StudyDetail, views.detail(store, store.study(study_id)))))
 
 
 @router.post("/studies/{study_id}/cancel", response_model=StudyDetail, responses=ERRORS)
@@ -107,6 +139,7 @@ def cancel(request: Request, study_id: str) -> Any:
     if status not in ("pending", "running"):
         raise ApiError(409, f"study '{study_id}' is {status}, not running: nothing to cancel")
     cancel_study(study_id, store.url)
+    _changed(request)
     return views.detail(store, store.study(study_id))
 
 
@@ -119,7 +152,7 @@ def resume(request: Request, study_id: str) -> Any:
         raise ApiError(409, f"study '{study_id}' is {status}; only a cancelled or failed "
                        "study can be resumed")
     store.set_status(study_id, "pending", "resume requested")
-    request.app.state.supervisor.kick()
+    _changed(request)
     return views.detail(store, store.study(study_id))
 
 
@@ -132,6 +165,7 @@ def delete(request: Request, study_id: str) -> Response:
     if status in ("pending", "running"):
         raise ApiError(409, f"study '{study_id}' is {status}; cancel it before deleting it")
     store.delete_study(study_id)
+    _changed(request)
     return Response(status_code=204)
 
 
@@ -139,10 +173,20 @@ def delete(request: Request, study_id: str) -> Response:
 def list_trials(request: Request, study_id: str, stage: views.TrialStage | None = None,
                 state: TrialState | None = None, offset: Offset = 0, limit: Limit = 50) -> Any:
     """A study's trials in order, numbered across stages; `stage` and `state` filter."""
+    rows = [r for r in _trial_rows(request, study_id)
+            if (stage is None or r["stage"] == stage) and (state is None or r["state"] == state)]
+    return _reply(_json(Page[TrialOut], {"items": rows[offset:offset + limit], "total": len(rows),
+                                         "offset": offset, "limit": limit}))
+
+
+def _trial_rows(request: Request, study_id: str) -> list[dict[str, Any]]:
     store = _store(request)
-    store.study(study_id)  # 404 for an unknown study
-    items, total = views.trial_page(store, study_id, stage, state, offset, limit)
-    return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+    def compute() -> list[dict[str, Any]]:
+        store.study(study_id)  # 404 for an unknown study
+        return [views.trial_row(*t) for t in views.all_trials(store, study_id)]
+
+    return _cache(request).get(("trials", study_id), compute)
 
 
 @router.get("/studies/{study_id}/trials/{number}", response_model=TrialDetail, responses=ERRORS)
