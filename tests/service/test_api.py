@@ -19,7 +19,7 @@ from tests.studies.ray_support import NO_PROBES, digits_spec, wait_until
 
 def quick_study(name: str) -> dict[str, Any]:
     return digits_spec(name, resources={"max_concurrent": 2},
-                       stages={"overfit": {"steps": 150}, "lr_probe": {"iterations": 60},
+                       stages={"overfit": {"enabled": False}, "lr_probe": {"enabled": False},
                                "coarse": {"trials": 4, "epochs": 1},
                                "refine": {"trials": 3, "epochs": 2, "warm_start": 2},
                                "confirm": {"top": 1, "seeds": 2, "epochs": 2}})
@@ -135,7 +135,7 @@ def test_a_server_restarted_mid_study_finishes_it(tmp_path: Path) -> None:
     server = Server(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "data").start()
     try:
         with Client(server.url) as api:
-            api.submit(long_study("restart-me", trials=6, epochs=3))
+            api.submit(long_study("restart-me", trials=5, epochs=2))
             wait_until(lambda: api.trials("restart-me", state="complete")["total"] >= 2, 120,
                        "two trials have finished")
             before = {t["number"]: t for t in api.trials("restart-me", state="complete")["items"]}

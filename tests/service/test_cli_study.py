@@ -17,8 +17,9 @@ QUICK = {
     "name": "cli-quick",
     "task": {"dataset": "digits", "model": "convnet"},
     "space": {"lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
-    "stages": {"coarse": {"trials": 2, "epochs": 1}, "refine": {"trials": 2, "epochs": 2},
-               "confirm": {"top": 1, "seeds": 2, "epochs": 2}},
+    "stages": {"overfit": {"enabled": False}, "lr_probe": {"enabled": False},
+               "coarse": {"trials": 2, "epochs": 1}, "refine": {"enabled": False},
+               "confirm": {"top": 1, "seeds": 2, "epochs": 1}},
 }
 
 

@@ -49,7 +49,7 @@ def test_a_full_digits_study_completes_through_the_runner_actor(store_url: str,
     # 2 CPUs, so max_concurrent alone must hold it to 2
     spec = spec_from_example("digits", **{
         "stages.coarse": {"trials": 10, "epochs": 2},
-        "stages.refine": {"trials": 8, "epochs": 8, "warm_start": 3},
+        "stages.refine": {"trials": 6, "epochs": 6, "warm_start": 3},
         "stages.confirm": {"top": 2, "seeds": 2},
         "resources": {"cpus_per_trial": 0.5, "max_concurrent": 2}})
     store = submit(store_url, spec.model_dump(mode="json"))
@@ -70,7 +70,7 @@ def test_a_full_digits_study_completes_through_the_runner_actor(store_url: str,
     assert store.curves(spec.name, "refine")  # per-epoch metrics arrived over the wire
 
     ran = [t for stage in ("coarse", "refine", "confirm") for t in trials(store_url, spec.name, stage)]
-    assert len(ran) == 10 + 8 + 4 and all(t.state != TrialState.FAIL for t in ran)
+    assert len(ran) == 10 + 6 + 4 and all(t.state != TrialState.FAIL for t in ran)
     workers = [t.user_attrs["worker"] for t in ran]
     assert max_overlap([(w["started_at"], w["finished_at"]) for w in workers]) == 2
     assert {w["device"] for w in workers} == {"cpu"}
@@ -137,7 +137,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes(store_url:
 
 def test_a_killed_runner_is_replaced_by_stagetune_resume(store_url: str, ray_local: str) -> None:
     spec = digits_spec("ray-resume", resources={"max_concurrent": 2},
-                       stages={**NO_PROBES, "coarse": {"trials": 8, "epochs": 3},
+                       stages={**NO_PROBES, "coarse": {"trials": 6, "epochs": 2},
                                "refine": {"enabled": False}, "confirm": {"enabled": False}})
     store = submit(store_url, spec)
     actor = start_runner("ray-resume", store_url)
@@ -158,7 +158,7 @@ def test_a_killed_runner_is_replaced_by_stagetune_resume(store_url: str, ray_loc
     numbers = [t.number for t in after]
     assert sorted(numbers) == list(range(len(numbers)))  # no number given twice
     assert sum(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after) == len(after)
-    assert sum(t.user_attrs.get("status") != "cancelled" for t in after) == 8
+    assert sum(t.user_attrs.get("status") != "cancelled" for t in after) == 6
     for number, trial in before.items():
         if trial.state == TrialState.COMPLETE:  # kept as it was, not run again
             assert after[number].datetime_complete == trial.datetime_complete
