@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import TypeAdapter
+from starlette.concurrency import run_in_threadpool
 
 from service.cache import ReadCache
 from service.errors import ApiError
@@ -82,6 +83,10 @@ async def submit(request: Request) -> Any:
     if len(raw) > request.app.state.settings.max_body_bytes:
         raise ApiError(413, f"the body is over {request.app.state.settings.max_body_bytes} bytes")
     data = _parse_spec(raw, request.headers.get("content-type", "application/json"))
+    return await run_in_threadpool(_create, request, data)  # the store is synchronous
+
+
+def _create(request: Request, data: dict[str, Any]) -> Any:
     spec = load_spec(data)
     store = _store(request)
     if spec.name in store.study_names():

@@ -11,9 +11,9 @@ from tests.service.server import Server
 
 
 @pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server without tokens, on a SQLite store, shared by a module's tests."""
+def open_server(tmp_path_factory: pytest.TempPathFactory, ray_local: str) -> Iterator[Server]:
+    """One server without tokens, on a SQLite store, joined to the module's Ray."""
     tmp: Path = tmp_path_factory.mktemp("server")
-    server = Server(f"sqlite:///{tmp / 'store.db'}", tmp / "data").start()
+    server = Server(f"sqlite:///{tmp / 'store.db'}", tmp / "data", ray_address=ray_local).start()
     yield server
     server.stop()

@@ -22,8 +22,12 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db: str, data_dir: Path, tokens: str = "", port: int | None = None) -> None:
+    def __init__(self, db: str, data_dir: Path, tokens: str = "", port: int | None = None,
+                 ray_address: str | None = None) -> None:
+        """`ray_address`: join that cluster (quicker); else the server starts its own Ray,
+        which also holds its runners' weights under `data_dir`."""
         self.db, self.data_dir, self.tokens = db, data_dir, tokens
+        self.ray_address = ray_address
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -33,6 +37,8 @@ class Server:
         env = {**os.environ, "STAGETUNE_DATA_DIR": str(self.data_dir),
                "STAGETUNE_API_TOKENS": self.tokens}
         env.pop("RAY_ADDRESS", None)
+        if self.ray_address:
+            env["RAY_ADDRESS"] = self.ray_address
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [STAGETUNE, "serve", "--db", self.db, "--port", str(self.port)],

@@ -116,8 +116,9 @@ def test_every_error_names_the_problem(open_server: Server) -> None:
     assert "listening on 127.0.0.1 only" in open_server.log.read_text()
 
 
-def test_tokens_are_enforced_when_set(tmp_path: Path) -> None:
-    server = Server(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "data", tokens="alpha, beta").start()
+def test_tokens_are_enforced_when_set(tmp_path: Path, ray_local: str) -> None:
+    server = Server(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "data", tokens="alpha, beta",
+                    ray_address=ray_local).start()
     try:
         anonymous = httpx.get(f"{server.url}/api/studies")
         assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"

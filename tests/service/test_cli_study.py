@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ QUICK = {
 }
 
 
-def stagetune(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([STAGETUNE, *args], capture_output=True, text=True, timeout=600)
+def stagetune(*args: str, ray: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed command; `ray` joins that cluster instead of starting a local one."""
+    env = {**os.environ, "RAY_ADDRESS": ray} if ray else None
+    return subprocess.run([STAGETUNE, *args], capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_every_example_validates() -> None:
@@ -44,11 +47,11 @@ def test_validate_lists_every_problem_and_exits_non_zero(tmp_path: Path) -> None
     assert "space.lr: low must be below high" in out.stderr
 
 
-def test_run_json_completes_and_resumes_as_a_no_op(tmp_path: Path) -> None:
+def test_run_json_completes_and_resumes_as_a_no_op(tmp_path: Path, ray_local: str) -> None:
     spec = tmp_path / "quick.yaml"
     spec.write_text(yaml.safe_dump(QUICK))
     db = f"sqlite:///{tmp_path / 'store.db'}"
-    out = stagetune("run", str(spec), "--db", db, "--json")
+    out = stagetune("run", str(spec), "--db", db, "--json", ray=ray_local)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["study"] == "cli-quick" and result["status"] == "completed"
@@ -61,11 +64,11 @@ def test_run_json_completes_and_resumes_as_a_no_op(tmp_path: Path) -> None:
     assert again["best"] == result["best"]
 
 
-def test_run_exits_1_with_the_reason_when_the_study_fails(tmp_path: Path) -> None:
+def test_run_exits_1_with_the_reason_when_the_study_fails(tmp_path: Path, ray_local: str) -> None:
     spec = tmp_path / "frozen.yaml"
     spec.write_text(yaml.safe_dump({**QUICK, "name": "cli-frozen", "task": {
         "dataset": "digits", "model": "convnet", "model_options": {"transfer": "full"}}}))
-    out = stagetune("run", str(spec), "--db", f"sqlite:///{tmp_path / 's.db'}")
+    out = stagetune("run", str(spec), "--db", f"sqlite:///{tmp_path / 's.db'}", ray=ray_local)
     # transfer without weights is an input error in the first probe: the study fails
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "needs weights=PATH" in out.stderr
