@@ -134,7 +134,8 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     load_plugins()
-    ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
+             log_to_driver=False)
     rows: list[Row] = []
     started = time.perf_counter()
     try:

@@ -22,8 +22,8 @@ def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False,
+    try:  # "local": a new Ray of our own, never another process's local one
+        ray.init(address=address or "local", namespace=NAMESPACE, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"

@@ -95,6 +95,7 @@ def ray_local() -> Iterator[str]:
 
     from studies.cluster import NAMESPACE
 
-    ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
+             log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
