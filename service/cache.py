@@ -1,35 +1,65 @@
-"""A one-second cache for reads. Dashboards and scripts poll the same study many times a
-second; serving a 10,000-trial study at hundreds of requests per second costs at most
-one second of staleness. Writes through the API clear it, so a client sees its own
-change at once."""
+"""A one-second cache for reads that never makes a reader wait for a refresh.
+
+Dashboards and scripts poll the same study many times a second. A value older than
+`ttl` is still served while one background thread recomputes it (stale-while-
+revalidate), so recomputing a 10,000-trial study never stalls the requests queued
+behind it. Only a key's first read computes in the request. Writes through the API
+clear the cache, so a client sees its own change at once. (cachetools' TTLCache
+evicts; it has no refresh-in-background, hence this small class.)
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from cachetools import TTLCache
-
 T = TypeVar("T")
-_MISSING = object()
+log = logging.getLogger(__name__)
 
 
 class ReadCache:
     def __init__(self, ttl: float = 1.0, maxsize: int = 512) -> None:
-        self._entries: TTLCache[Hashable, Any] = TTLCache(maxsize=maxsize, ttl=ttl)
+        self.ttl, self.maxsize = ttl, maxsize
+        self._entries: dict[Hashable, tuple[float, Any]] = {}  # key -> (computed at, value)
+        self._refreshing: set[Hashable] = set()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """The cached value for `key`, else `compute()` (an error is not cached)."""
+        """The value for `key`: computed now on a first read (an error is raised, not
+        cached), else the cached one, refreshed in the background once it is stale."""
+        now = time.monotonic()
         with self._lock:
-            value = self._entries.get(key, _MISSING)
-        if value is _MISSING:
-            value = compute()
-            with self._lock:
-                self._entries[key] = value
-        return value  # type: ignore[no-any-return]
+            entry = self._entries.get(key)
+            stale = entry is not None and now - entry[0] > self.ttl
+            if stale and key not in self._refreshing:
+                self._refreshing.add(key)
+                threading.Thread(target=self._refresh, args=(key, compute), daemon=True).start()
+        if entry is not None:
+            return entry[1]  # type: ignore[no-any-return]
+        value = compute()
+        self._store(key, value)
+        return value
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+    def _refresh(self, key: Hashable, compute: Callable[[], Any]) -> None:
+        try:
+            self._store(key, compute())
+        except Exception as exc:  # the next read computes it again and sees the error
+            log.warning("refreshing %s failed: %s", key, exc)
+            with self._lock:
+                self._entries.pop(key, None)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
+
+    def _store(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            if len(self._entries) >= self.maxsize and key not in self._entries:
+                self._entries.pop(next(iter(self._entries)))  # the oldest insertion
+            self._entries[key] = (time.monotonic(), value)

@@ -178,18 +178,20 @@ def delete(request: Request, study_id: str) -> Response:
 def list_trials(request: Request, study_id: str, stage: views.TrialStage | None = None,
                 state: TrialState | None = None, offset: Offset = 0, limit: Limit = 50) -> Any:
     """A study's trials in order, numbered across stages; `stage` and `state` filter."""
-    rows = [r for r in _trial_rows(request, study_id)
-            if (stage is None or r["stage"] == stage) and (state is None or r["state"] == state)]
-    return _reply(_json(Page[TrialOut], {"items": rows[offset:offset + limit], "total": len(rows),
-                                         "offset": offset, "limit": limit}))
+    picked = [t for t in _trials(request, study_id) if (stage is None or t[1] == stage)
+              and (state is None or views.STATE_NAMES[t[2].state] == state)]
+    return _reply(_json(Page[TrialOut], {
+        "items": [views.trial_row(*t) for t in picked[offset:offset + limit]],
+        "total": len(picked), "offset": offset, "limit": limit}))
 
 
-def _trial_rows(request: Request, study_id: str) -> list[dict[str, Any]]:
+def _trials(request: Request, study_id: str) -> list[tuple[int, str, Any]]:
+    """(number, stage, FrozenTrial) for every trial; rows are built for a page only."""
     store = _store(request)
 
-    def compute() -> list[dict[str, Any]]:
+    def compute() -> list[tuple[int, str, Any]]:
         store.study(study_id)  # 404 for an unknown study
-        return [views.trial_row(*t) for t in views.all_trials(store, study_id)]
+        return list(views.all_trials(store, study_id))
 
     return _cache(request).get(("trials", study_id), compute)
 

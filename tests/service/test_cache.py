@@ -1,0 +1,46 @@
+"""The read cache: stale values are served while one refresh runs; errors are not kept."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service.cache import ReadCache
+
+
+def test_a_stale_value_is_served_while_one_background_refresh_runs() -> None:
+    cache = ReadCache(ttl=0.05)
+    calls: list[int] = []
+    release = threading.Event()
+
+    def slow() -> int:
+        calls.append(1)
+        if len(calls) > 1:
+            release.wait(5)
+        return len(calls)
+
+    assert cache.get("k", slow) == 1
+    time.sleep(0.1)
+    started = time.monotonic()
+    assert [cache.get("k", slow) for _ in range(20)] == [1] * 20  # stale, at once
+    assert time.monotonic() - started < 1 and len(calls) == 2  # one refresh, not twenty
+    release.set()
+    deadline = time.monotonic() + 5
+    while cache.get("k", slow) != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.get("k", slow) == 2
+
+
+def test_an_error_is_raised_on_a_first_read_and_never_cached() -> None:
+    cache = ReadCache(ttl=10)
+
+    def broken() -> int:
+        raise LookupError("no such study")
+
+    with pytest.raises(LookupError):
+        cache.get("k", broken)
+    assert cache.get("k", lambda: 3) == 3
+    cache.clear()
+    assert cache.get("k", lambda: 4) == 4
