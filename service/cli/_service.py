@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from service.cli._common import JsonFlag, console, err_console, one_line_errors, print_json
+from service.cli._common import JsonFlag, console, err_console, fail, one_line_errors, print_json
 from service.client import Client
 from service.settings import Settings
+from workers.config import describe_validation_error
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 UrlOption = Annotated[str, typer.Option(envvar="STAGETUNE_URL", help="the service's base URL")]
@@ -32,8 +34,10 @@ def serve(
 
     overrides: dict[str, Any] = {k: v for k, v in
                                  {"host": host, "port": port, "database_url": db}.items() if v}
-    with one_line_errors():
+    try:
         settings = Settings(**overrides)
+    except ValidationError as exc:  # a bad STAGETUNE_* variable
+        raise fail(describe_validation_error(exc)) from None
     if not settings.tokens and settings.bind_host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] no STAGETUNE_API_TOKENS: anyone who can reach "
                           f"{settings.bind_host}:{settings.port} controls this service")
