@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-system_packages=(dataset-fashion-mnist)
+# chromium: the dashboard's browser tests (headless, driven by Playwright's Python package)
+system_packages=(dataset-fashion-mnist chromium)
 missing=()
 for pkg in "${system_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

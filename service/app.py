@@ -1,4 +1,5 @@
-"""The FastAPI app: the REST API under /api, health checks, and the runner supervisor."""
+"""The FastAPI app: the REST API under /api, the dashboard pages, health checks, and the
+runner supervisor."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import optuna
 import ray
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import errors
-from service.api import health_router, registry_router, studies_router
+from service.api import health_router, plots_router, registry_router, studies_router
 from service.auth import require_token
 from service.cache import ReadCache
+from service.figures import FigureCache
 from service.settings import Settings, get_settings
 from service.supervisor import Supervisor
+from service.web import pages_router
 from studies.cluster import connect
 from studies.store import Store
 from workers.plugins import load_plugins
@@ -33,6 +37,7 @@ def create_app(settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         load_plugins()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # figures build in-memory studies
         store = Store(settings.database_url)  # runs the migrations
         connect(settings.ray_address)
         supervisor = Supervisor(store)  # resumes running studies whose runner is gone
@@ -48,12 +53,15 @@ def create_app(settings: Settings | None = None,
                   version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.read_cache = ReadCache()
+    app.state.figures = FigureCache()
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     secured = [Depends(require_token)]
     app.include_router(studies_router, prefix="/api", dependencies=secured)
     app.include_router(registry_router, prefix="/api", dependencies=secured)
+    app.include_router(plots_router, prefix="/api", dependencies=secured)
     app.include_router(health_router)
+    app.include_router(pages_router)  # pages check the token themselves: a login, not a 401
     return app
 
 

@@ -74,6 +74,14 @@ class Client:
         response = self._send("GET", f"/api/studies/{study_id}/model")
         return response.content
 
+    def plot(self, study_id: str, kind: str, **options: Any) -> dict[str, Any]:
+        """One figure as Plotly JSON (`data`, `layout`)."""
+        return self._call("GET", f"/api/studies/{study_id}/plots/{kind}", params=options)
+
+    def report(self, study_id: str) -> str:
+        """The study as one self-contained HTML page."""
+        return self._send("GET", f"/api/studies/{study_id}/report.html").text
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._send(method, path, **kwargs)
         return response.json() if response.content else None

@@ -26,6 +26,7 @@ class StudySummary(BaseModel):
     current_stage: str | None
     best_value: float | None
     baseline: float | None
+    trials: dict[str, int]  # across the search stages, by state
     created_at: datetime | None
     updated_at: datetime | None
 
@@ -84,6 +85,15 @@ class Registry(BaseModel):
     stages: list[str]
     samplers: dict[str, list[str]]
     pruners: list[str]
+
+
+class PlotInfo(BaseModel):
+    kind: str
+    title: str
+    section: str
+    caption: str
+    per_trial: bool
+    url: str
 
 
 class Health(BaseModel):

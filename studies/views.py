@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal, overload
 
 import optuna
 from optuna.trial import TrialState
@@ -36,22 +37,26 @@ def current_stage(record: StudyRecord) -> str | None:
     return None
 
 
-def summary(record: StudyRecord) -> dict[str, Any]:
+def summary(store: Store, record: StudyRecord) -> dict[str, Any]:
     """One line of the studies list."""
     given = handed(record)
     best = given.get("best")
+    counts = {name: 0 for name in STATES}
+    for stage in TRIAL_STAGES:
+        for t in store.trials(record.name, stage):
+            counts[STATE_NAMES[t.state]] += 1
     return {"id": record.name, "status": record.status, "message": record.message,
             "current_stage": current_stage(record) if record.status == "running" else None,
             "best_value": _finite(best["value"]) if best else None,
-            "baseline": _finite(given.get("baseline")),
-            "created_at": record.created_at, "updated_at": record.updated_at}
+            "baseline": _finite(given.get("baseline")), "trials": counts,
+            "created_at": utc(record.created_at), "updated_at": utc(record.updated_at)}
 
 
 def detail(store: Store, record: StudyRecord) -> dict[str, Any]:
     """A study with its stages, verdicts, best parameters and value, baseline, compute."""
     given = handed(record)
     best = given.get("best")
-    return {**summary(record), "spec": record.spec,
+    return {**summary(store, record), "spec": record.spec,
             "stages": [_stage(s, store, record.name) for s in record.stages],
             "best": {"params": best["params"], "value": _finite(best["value"]),
                      "stage": best.get("stage")} if best else None,
@@ -64,7 +69,7 @@ def detail(store: Store, record: StudyRecord) -> dict[str, Any]:
 def _stage(stage: StageRecord, store: Store, study: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": stage.name, "status": stage.status, "verdict": stage.verdict,
                            "message": stage.message, "epochs": stage.epochs, "seconds": stage.seconds,
-                           "started_at": stage.started_at, "finished_at": stage.finished_at}
+                           "started_at": utc(stage.started_at), "finished_at": utc(stage.finished_at)}
     if stage.name in TRIAL_STAGES:
         counts = {name: 0 for name in STATES}
         for t in store.trials(study, stage.name):
@@ -100,6 +105,15 @@ def trial_detail(store: Store, study: str, number: int) -> dict[str, Any]:
             curve = store.curves_of(study, stage, trial.number)
             return {**trial_row(n, stage, trial), "curves": curve}
     raise StudyNotFoundError(f"study '{study}' has no trial {number}")
+
+
+@overload
+def utc(moment: datetime) -> datetime: ...
+@overload
+def utc(moment: None) -> None: ...
+def utc(moment: datetime | None) -> datetime | None:
+    """Our times are stored in UTC; SQLite gives them back without their zone."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _finite(value: Any) -> Any:

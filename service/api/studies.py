@@ -122,7 +122,8 @@ def list_studies(request: Request, status: StudyStatus | None = None, offset: Of
     """Studies, newest first; `status` filters."""
     def compute() -> bytes:
         records, total = _store(request).list_studies(status, offset, limit)
-        return _json(Page[StudySummary], {"items": [views.summary(r) for r in records],
+        return _json(Page[StudySummary], {"items": [views.summary(_store(request), r)
+                                                    for r in records],
                                           "total": total, "offset": offset, "limit": limit})
 
     return _reply(_cache(request).get(("studies", status, offset, limit), compute))
@@ -170,6 +171,7 @@ def delete(request: Request, study_id: str) -> Response:
     if status in ("pending", "running"):
         raise ApiError(409, f"study '{study_id}' is {status}; cancel it before deleting it")
     store.delete_study(study_id)
+    request.app.state.figures.drop(study_id)
     _changed(request)
     return Response(status_code=204)
 

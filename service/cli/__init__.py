@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from service.cli._service import cancel, serve, status, submit
+from service.cli._service import cancel, report, serve, status, submit
 from service.cli._study import resume, run, validate
 from service.cli._workers import probe, train
 
@@ -21,6 +21,7 @@ app.command()(serve)
 app.command()(submit)
 app.command()(status)
 app.command()(cancel)
+app.command()(report)
 
 
 def main() -> None:

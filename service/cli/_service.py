@@ -18,26 +18,38 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 UrlOption = Annotated[str, typer.Option(envvar="STAGETUNE_URL", help="the service's base URL")]
 TokenOption = Annotated[str | None, typer.Option(envvar="STAGETUNE_TOKEN",
                                                  help="an API token (Bearer)")]
+HostOption = Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1, or "
+                                                     "0.0.0.0 when API tokens are set)")]
+PortOption = Annotated[int | None, typer.Option(help="port (default $STAGETUNE_PORT or 8000)")]
+DbOption = Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store")]
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1, or "
-                                                   "0.0.0.0 when API tokens are set)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default $STAGETUNE_PORT or 8000)")] = None,
-    db: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store")] = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    db: DbOption = None,
     demo: Annotated[bool, typer.Option(help="submit examples/digits.yaml once it is up")] = False,
 ) -> None:
     """Serve the REST API (and run studies on Ray: $RAY_ADDRESS, else a local Ray)."""
+    run_service(service_settings(host, port, db), demo=demo)
+
+
+def service_settings(host: str | None, port: int | None, db: str | None) -> Settings:
+    """The environment's settings with the command line's overrides; a bad one is one line."""
+    overrides: dict[str, Any] = {k: v for k, v in
+                                 {"host": host, "port": port, "database_url": db}.items() if v}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # a bad STAGETUNE_* variable
+        raise fail(describe_validation_error(exc)) from None
+
+
+def run_service(settings: Settings, demo: bool = False) -> None:
+    """Serve the API until SIGTERM or Ctrl-C."""
     import uvicorn
 
     from service.app import create_app
 
-    overrides: dict[str, Any] = {k: v for k, v in
-                                 {"host": host, "port": port, "database_url": db}.items() if v}
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:  # a bad STAGETUNE_* variable
-        raise fail(describe_validation_error(exc)) from None
     if not settings.tokens and settings.bind_host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] no STAGETUNE_API_TOKENS: anyone who can reach "
                           f"{settings.bind_host}:{settings.port} controls this service")
@@ -108,9 +120,39 @@ def cancel(
     console.print(f"study {data['id']}: {data['status']}")
 
 
+def report(
+    study: Annotated[str, typer.Argument(help="the study to report on")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")],
+    url: UrlOption = "http://127.0.0.1:8000", token: TokenOption = None,
+    db: Annotated[str | None, typer.Option(help="build it straight from this store's "
+                                               "SQLAlchemy URL instead of asking a service")] = None,
+) -> None:
+    """Save a study as one self-contained HTML report (opens offline)."""
+    if output.is_dir() or not output.parent.is_dir():
+        raise typer.Exit(_fail(f"cannot write {output}: give a file in an existing folder"))
+    with one_line_errors(code=1):
+        if db:
+            html = _report_from_store(db, study)
+        else:
+            with Client(url, token) as api:
+                html = api.report(study)
+    output.write_text(html, encoding="utf-8")
+    console.print(f"report on [bold]{study}[/] written to {output} ({len(html) / 1e6:.1f} MB)")
+
+
+def _report_from_store(db: str, study: str) -> str:
+    import optuna
+
+    from service.web import render_report
+    from studies.store import Store
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return render_report(Store(db, create=False), study)
+
+
 def _fail(message: str) -> int:
     err_console.print(f"[red]error:[/] {message}")
     return 2
 
 
-__all__ = ["cancel", "serve", "status", "submit"]
+__all__ = ["cancel", "run_service", "serve", "service_settings", "status", "submit"]

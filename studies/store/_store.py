@@ -3,6 +3,7 @@ through Optuna's RDBStorage on the same URL (one Optuna study per stage)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -188,14 +189,18 @@ class Store:
                                      epoch=int(m["epoch"]), metrics=m)
                       for m in history if int(m["epoch"]) not in have)
 
-    def curves(self, study: str, stage: str) -> dict[int, list[dict[str, Any]]]:
-        """Per-epoch metrics of every trial of a stage, by trial number."""
+    def curves(self, study: str, stage: str, numbers: Collection[int] | None = None
+               ) -> dict[int, list[dict[str, Any]]]:
+        """Per-epoch metrics of every trial of a stage (or of the trials `numbers`), by
+        trial number."""
         with session_scope(self.url) as s:
             study_id = self._study_row(s, study).id
-            rows = s.scalars(select(TrialMetricRow)
-                             .where(TrialMetricRow.study_id == study_id,
-                                    TrialMetricRow.stage == stage)
-                             .order_by(TrialMetricRow.trial_number, TrialMetricRow.epoch)).all()
+            query = select(TrialMetricRow).where(TrialMetricRow.study_id == study_id,
+                                                 TrialMetricRow.stage == stage)
+            if numbers is not None:
+                query = query.where(TrialMetricRow.trial_number.in_(list(numbers)))
+            rows = s.scalars(query.order_by(TrialMetricRow.trial_number,
+                                            TrialMetricRow.epoch)).all()
             out: dict[int, list[dict[str, Any]]] = {}
             for r in rows:
                 out.setdefault(r.trial_number, []).append(r.metrics)

@@ -1,0 +1,56 @@
+"""Grad-CAM of the winner on a few validation images (the heavy lifting is captum's,
+in `workers.explain`)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from studies.plots._registry import note, register_plot
+from studies.plots._source import PlotSource
+from studies.weights import fetch_weights
+from workers.explain import grad_cam
+from workers.request import Task
+
+IMAGES = 8
+
+
+@register_plot("gradcam", "Grad-CAM of the winner", "confirm",
+               "Where the winning model looked for the class it predicted, on validation "
+               "images (red: most attention); titles read label → prediction.")
+def gradcam(source: PlotSource) -> go.Figure:
+    weights = source.handed.get("weights") or {}
+    best = source.handed.get("best")
+    if not weights.get("artifact_id") or not best:
+        return note("Grad-CAM needs the winner's weights: they are kept when confirm finishes.")
+    spec = source.record.spec
+    task = Task(spec["task"]["dataset"], spec["task"]["model"],
+                dict(spec["task"].get("dataset_options", {})),
+                dict(spec["task"].get("model_options", {})))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = fetch_weights(weights["artifact_id"], Path(tmp) / "weights.pt")
+        state = torch.load(path, map_location="cpu")
+    found = grad_cam(task, {**spec.get("fixed", {}), **best["params"]}, state, IMAGES)
+    if found is None:
+        return note("Grad-CAM applies to image classification models with a convolution.")
+    cols = min(len(found.images), 4)
+    rows = -(-len(found.images) // cols)
+    titles = [f"{y} → {p}" + ("" if y == p else " ✗") for y, p in
+              zip(found.labels, found.predictions, strict=True)]
+    figure = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
+                           horizontal_spacing=0.02, vertical_spacing=0.08)
+    for i, (image, heat) in enumerate(zip(found.images, found.heatmaps, strict=True)):
+        row, col = i // cols + 1, i % cols + 1
+        figure.add_heatmap(z=image, colorscale="gray", showscale=False, hoverinfo="skip",
+                           row=row, col=col)
+        figure.add_heatmap(z=heat, colorscale="Jet", opacity=0.45, zmin=0, zmax=1,
+                           showscale=i == 0, hovertemplate="attention %{z:.2f}<extra></extra>",
+                           row=row, col=col)
+    figure.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
+    figure.update_xaxes(showticklabels=False)
+    figure.update_layout(title="Grad-CAM of the winner (last convolution)", height=260 * rows)
+    return figure

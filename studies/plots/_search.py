@@ -1,0 +1,155 @@
+"""The search stages' figures. Those Optuna draws come from `optuna.visualization`, given
+an in-memory study of at most FIGURE_TRIALS trials chosen on the server."""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+from optuna.importance import FanovaImportanceEvaluator
+
+from studies.plots._registry import note, register_plot
+from studies.plots._sampling import as_study, completed, sample_trials
+from studies.plots._source import PlotSource
+
+IMPORTANCE_TRIALS = 500  # fANOVA's forest is fitted on a uniform sample of this many
+
+
+def _sampled(source: PlotSource, stage: str, what: str) -> optuna.Study | go.Figure:
+    trials = source.trials(stage)
+    if len(completed(trials)) < 1:
+        return note(f"No {stage} trial has completed yet: {what} comes with the first.")
+    direction = source.objective[1]
+    return as_study(sample_trials(trials, direction), direction)
+
+
+def _titled(figure: go.Figure, title: str, total: int, shown: int) -> go.Figure:
+    if shown < total:
+        title += f" ({shown:,} of {total:,} trials: the best, every new best, and a sample)"
+    figure.update_layout(title=title, width=None, height=420)
+    return figure
+
+
+@register_plot("coarse_slice", "Parameters against the objective", "coarse",
+               "Each parameter's values against the objective; where the best points crowd "
+               "an edge, the range was too narrow.")
+def coarse_slice(source: PlotSource) -> go.Figure:
+    study = _sampled(source, "coarse", "this figure")
+    if isinstance(study, go.Figure):
+        return study
+    figure = optuna.visualization.plot_slice(study, target_name=source.objective[0])
+    return _titled(figure, "Coarse search: parameters against the objective",
+                   len(source.trials("coarse")), len(study.trials))
+
+
+@register_plot("coarse_parallel", "Parallel coordinates", "coarse",
+               "Every trial as a line through its parameters to its objective.")
+def coarse_parallel(source: PlotSource) -> go.Figure:
+    study = _sampled(source, "coarse", "this figure")
+    if isinstance(study, go.Figure):
+        return study
+    figure = optuna.visualization.plot_parallel_coordinate(study, target_name=source.objective[0])
+    return _titled(figure, "Coarse search: parallel coordinates",
+                   len(source.trials("coarse")), len(study.trials))
+
+
+@register_plot("coarse_narrowing", "Ranges narrowed for refine", "coarse",
+               "Grey: the range coarse searched; green: the range refine searches. A red "
+               "name sat at a boundary, and its range was extended past it.")
+def coarse_narrowing(source: PlotSource) -> go.Figure:
+    stage = source.stage("coarse")
+    if stage is None or "space" not in stage.figures:
+        return note("Coarse has not finished: the narrowed ranges come with it.")
+    searched = dict(source.record.spec.get("space", {}))
+    if "lr_range" in source.handed and "lr" not in source.record.spec.get("fixed", {}):
+        low, high = source.handed["lr_range"]
+        searched["lr"] = {"type": "float", "low": low, "high": high, "log": True}
+    narrowed: dict[str, dict[str, Any]] = stage.figures["space"]
+    flagged = set(stage.figures.get("boundary", []))
+    figure = go.Figure()
+    names = [n for n in narrowed if narrowed[n].get("type") != "categorical"]
+    for name in names:
+        old, new = searched.get(name, narrowed[name]), narrowed[name]
+        scale = _scale(old)
+        figure.add_scatter(x=[0, 1], y=[name, name], mode="lines", showlegend=False,
+                           line={"color": "#cfd8dc", "width": 14}, hoverinfo="text",
+                           hovertext=f"searched {old['low']:.3g} to {old['high']:.3g}")
+        figure.add_scatter(x=[scale(new["low"]), scale(new["high"])], y=[name, name],
+                           mode="lines+markers+text", showlegend=False,
+                           line={"color": "#2e7d32", "width": 6},
+                           text=[f"{new['low']:.3g}", f"{new['high']:.3g}"],
+                           textposition=["bottom left", "bottom right"], hoverinfo="text",
+                           hovertext=f"refine {new['low']:.3g} to {new['high']:.3g}")
+    kept = [f"{n}: {', '.join(map(str, narrowed[n]['choices']))}" for n in narrowed
+            if narrowed[n].get("type") == "categorical"]
+    figure.update_yaxes(categoryorder="array", categoryarray=names[::-1],
+                        ticktext=[f"<span style='color:#c62828'>{n}</span>" if n in flagged
+                                  else n for n in names[::-1]], tickvals=names[::-1])
+    ends = [x for trace in figure.data for x in trace.x]
+    figure.update_xaxes(title="position in the searched range (log scale for log parameters)",
+                        range=[min(ends) - 0.15, max(ends) + 0.15], zeroline=False)
+    subtitle = f"<br><sup>categorical, kept: {'; '.join(kept)}</sup>" if kept else ""
+    figure.update_layout(title=f"Ranges narrowed for refine{subtitle}",
+                         height=160 + 50 * max(len(names), 1))
+    return figure
+
+
+def _scale(param: dict[str, Any]) -> Any:
+    low, high, log = param["low"], param["high"], param.get("log", False)
+    if log and low > 0:
+        return lambda v: (math.log(v) - math.log(low)) / ((math.log(high) - math.log(low)) or 1)
+    return lambda v: (v - low) / ((high - low) or 1)
+
+
+@register_plot("refine_history", "Optimization history", "refine",
+               "Each refine trial's objective and the best so far.")
+def refine_history(source: PlotSource) -> go.Figure:
+    study = _sampled(source, "refine", "the history")
+    if isinstance(study, go.Figure):
+        return study
+    figure = optuna.visualization.plot_optimization_history(study, target_name=source.objective[0])
+    baseline = source.handed.get("baseline")
+    if isinstance(baseline, (int, float)) and math.isfinite(baseline):
+        figure.add_hline(y=baseline, line_dash="dot", line_color="#6d4c41",
+                         annotation_text="linear baseline")
+    return _titled(figure, "Refine: optimization history", len(source.trials("refine")),
+                   len(study.trials))
+
+
+@register_plot("refine_intermediate", "Per-epoch values, pruned trials included", "refine",
+               "The objective after each epoch; trials the pruner stopped end early.")
+def refine_intermediate(source: PlotSource) -> go.Figure:
+    trials = source.trials("refine")
+    if not any(t.intermediate_values for t in trials):
+        return note("No refine trial has reported an epoch yet.")
+    direction = source.objective[1]
+    study = as_study(sample_trials(trials, direction), direction)
+    figure = optuna.visualization.plot_intermediate_values(study)
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    figure.update_yaxes(title=source.objective[0])
+    return _titled(figure, f"Refine: per-epoch values ({pruned} pruned)", len(trials),
+                   len(study.trials))
+
+
+@register_plot("refine_importances", "Parameter importances", "refine",
+               "How much of the objective's variation each parameter explains (fANOVA).")
+def refine_importances(source: PlotSource) -> go.Figure:
+    trials = completed(source.trials("refine"))
+    if len(trials) < 2:
+        return note("Importances need at least two completed refine trials.")
+    if len(trials) > IMPORTANCE_TRIALS:
+        trials = random.Random(0).sample(trials, IMPORTANCE_TRIALS)
+    study = as_study(trials, source.objective[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            figure = optuna.visualization.plot_param_importances(
+                study, evaluator=FanovaImportanceEvaluator(seed=0))
+        except (ValueError, RuntimeError) as exc:  # e.g. every parameter took one value
+            return note(f"Importances cannot be computed: {exc}")
+    return _titled(figure, f"Refine: parameter importances (fANOVA on {len(trials):,} trials)",
+                   len(trials), len(trials))

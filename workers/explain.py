@@ -1,0 +1,55 @@
+"""Grad-CAM of a trained image model on a few validation images, with captum: which
+pixels the last convolution looked at for the class the model predicted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from torch import nn
+
+from workers.config import parse_params
+from workers.data import load_dataset
+from workers.models import build_model
+from workers.request import Task
+
+
+@dataclass(frozen=True)
+class GradCam:
+    images: list[list[list[float]]]  # (N, H, W) greyscale in [0, 1] (channels averaged)
+    heatmaps: list[list[list[float]]]  # (N, H, W) in [0, 1], 1 where attention peaks
+    labels: list[int]
+    predictions: list[int]
+
+
+def grad_cam(task: Task, params: dict[str, Any], state_dict: dict[str, Any],
+             count: int = 8) -> GradCam | None:
+    """Grad-CAM for the first `count` validation images; None when the task is not an
+    image classification task or the model has no 2-D convolution."""
+    data = load_dataset(task.dataset, task.dataset_options)
+    if not data.is_image or data.task != "classification" or data.x_val.dim() != 4:
+        return None
+    _, arch = parse_params({**task.model_options, **params})
+    model = build_model(task.model, data, arch)
+    model.load_state_dict(state_dict)
+    model.eval()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return None
+    x = data.x_val[:count].float()
+    with torch.no_grad():
+        predictions = model(x).argmax(dim=1)
+    cam = LayerGradCam(model, convs[-1]).attribute(x, target=predictions)
+    heat = LayerAttribution.interpolate(cam, tuple(x.shape[-2:])).relu().squeeze(1)
+    return GradCam(images=_unit(x.mean(dim=1)).tolist(), heatmaps=_unit(heat).tolist(),
+                   labels=data.y_val[:count].tolist(), predictions=predictions.tolist())
+
+
+def _unit(batch: torch.Tensor) -> torch.Tensor:
+    """Each image scaled to [0, 1] on its own."""
+    flat = batch.detach().flatten(1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    scale = torch.where(high > low, high - low, torch.ones_like(high))
+    return ((flat - low[:, None]) / scale[:, None]).view_as(batch)
