@@ -1,0 +1,156 @@
+"""Every plot kind, drawn from a real finished digits study (run in-process), from a study
+that has not run, and from 10,000 trials: figures stay bounded on the server."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.io
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from service.web import render_report
+from studies.errors import StudyNotFoundError
+from studies.plots import PLOTS, PlotSource, UnknownPlotError, create_plot
+from studies.plots._sampling import FIGURE_TRIALS, as_study, record_setters, sample_trials
+from studies.runner import Runner
+from studies.spec import load_spec
+from studies.stages import ORDER
+from studies.store import Store
+
+STUDY_KINDS = [k for k, kind in PLOTS.items() if not kind.per_trial]
+
+
+def small_digits_spec(name: str) -> Any:
+    return load_spec({
+        "name": name, "task": {"dataset": "digits", "model": "convnet"},
+        "space": {"lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+                  "width": {"type": "int", "low": 8, "high": 24},
+                  "optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]}},
+        "stages": {"overfit": {"steps": 100}, "lr_probe": {"iterations": 40},
+                   "coarse": {"trials": 6, "epochs": 1},
+                   "refine": {"trials": 4, "epochs": 3, "warm_start": 2},
+                   "confirm": {"top": 2, "seeds": 2, "epochs": 3}}})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> PlotSource:
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('plots') / 'store.db'}")
+    report = Runner(small_digits_spec("plots-digits"), store).run()
+    assert report.status == "completed", report.message
+    return PlotSource.load(store, "plots-digits")
+
+
+def _points(figure: Any) -> int:
+    """The data points a figure ships: x (or y, or z cells) per trace, and one value per
+    trial on each axis of parallel coordinates."""
+    total = 0
+    for trace in figure.data:
+        if getattr(trace, "dimensions", None):
+            total += sum(len(d.values) for d in trace.dimensions)
+            continue
+        values = next((v for v in (getattr(trace, k, None) for k in ("x", "y", "z"))
+                       if v is not None), ())
+        total += len(values)
+    return total
+
+
+@pytest.mark.parametrize("kind", STUDY_KINDS)
+def test_every_plot_kind_draws_a_finished_study(finished: PlotSource, kind: str) -> None:
+    figure = create_plot(kind, finished)
+    assert _points(figure) > 0, f"{kind} drew nothing: {figure.layout.annotations}"
+    assert figure.layout.title.text, f"{kind} has no title"
+    again = plotly.io.from_json(figure.to_json())  # what the API ships parses as a figure
+    assert len(again.data) == len(figure.data)
+
+
+def test_figures_show_what_the_stages_found(finished: PlotSource) -> None:
+    lr = create_plot("lr_probe", finished)
+    suggested = finished.stage("lr_probe").figures["suggested_lr"]  # type: ignore[union-attr]
+    assert lr.layout.xaxis.type == "log"
+    assert any(s.x0 == suggested for s in lr.layout.shapes)  # the suggestion is marked
+    curves = create_plot("learning_curves", finished)
+    names = {t.name for t in curves.data}
+    assert len(names) == len(finished.trials("refine"))  # each top trial once in the legend
+    assert any("baseline" in (a.text or "") for a in curves.layout.annotations)
+    spread = create_plot("confirm_spread", finished)
+    assert sum(len(t.y) for t in spread.data) == 4  # 2 configurations x 2 seeds
+    cam = create_plot("gradcam", finished)
+    assert len(cam.data) == 16  # 8 validation images, each image and its heatmap
+
+
+def test_the_trial_plot_draws_one_trials_curves(finished: PlotSource) -> None:
+    figure = create_plot("trial", finished, number=7)  # refine's first trial: 3 epochs
+    drawn = {t.name: list(t.x) for t in figure.data}
+    assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= set(drawn)
+    assert drawn["val_loss"] == [1, 2, 3]
+    with pytest.raises(StudyNotFoundError, match="no trial 99"):
+        create_plot("trial", finished, number=99)
+
+
+def test_an_unknown_kind_lists_the_known_ones(finished: PlotSource) -> None:
+    with pytest.raises(UnknownPlotError) as error:
+        create_plot("parallel", finished)
+    assert "unknown plot kind 'parallel'" in str(error.value)
+    assert all(kind in str(error.value) for kind in PLOTS)
+
+
+@pytest.mark.parametrize("kind", STUDY_KINDS)
+def test_a_study_that_has_not_run_says_so(tmp_path: Path, kind: str) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    spec = small_digits_spec("not-run")
+    store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
+    figure = create_plot(kind, PlotSource.load(store, "not-run"))
+    assert _points(figure) == 0
+    assert re.search(r"(?i)\bnot\b|\bno\b|needs?\b|comes", figure.layout.annotations[0].text)
+
+
+def _trials(n: int) -> list[optuna.trial.FrozenTrial]:
+    """n finished trials of a noisy objective, a tenth pruned, with 5 epochs each."""
+    import random
+
+    rng, out = random.Random(1), []
+    for number in range(n):
+        x = rng.uniform(0, 1)
+        value = 1 - (x - 0.3) ** 2 + rng.gauss(0, 0.05)
+        pruned = number % 10 == 9
+        trial = create_trial(params={"x": x}, distributions={"x": FloatDistribution(0, 1)},
+                             value=None if pruned else value,
+                             state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+                             intermediate_values={e: value * e / 5 for e in range(1, 6)})
+        trial.number = number
+        out.append(trial)
+    return out
+
+
+def test_ten_thousand_trials_are_sampled_without_changing_the_best_so_far_line() -> None:
+    trials = _trials(10_000)
+    kept = sample_trials(trials, "maximize")
+    assert len(kept) <= FIGURE_TRIALS
+    assert {t.number for t in record_setters(trials, "maximize")} <= {t.number for t in kept}
+    best = max(t.value for t in trials if t.value is not None)
+    assert max(t.value for t in kept if t.value is not None) == best
+    assert any(t.state == TrialState.PRUNED for t in kept)  # failures keep their share
+    figure = optuna.visualization.plot_optimization_history(as_study(kept, "maximize"))
+    best_line = next(t for t in figure.data if t.name == "Best Value")
+    assert math.isclose(max(best_line.y), best)
+    history = optuna.visualization.plot_intermediate_values(as_study(kept, "maximize"))
+    assert sum(len(t.x) for t in history.data) <= FIGURE_TRIALS * 5
+
+
+def test_the_report_is_one_self_contained_file(finished: PlotSource) -> None:
+    html = render_report(finished.store, "plots-digits")
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"(?!data:)", html), \
+        "the report loads a file from elsewhere"
+    for kind in STUDY_KINDS:
+        holder = re.search(rf'<script type="application/json" id="figure-{kind}">(.*?)</script>',
+                           html, re.S)
+        assert holder, kind
+        assert json.loads(holder.group(1).replace("<\\/", "</"))["data"], kind
+    assert "Plotly" in html and len(html) > 3_000_000  # plotly.js itself is inside
