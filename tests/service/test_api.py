@@ -128,6 +128,17 @@ def test_tokens_are_enforced_when_set(tmp_path: Path, ray_local: str) -> None:
         with Client(server.url, token="beta") as api:
             assert api.studies()["total"] == 0
         assert httpx.get(f"{server.url}/healthz").status_code == 200  # health stays open
+
+        # the pages send a browser to /login; the token it logs in with rides in a cookie
+        page = httpx.get(f"{server.url}/studies/any")
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/studies/any"
+        assert httpx.post(f"{server.url}/login", json={"token": "gamma"}).status_code == 401
+        login = httpx.post(f"{server.url}/login", json={"token": "alpha"})
+        assert login.status_code == 204 and "httponly" in login.headers["set-cookie"].lower()
+        with httpx.Client(base_url=server.url, cookies=login.cookies) as browser:
+            assert browser.get("/").status_code == 200
+            assert browser.get("/api/studies").json()["total"] == 0
+            assert browser.get("/api/studies/any/plots/timeline").status_code == 404
     finally:
         server.stop()
 
