@@ -4,19 +4,16 @@ an in-memory study of at most FIGURE_TRIALS trials chosen on the server."""
 from __future__ import annotations
 
 import math
-import random
 import warnings
 from typing import Any
 
 import optuna
 import plotly.graph_objects as go
-from optuna.importance import FanovaImportanceEvaluator
+from optuna.importance import PedAnovaImportanceEvaluator
 
 from studies.plots._registry import note, register_plot
 from studies.plots._sampling import as_study, completed, sample_trials
 from studies.plots._source import PlotSource
-
-IMPORTANCE_TRIALS = 500  # fANOVA's forest is fitted on a uniform sample of this many
 
 
 def _sampled(source: PlotSource, stage: str, what: str) -> optuna.Study | go.Figure:
@@ -136,20 +133,18 @@ def refine_intermediate(source: PlotSource) -> go.Figure:
 
 
 @register_plot("refine_importances", "Parameter importances", "refine",
-               "How much of the objective's variation each parameter explains (fANOVA).")
+               "Which parameters set the best refine trials apart from the rest (PED-ANOVA).")
 def refine_importances(source: PlotSource) -> go.Figure:
     trials = completed(source.trials("refine"))
     if len(trials) < 2:
         return note("Importances need at least two completed refine trials.")
-    if len(trials) > IMPORTANCE_TRIALS:
-        trials = random.Random(0).sample(trials, IMPORTANCE_TRIALS)
     study = as_study(trials, source.objective[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             figure = optuna.visualization.plot_param_importances(
-                study, evaluator=FanovaImportanceEvaluator(seed=0))
+                study, evaluator=PedAnovaImportanceEvaluator())
         except (ValueError, RuntimeError) as exc:  # e.g. every parameter took one value
             return note(f"Importances cannot be computed: {exc}")
-    return _titled(figure, f"Refine: parameter importances (fANOVA on {len(trials):,} trials)",
+    return _titled(figure, f"Refine: parameter importances (PED-ANOVA on {len(trials):,} trials)",
                    len(trials), len(trials))
