@@ -148,7 +148,6 @@ def trial(source: PlotSource, number: int | None = None) -> go.Figure:
         for i, metric in enumerate(metrics):
             _add_curve(figure, epochs, metric, metric, COLOURS[(2 * k + i) % len(COLOURS)],
                        legend=True, row=k // 2 + 1, col=k % 2 + 1)
-    figure.update_yaxes(type="log", row=2, col=1)
     figure.update_xaxes(title="epoch", row=2)
     figure.update_layout(title=f"Trial {number} ({stage} #{frozen.number}): "
                          f"{frozen.state.name.lower()}", height=560)
