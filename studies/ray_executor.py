@@ -66,9 +66,11 @@ class RayExecutor(Executor):
     def __init__(self, resources: Resources, runner: Any = None) -> None:
         self.max_concurrent = resources.max_concurrent
         self.retries = resources.max_retries
-        self._options = {"num_cpus": resources.cpus_per_trial,
-                         "num_gpus": resources.gpus_per_trial,
-                         "max_retries": resources.max_retries}
+        self._options: dict[str, Any] = {"num_cpus": resources.cpus_per_trial,
+                                         "num_gpus": resources.gpus_per_trial,
+                                         "max_retries": resources.max_retries}
+        if resources.custom:  # e.g. only the nodes that offer a GPU type run trials
+            self._options["resources"] = dict(resources.custom)
         self._runner = runner
         self._jobs: dict[str, Job] = {}  # token -> running job
         self._where: dict[str, dict[str, Any]] = {}  # token -> where its attempt runs

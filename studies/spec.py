@@ -7,6 +7,7 @@ allowed; `load_spec` turns pydantic's errors into one SpecError listing them all
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from workers.models import MODELS
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_TRIALS, MAX_EPOCHS = 10_000, 1_000
 OBJECTIVES = ("val_accuracy", "val_loss", "val_rmse")
+RESOURCE_UNIT = 1e-4  # the smallest amount of a resource Ray tells apart
 
 
 class SpecError(StagetuneError, ValueError):
@@ -165,6 +167,24 @@ class Resources(_Strict):
     cpus_per_trial: float = Field(1.0, gt=0, le=256)
     max_concurrent: int = Field(4, ge=1, le=1024)
     max_retries: int = Field(2, ge=0, le=10)  # a trial lost with its worker or node
+    # Ray custom resources each trial needs: {"a100": 1} keeps trials on the nodes started
+    # with `--resources '{"a100": 8}'`
+    custom: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("custom")
+    @classmethod
+    def _check_custom(cls, custom: dict[str, float]) -> dict[str, float]:
+        for name, amount in custom.items():
+            if not name.strip():
+                raise ValueError("a custom resource needs a name")
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"'{name}' is not a custom resource; use cpus_per_trial "
+                                 "or gpus_per_trial")
+            # Ray counts resources in units of 0.0001
+            if not (math.isfinite(amount) and amount >= RESOURCE_UNIT):
+                raise ValueError(f"'{name}' needs an amount of at least {RESOURCE_UNIT} "
+                                 f"(got {amount})")
+        return custom
 
 
 class StudySpec(_Strict):

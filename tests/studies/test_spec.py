@@ -83,6 +83,16 @@ BAD = [
     ("absurd epochs", _set("stages.coarse.epochs", 10**6), "stages.coarse.epochs: Input should be less than or equal to 1000"),
     ("bad name", _set("name", "my study!"), "name: use letters, digits, '-' and '_'"),
     ("bad fixed value", _set("fixed.norm", "batchy"), "fixed: norm: Input should be 'batch'"),
+    ("custom resource without a name", _set("resources.custom", {" ": 1}),
+     "resources.custom: a custom resource needs a name"),
+    ("custom resource of zero", _set("resources.custom", {"a100": 0}),
+     "resources.custom: 'a100' needs an amount of at least 0.0001 (got 0.0)"),
+    ("custom resource below Ray's unit", _set("resources.custom", {"a100": 1e-6}),
+     "resources.custom: 'a100' needs an amount of at least 0.0001"),
+    ("GPU as a custom resource", _set("resources.custom", {"GPU": 1}),
+     "resources.custom: 'GPU' is not a custom resource; use cpus_per_trial or gpus_per_trial"),
+    ("custom resource not a number", _set("resources.custom", {"a100": "many"}),
+     "resources.custom.a100: Input should be a valid number"),
 ]
 
 
@@ -94,6 +104,13 @@ def test_bad_spec_gets_its_message(what: str, mutate: Callable[[dict[str, Any]],
     with pytest.raises(SpecError) as info:
         load_spec(spec)
     assert message in str(info.value)
+
+
+def test_custom_resources_are_kept_as_numbers() -> None:
+    spec = copy.deepcopy(BASE)
+    spec["resources"] = {"custom": {"a100": 1, "gpu_stand_in": 0.5}}
+    assert load_spec(spec).resources.custom == {"a100": 1.0, "gpu_stand_in": 0.5}
+    assert load_spec(BASE).resources.custom == {}
 
 
 def test_unreadable_files_are_named(tmp_path: Path) -> None:
