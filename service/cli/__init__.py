@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from service.cli._cluster import PASS_THROUGH, head, worker
 from service.cli._service import cancel, report, serve, status, submit
 from service.cli._study import resume, run, validate
 from service.cli._workers import probe, train
@@ -22,6 +23,8 @@ app.command()(submit)
 app.command()(status)
 app.command()(cancel)
 app.command()(report)
+app.command(context_settings=PASS_THROUGH)(head)
+app.command(context_settings=PASS_THROUGH)(worker)
 
 
 def main() -> None:

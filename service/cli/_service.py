@@ -37,7 +37,8 @@ def serve(
 def service_settings(host: str | None, port: int | None, db: str | None) -> Settings:
     """The environment's settings with the command line's overrides; a bad one is one line."""
     overrides: dict[str, Any] = {k: v for k, v in
-                                 {"host": host, "port": port, "database_url": db}.items() if v}
+                                 {"host": host, "port": port, "database_url": db}.items()
+                                 if v is not None}
     try:
         return Settings(**overrides)
     except ValidationError as exc:  # a bad STAGETUNE_* variable
