@@ -1,0 +1,77 @@
+"""The Dockerfile, without a Docker engine: its base, its user, and an install that is the
+one CI runs (scripts/install.sh); the non-editable install it does is built here as a wheel
+and must hold every file of the packages."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+# instructions, with continuation lines joined and comments dropped
+INSTRUCTIONS = [(line.split(None, 1) + [""])[:2] for line in
+                re.sub(r"\\\n\s*", " ", DOCKERFILE).splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+PACKAGES = [p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
+
+
+def instructions(kind: str) -> list[str]:
+    return [args for name, args in INSTRUCTIONS if name.upper() == kind]
+
+
+def test_the_image_is_python_3_11_slim_and_runs_as_a_user_that_is_not_root() -> None:
+    assert instructions("FROM") == ["python:3.11-slim-bookworm"]  # the machines' Debian
+    users = instructions("USER")
+    assert users and users[-1] not in ("root", "0")
+    assert f"useradd --create-home --uid 1000 {users[-1]}" in " ".join(instructions("RUN"))
+
+
+def test_the_image_installs_what_ci_installs() -> None:
+    runs = [shlex.split(r) for r in instructions("RUN")]
+    pip = [r for r in runs if r[:2] == ["pip", "install"]]
+    assert pip == [["pip", "install", "."]]  # the project from its own folder, torch from PyPI
+    install_sh = (REPO / "scripts" / "install.sh").read_text()
+    assert re.search(r"pip install -q -e '\.\[dev\]'", install_sh)  # the same project, editable
+    system = re.search(r"system_packages=\(([^)]*)\)", install_sh)
+    assert system is not None
+    apt = next(r for r in runs if "apt-get" in r and "install" in r)
+    tail = apt[apt.index("install") + 1:]
+    packages = {a for a in tail[:tail.index("&&") if "&&" in tail else None] if not a.startswith("-")}
+    # what CI installs; chromium only serves the dashboard's browser tests
+    assert packages == set(system.group(1).split()) - {"chromium"} == {"dataset-fashion-mnist"}
+    copied = {source for args in instructions("COPY") for source in args.split()[:-1]}
+    assert set(PACKAGES) | {"pyproject.toml", PYPROJECT["project"]["readme"]} <= copied
+
+
+def test_the_image_exposes_the_api_and_the_ray_head_and_starts_the_head() -> None:
+    assert set(" ".join(instructions("EXPOSE")).split()) == {"8000", "6379"}
+    assert json.loads(instructions("CMD")[0])[:2] == ["stagetune", "head"]
+
+
+def test_a_non_editable_install_holds_every_file_of_the_packages(tmp_path: Path) -> None:
+    """`pip install .` in the image is not the editable install CI runs: templates, static
+    files or migrations left out of the wheel would only show in the container."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", PYPROJECT["project"]["readme"]):
+        shutil.copy(REPO / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, source / package, ignore=ignore)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "dist"), str(source)], check=True, cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    in_tree = {str(p.relative_to(source)) for package in PACKAGES
+               for p in (source / package).rglob("*") if p.is_file()}
+    assert sorted(in_tree - in_wheel) == []
+    assert "service/cli/_cluster.py" in in_wheel
