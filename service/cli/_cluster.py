@@ -53,16 +53,9 @@ def head(
     node_args = _node_args(num_cpus, num_gpus, resources) + ctx.args
     with one_line_errors():
         load_plugins()  # a broken plugin is one line now, not a failed runner later
-    if _answers("127.0.0.1", ray_port):
-        raise fail(f"port {ray_port} is in use on this machine; pick another with --ray-port")
-    if not _settle_ray_auth():
-        err_console.print("[yellow]warning:[/] Ray token authentication is off: anyone who can "
-                          f"reach port {ray_port} can run code here; set RAY_AUTH_TOKEN (the same "
-                          "on every node) to turn it on", highlight=False)
     # SIGTERM unwinds through `finally` (uvicorn re-raises it once it has shut down)
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    node = subprocess.Popen(_ray("start", "--head", f"--port={ray_port}", "--include-dashboard=false",
-                                 "--disable-usage-stats", "--block", *node_args))
+    node = _start_head_node(ray_port, node_args)
     stopping, lost = threading.Event(), threading.Event()
     try:
         _wait_for_head(node, ray_port)
@@ -107,6 +100,18 @@ def worker(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)  # the node is this process: signals and exit code are its own
+
+
+def _start_head_node(port: int, node_args: list[str]) -> subprocess.Popen[bytes]:
+    """`ray start --head --block` as a child whose output is ours; it stops on SIGTERM."""
+    if _answers("127.0.0.1", port):
+        raise fail(f"port {port} is in use on this machine; pick another with --ray-port")
+    if not _settle_ray_auth():
+        err_console.print("[yellow]warning:[/] Ray token authentication is off: anyone who can "
+                          f"reach port {port} can run code here; set RAY_AUTH_TOKEN (the same "
+                          "on every node) to turn it on", highlight=False)
+    return subprocess.Popen(_ray("start", "--head", f"--port={port}", "--include-dashboard=false",
+                                 "--disable-usage-stats", "--block", *node_args))
 
 
 def _settle_ray_auth() -> bool:
