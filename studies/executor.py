@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from workers import StagetuneError, TrialRequest, TrialResult, execute
 from workers.train import Report
 
+Save = Callable[[int, bytes], None]
+"""save(epoch, checkpoint): called when a trial hands over a checkpoint."""
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Job:
-    """A request plus what the runner needs back: its key and the per-epoch callback."""
+    """A request plus what the runner needs back: its key, the per-epoch callback and
+    where checkpoints go."""
 
     key: Any
     request: TrialRequest
     report: Report | None = None
+    save: Save | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class LocalExecutor(Executor):
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         for job in jobs:
             try:
-                yield Outcome(job, execute(job.request, job.report))
+                yield Outcome(job, execute(job.request, job.report, job.save))
             except StagetuneError as exc:
                 yield Outcome(job, None, str(exc))
             except Exception as exc:  # a trial's crash is recorded, never fatal to the study

@@ -44,7 +44,10 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
              "device": device, "data_cached": dataset_loaded(request.task.dataset,
                                                              request.task.dataset_options)}
     if runner is not None:
-        ray.get(runner.started.remote(token, where))
+        # A retry after the worker was lost gets the last checkpoint its attempts handed over.
+        latest = ray.get(runner.started.remote(token, where))
+        if latest is not None:
+            request = replace(request, resume=latest)
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
         try:
@@ -52,9 +55,16 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
         except RayActorError:  # the runner died: stop; a new runner re-runs what is missing
             return True
 
+    def save(epoch: int, checkpoint: bytes) -> None:
+        try:
+            ray.get(runner.checkpoint.remote(token, epoch, checkpoint))
+        except RayActorError:
+            pass  # the runner died: report() stops the trial next
+
     started = time.time()
     result = execute(replace(request, device=device),
-                     report if runner is not None and reports else None)
+                     report if runner is not None and reports else None,
+                     save if runner is not None and request.checkpoint_at else None)
     result.worker = {**where, "started_at": started, "finished_at": time.time()}
     return result
 
@@ -75,6 +85,7 @@ class RayExecutor(Executor):
         self._jobs: dict[str, Job] = {}  # token -> running job
         self._where: dict[str, dict[str, Any]] = {}  # token -> where its attempt runs
         self._restarts: dict[str, int] = {}
+        self._checkpoints: dict[str, bytes] = {}  # token -> the job's latest checkpoint
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self.peak_running = 0
@@ -88,16 +99,30 @@ class RayExecutor(Executor):
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def started(self, token: str, where: dict[str, Any]) -> None:
-        """An attempt of a job began on a worker; a second attempt is a retry."""
+    def started(self, token: str, where: dict[str, Any]) -> bytes | None:
+        """An attempt of a job began on a worker; a second attempt is a retry, and gets
+        the last checkpoint the job handed over (None: start from the request)."""
         with self._lock:
             if token not in self._jobs:
-                return
+                return None
             if token in self._where:
                 self._restarts[token] = self._restarts.get(token, 0) + 1
-                log.warning("trial %s restarted on %s after its worker was lost",
-                            _label(self._jobs[token]), where["node"])
+                log.warning("trial %s restarted on %s after its worker was lost%s",
+                            _label(self._jobs[token]), where["node"],
+                            "; it continues from its last checkpoint"
+                            if token in self._checkpoints else "")
             self._where[token] = where
+            return self._checkpoints.get(token)
+
+    def save(self, token: str, epoch: int, checkpoint: bytes) -> None:
+        """Keep a job's latest checkpoint for a retry, and hand it to the job's `save`."""
+        with self._lock:
+            job = self._jobs.get(token)
+            if job is None:
+                return
+            self._checkpoints[token] = checkpoint
+        if job.save is not None:
+            job.save(epoch, checkpoint)
 
     def deliver(self, token: str, epoch: int, metrics: dict[str, float]) -> bool:
         """Hand one epoch to its job's callback; True tells the trial to stop."""
@@ -151,6 +176,7 @@ class RayExecutor(Executor):
         with self._lock:
             job = self._jobs.pop(token)
             self._where.pop(token, None)
+            self._checkpoints.pop(token, None)
             restarts = self._restarts.pop(token, 0)
         try:
             result: TrialResult = ray.get(ref)

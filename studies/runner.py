@@ -14,6 +14,7 @@ from typing import Any
 
 from studies.errors import StudyCancelled
 from studies.executor import Executor, LocalExecutor
+from studies.plan import make_plan
 from studies.spec import StudySpec
 from studies.stages import ORDER, STAGES, StageContext, StageOutcome
 from studies.stages._base import Progress
@@ -36,7 +37,7 @@ class StudyReport:
     best: dict[str, Any] | None
     baseline: float | None
     objective: str
-    compute: dict[str, float] = field(default_factory=dict)
+    compute: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, Any] | None = None  # the winner's weights: artifact id, trial, value
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,10 +71,11 @@ class Runner:
         if record.status in ("completed", "stopped"):
             return report_of(record, objective)
         ctx = StageContext(spec, store, self.executor, objective, direction,
-                           progress=self.progress)
-        for stage in record.stages:  # what finished stages handed on, in order
+                           progress=self.progress, plan=make_plan(spec))
+        for stage in record.stages:  # what finished stages handed on and spent, in order
             if stage.status == "done":
                 ctx.handed.update(stage.hand_on)
+                ctx.spent[stage.name] = (stage.epochs, stage.trial_seconds)
         store.set_status(spec.name, "running")
         try:
             for stored in record.stages:
@@ -100,15 +102,18 @@ class Runner:
     def _run_stage(self, ctx: StageContext, name: str) -> StageOutcome:
         config = getattr(self.spec.stages, name)
         started = time.perf_counter()
+        planned = ctx.plan[name].to_dict() if name in ctx.plan else None
         if not config.enabled:
             outcome = StageOutcome("skipped", "Disabled in the spec.")
         else:
-            self.store.start_stage(self.spec.name, name)
+            self.store.start_stage(self.spec.name, name, planned)
             outcome = STAGES[name](config).run(ctx)
         seconds = time.perf_counter() - started
         self.store.finish_stage(self.spec.name, name, outcome.verdict, outcome.message,
-                                outcome.figures, outcome.hand_on, outcome.epochs, seconds)
+                                outcome.figures, outcome.hand_on, outcome.epochs, seconds,
+                                outcome.trial_seconds, planned)
         ctx.handed.update(outcome.hand_on)
+        ctx.spent[name] = (outcome.epochs, outcome.trial_seconds)
         log.info("%s: %s: %s", name, outcome.verdict, outcome.message)
         return outcome
 
@@ -122,11 +127,15 @@ def report_of(record: StudyRecord, objective: str) -> StudyReport:
     best = handed.get("best")
     return StudyReport(
         study=record.name, status=status, message=record.message,
-        stages=[{"name": s.name, "verdict": s.verdict, "message": s.message}
+        stages=[{"name": s.name, "verdict": s.verdict, "message": s.message,
+                 "planned": s.planned, "spent": {"epochs": s.epochs,
+                                                 "trial_seconds": s.trial_seconds}}
                 for s in record.stages],
         best={"params": best["params"], "value": best["value"]} if best else None,
         baseline=handed.get("baseline"), objective=objective,
         compute={"epochs": round(sum(s.epochs for s in record.stages), 3),
-                 "seconds": round(sum(s.seconds for s in record.stages), 3)},
+                 "seconds": round(sum(s.seconds for s in record.stages), 3),
+                 "trial_seconds": round(sum(s.trial_seconds for s in record.stages), 3),
+                 "budget": record.spec.get("budget")},
         weights=handed.get("weights"),
     )

@@ -97,9 +97,14 @@ class StudyRunner:
     def _tick(self, stage: str, done: int, total: int) -> None:
         self._progress[stage] = (done, total)
 
-    def started(self, token: str, where: dict[str, Any]) -> None:
+    def started(self, token: str, where: dict[str, Any]) -> bytes | None:
+        """A trial's attempt began; a retry gets back its last checkpoint."""
+        return self._executor.started(token, where) if self._executor is not None else None
+
+    def checkpoint(self, token: str, epoch: int, checkpoint: bytes) -> None:
+        """A trial's checkpoint, over the wire, written before the trial goes on."""
         if self._executor is not None:
-            self._executor.started(token, where)
+            self._executor.save(token, epoch, checkpoint)
 
     def report(self, token: str, epoch: int, metrics: dict[str, float]) -> bool:
         """A trial's epoch, over the wire; True tells it to stop."""

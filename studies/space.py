@@ -1,11 +1,14 @@
-"""From the spec's space to Optuna distributions, and narrowing it after a coarse search.
+"""From the spec's space to Optuna parameters: conditional sampling, and narrowing.
 
-Narrowing (written here: Optuna has no such function): per numeric parameter, the
-envelope of the best quantile of trials plus a margin, on the log scale where the
-parameter is log, clipped to the original range; categorical choices are kept if
-they appear among the best. A parameter whose best values sit at the edge of its
-original range is flagged, and its range is widened past that edge by one envelope
-width (within the knob's hard limits), since the optimum may lie beyond it.
+A space entry is one parameter or several variants of it under disjoint `when` conditions
+(lr per optimizer). Each variant is its own Optuna parameter (`lr[optimizer=adam/adamw]`),
+so TPE models each optimizer's lr apart; a plain entry keeps the knob's name. Parameters
+are drawn define-by-run: the unconditional ones first, then those whose condition holds.
+
+Narrowing (written here: Optuna has no such function) takes the configurations coarse
+found good at every rung and keeps, per numeric parameter, their envelope plus a margin
+(on the log scale where the parameter is log), inside the declared range; categorical
+choices seen among them are kept. It is a region for refine's prior, never a wall.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.distributions import (
@@ -22,87 +26,151 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from studies.spec import CategoricalParam, FloatParam, IntParam, Param
+from studies.spec import CategoricalParam, FloatParam, IntParam, Param, variants
 from workers.config import ModelConfig, TrainConfig
 
 EDGE = 0.05  # within 5% of the range's width (log width for log params) counts as "at the edge"
-SPREAD = 0.6  # best values spread over more than this share of the range say nothing of edges
+SPREAD = 0.6  # good values spread over more than this share of the range say nothing of edges
+MARGIN = 0.25  # the envelope grows by this share of its width (at least a tenth of the range)
+Space = Mapping[str, Param | list[Param]]
 
 
-def to_distributions(space: Mapping[str, Param]) -> dict[str, BaseDistribution]:
-    """One Optuna distribution per tunable parameter."""
-    out: dict[str, BaseDistribution] = {}
-    for name, p in space.items():
-        if isinstance(p, FloatParam):
-            out[name] = FloatDistribution(p.low, p.high, log=p.log)
-        elif isinstance(p, IntParam):
-            out[name] = IntDistribution(p.low, p.high, log=p.log)
-        else:
-            out[name] = CategoricalDistribution(p.choices)
-    return out
+@dataclass(frozen=True)
+class Dim:
+    """One Optuna parameter: a knob, or one variant of it, and when it is drawn."""
+
+    name: str  # Optuna's name
+    knob: str
+    param: Param
+
+    def applies(self, drawn: Mapping[str, Any]) -> bool:
+        when = self.param.when or {}
+        return all(drawn.get(key) in values for key, values in when.items())
+
+
+def dims(space: Space) -> list[Dim]:
+    """Every Optuna parameter of the space, unconditional ones first."""
+    out = []
+    for knob, entry in space.items():
+        options = variants(entry)
+        for param in options:
+            name = knob if len(options) == 1 else f"{knob}[{_label(param)}]"
+            out.append(Dim(name, knob, param))
+    return sorted(out, key=lambda d: d.param.when is not None)
+
+
+def _label(param: Param) -> str:
+    when = param.when or {}
+    return ";".join(f"{k}={'/'.join(map(str, v))}" for k, v in sorted(when.items()))
+
+
+def knob_of(name: str) -> str:
+    """The knob behind an Optuna parameter name (`lr[optimizer=sgd]` -> `lr`)."""
+    return name.split("[", 1)[0]
+
+
+def knobs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's Optuna parameters as knob values, for the training request."""
+    return {knob_of(name): value for name, value in params.items()}
+
+
+def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+    """Draw the trial's parameters, each only when its condition holds."""
+    drawn: dict[str, Any] = {}
+    for dim in dims(space):
+        if dim.applies({knob_of(k): v for k, v in drawn.items()}):
+            drawn[dim.name] = _suggest_one(trial, dim.name, dim.param)
+    return drawn
+
+
+def _suggest_one(trial: optuna.Trial, name: str, p: Param) -> Any:
+    if isinstance(p, FloatParam):
+        return trial.suggest_float(name, p.low, p.high, log=p.log)
+    if isinstance(p, IntParam):
+        return trial.suggest_int(name, p.low, p.high, log=p.log)
+    return trial.suggest_categorical(name, p.choices)  # type: ignore[arg-type]
+
+
+def to_distributions(space: Space) -> dict[str, BaseDistribution]:
+    """One Optuna distribution per parameter (conditional ones included)."""
+    return {d.name: distribution(d.param) for d in dims(space)}
+
+
+def distribution(p: Param) -> BaseDistribution:
+    if isinstance(p, FloatParam):
+        return FloatDistribution(p.low, p.high, log=p.log)
+    if isinstance(p, IntParam):
+        return IntDistribution(p.low, p.high, log=p.log)
+    return CategoricalDistribution(p.choices)
+
+
+def inside(name: str, value: Any, region: Mapping[str, Param]) -> bool:
+    """Whether one parameter's value lies in the region (a parameter it lacks: yes)."""
+    p = region.get(name)
+    if p is None:
+        return True
+    if isinstance(p, CategoricalParam):
+        return value in p.choices
+    return p.low <= value <= p.high
 
 
 @dataclass(frozen=True)
 class Narrowed:
-    """The narrowed space and the parameters whose best values sat at an edge."""
+    """The region refine's prior favours (by Optuna name), and the parameters whose good
+    values crowd an edge of the declared range, with what was done about it."""
 
-    space: dict[str, Param]
+    region: dict[str, Param]
     boundary: dict[str, str]  # name -> "low" or "high"
+    widened: bool
 
     def describe(self) -> list[str]:
-        return [f"{name}'s best values sit at the {side} edge of its range; widened past it"
+        done = "widened past it" if self.widened else \
+            "not widened past the declared range (stages.coarse.widen: true allows it)"
+        return [f"{name}'s good values sit at the {side} edge of its range; {done}"
                 for name, side in sorted(self.boundary.items())]
 
 
-def narrow(
-    space: Mapping[str, Param],
-    trials: Sequence[optuna.trial.FrozenTrial],
-    direction: str,
-    quantile: float = 0.25,
-    margin: float = 0.25,
-) -> Narrowed:
-    """Narrow `space` to where the best `quantile` of completed `trials` lie."""
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-    if not done:
-        return Narrowed(dict(space), {})
-    done.sort(key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type, return-value]
-    best = done[: max(2, math.ceil(quantile * len(done)))]
-    new: dict[str, Param] = {}
+def narrow(space: Space, good: Sequence[optuna.trial.FrozenTrial], widen: bool = False
+           ) -> Narrowed:
+    """The region where the `good` trials lie; past a crowded edge only if `widen`."""
+    region: dict[str, Param] = {}
     boundary: dict[str, str] = {}
-    for name, p in space.items():
-        values = [t.params[name] for t in best if name in t.params]
-        if not values:
-            new[name] = p
+    for dim in dims(space):
+        p = dim.param.model_copy(update={"when": None})
+        values = [t.params[dim.name] for t in good if dim.name in t.params]
+        if len(values) < 2:
+            region[dim.name] = p
         elif isinstance(p, CategoricalParam):
             kept = [c for c in p.choices if c in values]
-            new[name] = CategoricalParam(type="categorical", choices=kept or p.choices)
+            region[dim.name] = CategoricalParam(type="categorical", choices=kept or p.choices)
         else:
-            new[name], side = _narrow_numeric(name, p, values, margin)
+            region[dim.name], side = _narrow_numeric(dim.knob, p, values, widen)
             if side:
-                boundary[name] = side
-    return Narrowed(new, boundary)
+                boundary[dim.name] = side
+    return Narrowed(region, boundary, widen)
 
 
-def _narrow_numeric(
-    name: str, p: FloatParam | IntParam, values: list[float], margin: float
-) -> tuple[FloatParam | IntParam, str]:
+def _narrow_numeric(knob: str, p: FloatParam | IntParam, values: list[float], widen: bool
+                    ) -> tuple[FloatParam | IntParam, str]:
     f, inv = (math.log, math.exp) if p.log else (float, float)
     lo0, hi0 = f(p.low), f(p.high)
     lo, hi = f(min(values)), f(max(values))
     width = hi0 - lo0
-    pad = margin * max(hi - lo, 0.1 * width)
+    pad = MARGIN * max(hi - lo, 0.2 * width)
     new_lo, new_hi = max(lo - pad, lo0), min(hi + pad, hi0)
-    # An edge counts only when the best values crowd it, not when they span the range.
+    # An edge counts only when the good values crowd it, not when they span the range.
     side = ""
     if hi - lo < SPREAD * width:
         if lo - lo0 <= EDGE * width:
-            side, new_lo = "low", lo0 - (hi - lo + pad)
+            side = "low"
+            new_lo = lo0 - (hi - lo + pad) if widen else lo0
         elif hi0 - hi <= EDGE * width:
-            side, new_hi = "high", hi0 + (hi - lo + pad)
-    # Exact original bounds where clipped, so exp(log(x)) rounding never leaves the range.
+            side = "high"
+            new_hi = hi0 + (hi - lo + pad) if widen else hi0
+    # Exact declared bounds where clipped, so exp(log(x)) rounding never leaves the range.
     low = p.low if new_lo == lo0 else inv(new_lo)
     high = p.high if new_hi == hi0 else inv(new_hi)
-    low, high = _within_limits(name, low, high, p)
+    low, high = _within_limits(knob, low, high, p)
     if isinstance(p, IntParam):
         ilow, ihigh = math.floor(low), math.ceil(high)
         if ilow >= ihigh:
@@ -111,9 +179,10 @@ def _narrow_numeric(
     return FloatParam(type="float", low=low, high=high, log=p.log), side
 
 
-def _within_limits(name: str, low: float, high: float, p: FloatParam | IntParam) -> tuple[float, float]:
+def _within_limits(knob: str, low: float, high: float, p: FloatParam | IntParam
+                   ) -> tuple[float, float]:
     """Keep a widened range inside the knob's own limits (lr >= 0, dropout < 1, ...)."""
-    hard_low, hard_high = knob_limits(name)
+    hard_low, hard_high = knob_limits(knob)
     if p.log:
         hard_low = max(hard_low, 1e-12)
     low = max(low, hard_low)
@@ -133,12 +202,15 @@ def knob_limits(name: str) -> tuple[float, float]:
             bound = getattr(meta, attr, None)
             if bound is None:
                 continue
-            strict = attr in ("gt", "lt")
             value = float(bound)
-            if strict:
+            if attr in ("gt", "lt"):
                 value = math.nextafter(value, math.inf if is_low else -math.inf)
             if is_low:
                 low = max(low, value)
             else:
                 high = min(high, value)
     return low, high
+
+
+def dump_region(region: Mapping[str, Param]) -> dict[str, dict[str, Any]]:
+    return {name: p.model_dump(exclude={"when"}) for name, p in region.items()}

@@ -64,6 +64,8 @@ def run_baseline(request: TrialRequest) -> TrialResult:
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         if data.task == "classification":
             final = _logistic(data, x, y, x_val, y_val)
+            # chance level: the accuracy of always answering the commonest validation class
+            final["chance"] = float(np.bincount(y_val).max() / len(y_val))
             what = "logistic regression"
         else:
             final = _ridge(data, x, y, x_val, y_val)

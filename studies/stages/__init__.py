@@ -1,6 +1,6 @@
 """The staged protocol: each stage is a small class registered in STAGES, in order."""
 
-from studies.stages import _confirm, _probes, _search  # noqa: F401  (fill the registry)
+from studies.stages import _coarse, _confirm, _probes, _refine  # noqa: F401  (fill the registry)
 from studies.stages._base import (
     STAGES,
     VERDICTS,

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from studies.budget import Allowance
 from studies.executor import Executor, Job
+from studies.plan import StagePlan
 from studies.spec import StudySpec
 from studies.store import Store
 from workers import StagetuneError, Task, TrialRequest
@@ -31,6 +33,29 @@ class StageContext:
     direction: str
     handed: dict[str, Any] = field(default_factory=dict)
     progress: Progress | None = None
+    plan: dict[str, StagePlan] = field(default_factory=dict)  # by stage, in protocol order
+    spent: dict[str, tuple[float, float]] = field(default_factory=dict)  # finished stages:
+    # (epochs, trial-seconds)
+
+    def allowance(self, stage: str, epochs_here: float = 0.0, seconds_here: float = 0.0
+                  ) -> Allowance:
+        """What `stage` may still spend: the budget, less what finished stages and this one
+        (`*_here`, on a resume) spent, less what later stages were planned."""
+        budget = self.spec.budget
+        if budget is None:
+            return Allowance(None, None)
+        names = list(self.plan)
+        later = [self.plan[n] for n in names[names.index(stage) + 1:]] if stage in names else []
+
+        def left(total: float | None, index: int, here: float, planned: list[float | None]
+                 ) -> float | None:
+            if total is None:
+                return None
+            done = sum(v[index] for k, v in self.spent.items() if k != stage)
+            return max(total - done - here - sum(p or 0.0 for p in planned), 0.0)
+
+        return Allowance(left(budget.epochs, 0, epochs_here, [p.epochs for p in later]),
+                         left(budget.seconds, 1, seconds_here, [p.seconds for p in later]))
 
     @property
     def task(self) -> Task:
@@ -39,12 +64,13 @@ class StageContext:
 
     def request(self, mode: str, params: dict[str, Any] | None = None, epochs: int = 1,
                 seed: int | None = None, options: dict[str, Any] | None = None,
-                weights: bool = False) -> TrialRequest:
+                weights: bool = False, **training: Any) -> TrialRequest:
         """A request on the study's task with the fixed knobs under `params`; `weights`
-        asks for the trained state_dict back."""
+        asks for the trained state_dict back; `training` sets horizon, resume and
+        checkpoint_at."""
         return TrialRequest(self.task, params={**self.spec.fixed, **(params or {})},
                             epochs=epochs, mode=mode, seed=self.spec.seed if seed is None else seed,  # type: ignore[arg-type]
-                            options=options or {}, return_weights=weights)
+                            options=options or {}, return_weights=weights, **training)
 
     def tick(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -61,6 +87,7 @@ class StageOutcome:
     figures: dict[str, Any] = field(default_factory=dict)
     hand_on: dict[str, Any] = field(default_factory=dict)
     epochs: float = 0.0
+    trial_seconds: float = 0.0  # the stage's trials' (or probe's) own run time, summed
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -91,12 +118,19 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-def run_probe(ctx: StageContext, stage: str, mode: str, options: dict[str, Any] | None = None
-              ) -> tuple[Any, float]:
+def run_probe(ctx: StageContext, stage: str, mode: str, options: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None) -> tuple[Any, float]:
     """Run one probe request through the executor; an input error fails the study."""
-    (outcome,) = list(ctx.executor.run([Job(stage, ctx.request(mode, options=options))]))
+    request = ctx.request(mode, params, options=options)
+    (outcome,) = list(ctx.executor.run([Job(stage, request)]))
     ctx.tick(stage, 1, 1)
     if outcome.result is None:
         raise StagetuneError(f"{stage}: {outcome.error}")
     return outcome.result, float(outcome.result.probe.get("epochs_equivalent", 0.0))
+
+
+def probe_cap(ctx: StageContext, stage: str, share: float = 1.0) -> dict[str, float]:
+    """The `max_epochs` option that keeps a probe inside its allowance (none if uncapped)."""
+    left = ctx.allowance(stage).epochs_left
+    return {} if left is None else {"max_epochs": max(left * share, 0.05)}
 

@@ -15,9 +15,10 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from studies.budget import Allowance
 from studies.diagnosis import diagnose
 from studies.executor import Job
-from studies.search import counted, fail_orphans, reporter, tally, tell
+from studies.search import Reporter, counted, fail_orphans, tally, tell
 from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
 from studies.weights import keep_weights
 
@@ -35,31 +36,41 @@ class Confirm(Stage):
     name = "confirm"
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        cfg = self.config
-        configs = ctx.handed.get("top", [])[: cfg.top]
+        sizes = ctx.plan["confirm"].sizes
+        configs = ctx.handed.get("top", [])[: sizes["top"]]
         if not configs:
             return StageOutcome("skipped", "No configuration to confirm: no search stage ran.")
-        epochs = cfg.epochs or ctx.spec.stages.refine.epochs
+        if not sizes["seeds"]:
+            return StageOutcome("skipped", "The budget leaves no room to confirm: its share "
+                                "(stages.confirm.share) pays for less than one full run.")
+        epochs = sizes["epochs"]
         study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction)
         fail_orphans(study)
-        pairs = [(i, s) for i in range(len(configs)) for s in range(cfg.seeds)]
-        self._run_missing(ctx, study, configs, pairs, epochs)
+        before = tally(study)
+        allowance = ctx.allowance(self.name, before.epochs, before.seconds)
+        pairs = [(i, s) for i in range(len(configs)) for s in range(sizes["seeds"])]
+        self._run_missing(ctx, study, configs, pairs, epochs, allowance)
         return self._judge(ctx, study, configs, epochs)
 
     def _run_missing(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
-                     pairs: list[tuple[int, int]], epochs: int) -> None:
+                     pairs: list[tuple[int, int]], epochs: int, allowance: Allowance) -> None:
         def done() -> set[tuple[int, int]]:
             return {(t.user_attrs["config"], t.user_attrs["seed"]) for t in counted(study)
                     if "config" in t.user_attrs}
 
         def jobs(missing: list[tuple[int, int]]) -> Iterator[Job]:
             for index, seed in missing:
+                granted = int(allowance.reserve(epochs))
+                if granted < epochs:  # a shortened run would not confirm anything
+                    allowance.settle(granted, 0)
+                    return
                 study.enqueue_trial(configs[index], user_attrs={"config": index, "seed": seed})
                 trial = study.ask(distributions)  # a pair left waiting by a dead runner comes first
                 index, seed = trial.user_attrs["config"], trial.user_attrs["seed"]
                 request = ctx.request("train", configs[index], epochs,
                                       seed=ctx.spec.seed + CONFIRM_SEED_OFFSET + seed, weights=True)
-                yield Job(trial, request, reporter(ctx, self.name, trial, prune=False))
+                yield Job(trial, request, Reporter(ctx, self.name, trial, False, allowance,
+                                                   granted, epochs))
 
         distributions = _covering(configs)
         missing = [p for p in pairs if p not in done()]
@@ -99,6 +110,10 @@ class Confirm(Stage):
                    "median_trial": median_run.number}
         message = (f"The winner scores {ctx.objective} {means[winner]:.4g} ± {spread:.2g} over "
                    f"{len(values)} seeds. Its curves: {diagnosis.message} {diagnosis.fix}")
+        goal = ctx.spec.goal
+        if goal is not None:
+            reached = (means[winner] >= goal) == (ctx.direction == "maximize")
+            message += f" The goal {goal:g} is {'reached' if reached else 'not reached'}."
         best_run = runs[-1] if ctx.direction == "maximize" else runs[0]
         hand_on = {"best": {"params": configs[winner], "value": means[winner], "std": spread,
                             "seeds": len(values), "stage": self.name},
@@ -106,7 +121,8 @@ class Confirm(Stage):
                                "trial": best_run.number, "value": best_run.value},
                    "diagnosis": figures["diagnosis"]}
         verdict = "passed" if diagnosis.kind in HEALTHY else "warned"
-        return StageOutcome(verdict, message, figures, hand_on, epochs=spent)
+        return StageOutcome(verdict, message, figures, hand_on, epochs=spent,
+                            trial_seconds=tally(study).seconds)
 
 
 def _covering(configs: list[dict[str, Any]]) -> dict[str, BaseDistribution]:

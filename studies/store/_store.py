@@ -29,6 +29,8 @@ class StageRecord:
     hand_on: dict[str, Any] = field(default_factory=dict)
     epochs: float = 0.0
     seconds: float = 0.0
+    planned: dict[str, Any] | None = None
+    trial_seconds: float = 0.0
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -116,13 +118,15 @@ class Store:
             s.delete(self._study_row(s, name))
 
     def trials(self, study: str, stage: str) -> list[optuna.trial.FrozenTrial]:
-        """The trials of a stage, read through Optuna's cached storage: finished trials are
-        read from the database once per process, so a 10,000-trial study pages quickly."""
+        """The trials a stage ran, read through Optuna's cached storage: finished trials are
+        read from the database once per process, so a 10,000-trial study pages quickly.
+        Refine's copies of coarse trials (told to its sampler) are coarse's, not refine's."""
         try:
             study_id = self._cached_storage.get_study_id_from_name(f"{study}:{stage}")
         except KeyError:
             return []
-        return self._cached_storage.get_all_trials(study_id, deepcopy=False)
+        trials = self._cached_storage.get_all_trials(study_id, deepcopy=False)
+        return [t for t in trials if t.user_attrs.get("from") != "coarse"]
 
     @cached_property
     def _cached_storage(self) -> optuna.storages.BaseStorage:
@@ -144,18 +148,22 @@ class Store:
 
     # -- stages -----------------------------------------------------------------------
 
-    def start_stage(self, study: str, stage: str) -> None:
+    def start_stage(self, study: str, stage: str, planned: dict[str, Any] | None = None) -> None:
         with session_scope(self.url) as s:
             row = self._stage_row(s, study, stage)
             row.status = "running"
+            row.planned = planned
             row.started_at = row.started_at or utcnow()
             s.add(EventRow(study_id=row.study_id, kind="stage_started", message=stage))
 
     def finish_stage(self, study: str, stage: str, verdict: str, message: str,
                      figures: dict[str, Any], hand_on: dict[str, Any],
-                     epochs: float, seconds: float) -> None:
+                     epochs: float, seconds: float, trial_seconds: float = 0.0,
+                     planned: dict[str, Any] | None = None) -> None:
         with session_scope(self.url) as s:
             row = self._stage_row(s, study, stage)
+            row.trial_seconds = trial_seconds
+            row.planned = planned if planned is not None else row.planned
             row.status, row.verdict, row.message = "done", verdict, message
             row.figures, row.hand_on = figures, hand_on
             row.epochs, row.seconds = epochs, seconds
@@ -257,4 +265,4 @@ def _study_record(row: StudyRow, stages: Any) -> StudyRecord:
 def _stage_record(row: StageRow) -> StageRecord:
     return StageRecord(row.name, row.position, row.status, row.verdict, row.message,
                        row.figures or {}, row.hand_on or {}, row.epochs, row.seconds,
-                       row.started_at, row.finished_at)
+                       row.planned, row.trial_seconds or 0.0, row.started_at, row.finished_at)

@@ -46,6 +46,8 @@ class StageRow(Base):
     hand_on: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     epochs: Mapped[float] = mapped_column(default=0.0)
     seconds: Mapped[float] = mapped_column(default=0.0)
+    planned: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # the plan's share
+    trial_seconds: Mapped[float] = mapped_column(default=0.0)  # its trials' run time, summed
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 

@@ -77,7 +77,8 @@ def test_figures_show_what_the_stages_found(finished: PlotSource) -> None:
     assert any(s.x0 == suggested for s in lr.layout.shapes)  # the suggestion is marked
     curves = create_plot("learning_curves", finished)
     names = {t.name for t in curves.data}
-    assert len(names) == len(finished.trials("refine"))  # each top trial once in the legend
+    completed = [t for t in finished.trials("refine") if t.state == TrialState.COMPLETE]
+    assert len(names) == len(completed)  # each top trial once in the legend
     assert any("baseline" in (a.text or "") for a in curves.layout.annotations)
     spread = create_plot("confirm_spread", finished)
     assert sum(len(t.y) for t in spread.data) == 4  # 2 configurations x 2 seeds
@@ -86,10 +87,15 @@ def test_figures_show_what_the_stages_found(finished: PlotSource) -> None:
 
 
 def test_the_trial_plot_draws_one_trials_curves(finished: PlotSource) -> None:
-    figure = create_plot("trial", finished, number=7)  # refine's first trial: 3 epochs
+    coarse, refine = finished.trials("coarse"), finished.trials("refine")
+    fresh = next(t for t in refine if "continues" not in t.user_attrs)  # one of its own
+    figure = create_plot("trial", finished, number=len(coarse) + refine.index(fresh))
     drawn = {t.name: list(t.x) for t in figure.data}
     assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= set(drawn)
-    assert drawn["val_loss"] == [1, 2, 3]
+    assert drawn["val_loss"] == list(range(1, fresh.user_attrs["epochs"] + 1))
+    continued = next(t for t in refine if "continues" in t.user_attrs)  # from epoch 1 of coarse
+    figure = create_plot("trial", finished, number=len(coarse) + refine.index(continued))
+    assert [list(t.x) for t in figure.data if t.name == "val_loss"] == [[2, 3]]
     with pytest.raises(StudyNotFoundError, match="no trial 99"):
         create_plot("trial", finished, number=99)
 

@@ -113,26 +113,32 @@ def test_cancel_stops_running_trials_within_10_seconds(store_url: str) -> None:
     assert ("study_cancelled", "cancelled on request; resume to go on") in store.events("ray-cancel")
 
 
-def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes(store_url: str) -> None:
+def test_a_worker_killed_mid_trial_continues_from_its_checkpoint(store_url: str) -> None:
+    # coarse rungs 1, 3, 6: a trial checkpoints after epochs 1, 3 and 6; pruning is off
+    # (one configuration), so the victim must run all six epochs
     spec = digits_spec("ray-sigkill", resources={"max_concurrent": 1, "max_retries": 2},
-                       stages={**NO_PROBES, "coarse": {"trials": 3, "epochs": 6},
+                       stages={**NO_PROBES, "coarse": {"trials": 1, "epochs": 6},
                                "refine": {"enabled": False}, "confirm": {"enabled": False}})
     store = submit(store_url, spec)
     actor = start_runner("ray-sigkill", store_url)
     victim = wait_until(lambda: [t for t in progress(actor)["trials"] if "pid" in t and
-                                 len(store.curves("ray-sigkill", "coarse").get(t["job"], [])) >= 2],
-                        120, "a trial has reported two epochs")[0]
+                                 len(store.curves("ray-sigkill", "coarse").get(t["job"], [])) >= 4],
+                        120, "a trial has reported four epochs")[0]
     os.kill(victim["pid"], signal.SIGKILL)
     report = wait_for(actor)
     stop_runner(actor)
 
     assert report["status"] == "completed", report["message"]
-    coarse = {t.number: t for t in trials(store_url, "ray-sigkill", "coarse")}
-    assert len(coarse) == 3 and all(t.state == TrialState.COMPLETE for t in coarse.values())
-    killed = coarse[victim["job"]]
+    (killed,) = trials(store_url, "ray-sigkill", "coarse")
+    assert killed.state == TrialState.COMPLETE
     assert killed.user_attrs["restarts"] == 1
     assert killed.user_attrs["worker"]["pid"] != victim["pid"]
-    assert len(store.curves("ray-sigkill", "coarse")[victim["job"]]) == 6
+    assert killed.user_attrs["started_after"] == 3  # its last checkpoint, not a restart
+    curve = store.curves("ray-sigkill", "coarse")[victim["job"]]
+    assert [m["epoch"] for m in curve] == [1, 2, 3, 4, 5, 6]
+    # charged for what ran: 6 epochs plus the ones after epoch 3 run twice, not 6 + 6
+    assert 6 < killed.user_attrs["epochs"] <= 6 + 2
+    assert killed.user_attrs["checkpoint"]["epoch"] == 6
 
 
 def test_a_killed_runner_is_replaced_by_stagetune_resume(store_url: str, ray_local: str) -> None:

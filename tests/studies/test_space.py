@@ -39,40 +39,54 @@ def test_distributions_follow_the_spec() -> None:
     assert dists["optimizer"] == optuna.distributions.CategoricalDistribution(["sgd", "adam", "adamw"])
 
 
+def best(all_trials: list[optuna.trial.FrozenTrial], share: float = 0.25,
+         direction: str = "maximize") -> list[optuna.trial.FrozenTrial]:
+    ranked = sorted(all_trials, key=lambda t: t.value, reverse=direction == "maximize")
+    return ranked[: max(2, int(share * len(ranked)))]
+
+
 def test_narrowing_keeps_the_best_region_on_the_log_scale() -> None:
     # best near lr = 1e-3 and low dropout; adamw wins
-    result = narrow(SPACE, trials(lambda p: -abs(math.log10(p["lr"]) + 3)
-                                  - 8 * abs(p["dropout"] - 0.25)
-                                  + (4 if p["optimizer"] == "adamw" else 0), n=200),
-                    "maximize", quantile=0.1)
-    lr = result.space["lr"]
+    result = narrow(SPACE, best(trials(lambda p: -abs(math.log10(p["lr"]) + 3)
+                                       - 8 * abs(p["dropout"] - 0.25)
+                                       + (4 if p["optimizer"] == "adamw" else 0), n=200), 0.1))
+    lr = result.region["lr"]
     assert isinstance(lr, FloatParam) and lr.log
     assert 1e-5 < lr.low < 1e-3 < lr.high < 1.0
     assert math.log(lr.high / lr.low) < 0.75 * math.log(1.0 / 1e-5)  # clearly narrower
-    dropout = result.space["dropout"]
+    dropout = result.region["dropout"]
     assert 0.0 < dropout.low < 0.25 < dropout.high < 0.5
-    assert result.space["optimizer"] == CategoricalParam(type="categorical", choices=["adamw"])
+    assert result.region["optimizer"] == CategoricalParam(type="categorical", choices=["adamw"])
     assert result.boundary == {}
 
 
-def test_a_parameter_best_at_an_edge_is_flagged_and_widened_past_it() -> None:
-    # bigger is always better for width; the optimum lies past the original high of 128
-    result = narrow(SPACE, trials(lambda p: p["width"] + random.random()), "maximize")
+def test_an_edge_is_flagged_but_never_widened_past_the_declared_range_by_default() -> None:
+    # bigger is always better for width; the optimum lies past the declared high of 128
+    result = narrow(SPACE, best(trials(lambda p: p["width"] + random.random())))
     assert result.boundary == {"width": "high"}
-    width = result.space["width"]
+    width = result.region["width"]
+    assert isinstance(width, IntParam) and width.high == 128
+    assert result.describe() == ["width's good values sit at the high edge of its range; not "
+                                 "widened past the declared range (stages.coarse.widen: true "
+                                 "allows it)"]
+
+
+def test_with_widen_an_edge_parameter_is_widened_past_it() -> None:
+    result = narrow(SPACE, best(trials(lambda p: p["width"] + random.random())), widen=True)
+    width = result.region["width"]
     assert isinstance(width, IntParam) and width.high > 128
-    assert "width" in result.describe()[0]
+    assert "widened past it" in result.describe()[0]
 
 
 def test_widening_stops_at_the_knobs_own_limits() -> None:
     # smaller is better for dropout, but dropout cannot go below 0
-    result = narrow(SPACE, trials(lambda p: -p["dropout"]), "maximize")
+    result = narrow(SPACE, best(trials(lambda p: -p["dropout"])), widen=True)
     assert result.boundary["dropout"] == "low"
-    assert result.space["dropout"].low == 0.0
+    assert result.region["dropout"].low == 0.0
 
 
 @pytest.mark.parametrize("direction", ["minimize", "maximize"])
 def test_direction_decides_which_trials_are_best(direction: str) -> None:
-    result = narrow(SPACE, trials(lambda p: math.log10(p["lr"])), direction)
+    result = narrow(SPACE, best(trials(lambda p: math.log10(p["lr"])), direction=direction))
     side = "low" if direction == "minimize" else "high"
     assert result.boundary.get("lr") == side

@@ -1,0 +1,52 @@
+"""What a stage may still spend, shared by its concurrent trials.
+
+A trial reserves the epochs it may run before it starts and gives back what it did not
+use, so trials running side by side can never together pass the allowance: that is how a
+study never spends more epochs than its budget. Trial-seconds are charged as epochs
+report them; once they are spent, running trials stop at their next epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+
+class Allowance:
+    """Epochs and trial-seconds left to one stage (None: not capped)."""
+
+    def __init__(self, epochs: float | None, seconds: float | None) -> None:
+        self._epochs = epochs
+        self._seconds = seconds
+        self._lock = threading.Lock()
+
+    @property
+    def epochs_left(self) -> float | None:
+        return self._epochs
+
+    def reserve(self, want: float, whole: bool = True) -> float:
+        """Take up to `want` epochs (whole ones unless `whole` is False); 0 when none is
+        left or the seconds are spent."""
+        with self._lock:
+            if self.out_of_seconds():
+                return 0.0
+            if self._epochs is None:
+                return want
+            room = max(self._epochs, 0.0)
+            granted = min(want, math.floor(room + 1e-9) if whole else room)
+            self._epochs -= granted
+            return granted
+
+    def settle(self, reserved: float, used: float) -> None:
+        """A trial that reserved `reserved` epochs ended having used `used` of them."""
+        with self._lock:
+            if self._epochs is not None:
+                self._epochs += reserved - used
+
+    def charge_seconds(self, seconds: float) -> None:
+        with self._lock:
+            if self._seconds is not None:
+                self._seconds -= seconds
+
+    def out_of_seconds(self) -> bool:
+        return self._seconds is not None and self._seconds <= 0

@@ -1,0 +1,157 @@
+"""The plan: how a study's budget is shared among its stages, by one stated rule.
+
+With `budget: {epochs: B}` (and/or `seconds: S`, shared the same way):
+
+- the probes get caps in epoch equivalents: init_check 1% of B, overfit 5%, the LR
+  probe 6% (split among the optimizer families it probes); the baseline is a linear model
+  and costs no epochs;
+- confirm gets at most `confirm.share` (15%) of B: as many E-epoch runs as fit, spread
+  over `seeds` seeds of the `top` configurations (fewer of each when few runs fit, none
+  when not even one fits);
+- of the rest, coarse gets 40% and refine 60%. Coarse is successive halving from 1-epoch
+  rungs, so one configuration costs about 1 + sum over rungs of (rung gap / reduction^k)
+  epochs; coarse tries as many as its share pays for. Refine runs trials until its share
+  is spent.
+
+A stage may use what earlier stages left unspent, never what later stages were planned.
+A stage section set in the spec (coarse.trials, refine.trials, confirm.top, ...) overrides
+the plan's number, and the budget still caps it. Without a budget the sections alone size
+the stages, and the plan records what they are expected to cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from studies.spec import StudySpec
+
+PROBE_SHARES = {"init_check": 0.01, "overfit": 0.05, "lr_probe": 0.06}
+COARSE_SHARE = 0.4  # of what the probes and confirm leave
+UNBOUNDED_TRIALS = 10_000  # "as many as the budget pays for"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A stage's allowance (None: not capped) and the sizes it runs with."""
+
+    epochs: float | None = None
+    seconds: float | None = None
+    sizes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rungs(first: int, last: int, reduction: int) -> list[int]:
+    """Successive-halving rungs: first, first*reduction, ... and last itself."""
+    out = [first]
+    while out[-1] * reduction < last:
+        out.append(out[-1] * reduction)
+    return out if out[-1] == last else [*out, last]
+
+
+def coarse_rungs(spec: StudySpec) -> list[int]:
+    """Coarse's rungs: from 1 epoch to its last rung, by default the largest rung at most
+    a full trial's length over the reduction factor, so survivors still have epochs
+    left to continue in refine."""
+    coarse, full = spec.stages.coarse, spec.stages.refine.epochs
+    last = coarse.epochs or max(1, full // coarse.reduction)
+    return rungs(1, min(last, full), coarse.reduction)
+
+
+def cost_per_config(levels: list[int], reduction: int) -> float:
+    """Expected epochs one coarse configuration costs under successive halving."""
+    cost = float(levels[0])
+    for k in range(1, len(levels)):
+        cost += (levels[k] - levels[k - 1]) / reduction ** k
+    return cost
+
+
+def make_plan(spec: StudySpec) -> dict[str, StagePlan]:
+    """Each stage's allowance and sizes, by the rule in this module's docstring."""
+    stages, budget = spec.stages, spec.budget
+    full = stages.refine.epochs
+    confirm_epochs = stages.confirm.epochs or full
+    levels = coarse_rungs(spec)
+    per_config = cost_per_config(levels, stages.coarse.reduction)
+    if budget is None:
+        return _from_sections(spec, levels, per_config, confirm_epochs)
+
+    plan: dict[str, StagePlan] = {"baseline": StagePlan(0.0, None)}
+    b_epochs, b_seconds = budget.epochs, budget.seconds
+    used = {"epochs": 0.0, "seconds": 0.0}
+
+    def share(fraction: float) -> tuple[float | None, float | None]:
+        e = fraction * b_epochs if b_epochs is not None else None
+        s = fraction * b_seconds if b_seconds is not None else None
+        used["epochs"] += e or 0.0
+        used["seconds"] += s or 0.0
+        return e, s
+
+    for name, fraction in PROBE_SHARES.items():
+        if getattr(stages, name).enabled:
+            e, s = share(fraction)
+            plan[name] = StagePlan(e, s, {"max_epochs": e})
+    plan["confirm"] = _confirm_plan(spec, confirm_epochs, share)
+    left_e = b_epochs - used["epochs"] if b_epochs is not None else None
+    left_s = b_seconds - used["seconds"] if b_seconds is not None else None
+    coarse_on, refine_on = stages.coarse.enabled, stages.refine.enabled
+    c_frac = COARSE_SHARE if refine_on else 1.0
+    c_e = left_e * c_frac if left_e is not None and coarse_on else None if left_e is None else 0.0
+    c_s = left_s * c_frac if left_s is not None and coarse_on else None if left_s is None else 0.0
+    trials = _explicit(stages.coarse, "trials")
+    if trials is None:
+        trials = max(2, math.floor(c_e / per_config)) if c_e is not None else UNBOUNDED_TRIALS
+    plan["coarse"] = StagePlan(c_e, c_s, {"trials": trials, "rungs": levels,
+                                          "reduction": stages.coarse.reduction})
+    r_e = left_e - (c_e or 0.0) if left_e is not None else None
+    r_s = left_s - (c_s or 0.0) if left_s is not None else None
+    plan["refine"] = StagePlan(r_e, r_s, {
+        "trials": _explicit(stages.refine, "trials") or UNBOUNDED_TRIALS, "epochs": full})
+    return {name: plan[name] for name in ("baseline", *PROBE_SHARES, "coarse", "refine", "confirm")
+            if name in plan}
+
+
+def _confirm_plan(spec: StudySpec, epochs: int, share: Any) -> StagePlan:
+    cfg = spec.stages.confirm
+    if not cfg.enabled:
+        return StagePlan(0.0, 0.0, {"top": 0, "seeds": 0, "epochs": epochs})
+    e, s = share(cfg.share)
+    runs = math.floor((e if e is not None else math.inf) / epochs + 1e-9)
+    seeds = _explicit(cfg, "seeds") or min(cfg.seeds, runs)
+    top = _explicit(cfg, "top") or (min(cfg.top, runs // seeds) if seeds else 0)
+    if e is not None:
+        e = min(e, top * seeds * epochs)
+    return StagePlan(e, s, {"top": top, "seeds": seeds, "epochs": epochs})
+
+
+def _from_sections(spec: StudySpec, levels: list[int], per_config: float,
+                   confirm_epochs: int) -> dict[str, StagePlan]:
+    """No budget: the sections size the stages; the plan holds their expected cost."""
+    s = spec.stages
+    expected = {
+        "coarse": s.coarse.trials * per_config,
+        "refine": s.refine.trials * s.refine.epochs,
+        "confirm": s.confirm.top * s.confirm.seeds * confirm_epochs,
+    }
+    return {
+        "baseline": StagePlan(),
+        "init_check": StagePlan(),
+        "overfit": StagePlan(),
+        "lr_probe": StagePlan(),
+        "coarse": StagePlan(sizes={"trials": s.coarse.trials, "rungs": levels,
+                                   "reduction": s.coarse.reduction,
+                                   "expected_epochs": expected["coarse"]}),
+        "refine": StagePlan(sizes={"trials": s.refine.trials, "epochs": s.refine.epochs,
+                                   "expected_epochs": expected["refine"]}),
+        "confirm": StagePlan(sizes={"top": s.confirm.top, "seeds": s.confirm.seeds,
+                                    "epochs": confirm_epochs,
+                                    "expected_epochs": expected["confirm"]}),
+    }
+
+
+def _explicit(section: Any, name: str) -> Any:
+    """A section's value when the spec set it (it overrides the plan), else None."""
+    return getattr(section, name) if name in section.model_fields_set else None

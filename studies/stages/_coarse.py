@@ -1,0 +1,161 @@
+"""Coarse: successive halving (ASHA, Optuna's SuccessiveHalvingPruner) over quasi-random
+configurations, from 1-epoch rungs up to the last coarse rung.
+
+Every trial's schedule spans a full trial (refine's epochs), so a survivor can continue
+from its last-rung checkpoint in refine exactly as if it had never stopped. It hands on
+the region the good configurations lie in (from every rung, not only the last), the
+survivors with their checkpoints, and what each rung saw.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from studies.lr_ranges import probed_space
+from studies.search import Proposal, SearchPlan, run_trials, tally, top_trials
+from studies.space import dump_region, knobs, narrow, suggest
+from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
+
+CHANCE_MARGIN = 0.02  # within this of chance level, a trial learned nothing
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in sorted(params.items()))
+
+
+@register_stage
+class Coarse(Stage):
+    """If every trial fails, it stops the study, since there is nothing to refine."""
+
+    name, gate = "coarse", True
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        cfg, plan = self.config, ctx.plan["coarse"]
+        levels: list[int] = plan.sizes["rungs"]
+        space = probed_space(ctx.spec, ctx.handed.get("lr_ranges", {}))
+        study = ctx.store.optuna_study(
+            ctx.spec.name, self.name, ctx.direction, _sampler(cfg.sampler, ctx.spec.seed),
+            optuna.pruners.SuccessiveHalvingPruner(min_resource=levels[0],
+                                                   reduction_factor=cfg.reduction))
+        before = tally(study)
+        allowance = ctx.allowance(self.name, before.epochs, before.seconds)
+
+        def propose() -> Proposal:
+            trial = study.ask()
+            return Proposal(trial, knobs(suggest(trial, space)))
+
+        search = SearchPlan(trials=plan.sizes["trials"], epochs=levels[-1],
+                            horizon=ctx.spec.stages.refine.epochs,
+                            checkpoint_at=tuple(levels), prune=True)
+        done = run_trials(ctx, self.name, study, allowance, search, propose)
+        trials = study.get_trials(deepcopy=False)
+        figures: dict[str, Any] = {
+            "trials": done.total, "completed": done.completed, "pruned": done.pruned,
+            "failed": done.failed, "diverged": done.diverged,
+            "diverged_fraction": done.diverged / max(done.total, 1),
+            "rungs": rung_table(trials, levels, ctx.direction),
+            "searched": dump_region({d: p for d, p in _flat(space).items()})}
+        chance = ctx.handed.get("chance")
+        if chance is not None:
+            hopeless = [t for t in trials if _best(t) is not None
+                        and _best(t) <= chance + CHANCE_MARGIN]  # type: ignore[operator]
+            figures["chance"] = chance
+            figures["chance_fraction"] = len(hopeless) / max(done.total, 1)
+        if not done.completed:
+            return StageOutcome("failed", f"All {done.total} coarse trials were pruned, failed "
+                                "or diverged before the last rung: check the failures' messages, "
+                                "and narrow the space (a smaller lr range first).", figures,
+                                epochs=done.epochs, trial_seconds=done.seconds)
+        return self._judge(ctx, study, space, trials, levels, figures, done)
+
+    def _judge(self, ctx: StageContext, study: optuna.Study, space: dict[str, Any],
+               trials: list[FrozenTrial], levels: list[int], figures: dict[str, Any],
+               done: Any) -> StageOutcome:
+        narrowed = narrow(space, good_trials(trials, levels, ctx.direction,
+                                             self.config.reduction), self.config.widen)
+        best = study.best_trial
+        survivors = [t for t in top_trials(study, ctx.spec.stages.refine.warm_start)
+                     if "checkpoint" in t.user_attrs]
+        top = [knobs(t.params) for t in top_trials(study, ctx.spec.stages.confirm.top)]
+        figures |= {"best_value": best.value, "best_params": knobs(best.params),
+                    "boundary": narrowed.boundary, "space": dump_region(narrowed.region)}
+        many_bad = figures["diverged_fraction"] > 0.5
+        verdict = "warned" if many_bad or narrowed.boundary else "passed"
+        message = (f"{done.total} configurations over rungs {', '.join(map(str, levels))} "
+                   f"(epochs); {done.diverged} diverged ({figures['diverged_fraction']:.0%})")
+        if "chance_fraction" in figures:
+            message += f", {figures['chance_fraction']:.0%} stayed at chance level"
+        message += (f"; best {ctx.objective} {best.value:.4g} at epoch {levels[-1]} with "
+                    f"{fmt_params(knobs(best.params))}.")
+        for line in narrowed.describe():
+            message += f" {line[0].upper()}{line[1:]}."
+        if many_bad:
+            message += " Most trials diverged: lower the lr range or add grad_clip."
+        hand_on = {"space": figures["space"], "top": top,
+                   "survivors": [{"number": t.number, "value": t.value, "params": t.params,
+                                  **t.user_attrs["checkpoint"]} for t in survivors],
+                   "best": {"params": knobs(best.params), "value": best.value,
+                            "stage": self.name}}
+        return StageOutcome(verdict, message, figures, hand_on, epochs=done.epochs,
+                            trial_seconds=done.seconds)
+
+
+def _sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # QMCSampler is stable in use, "experimental" in name
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
+                                              warn_independent_sampling=False)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _flat(space: dict[str, Any]) -> dict[str, Any]:
+    from studies.space import dims
+
+    return {d.name: d.param for d in dims(space)}
+
+
+def _best(trial: FrozenTrial) -> float | None:
+    values = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
+    return max(values) if values else None
+
+
+def rung_values(trials: list[FrozenTrial], epoch: int) -> list[tuple[FrozenTrial, float]]:
+    return [(t, t.intermediate_values[epoch]) for t in trials
+            if epoch in t.intermediate_values and math.isfinite(t.intermediate_values[epoch])]
+
+
+def good_trials(trials: list[FrozenTrial], levels: list[int], direction: str,
+                reduction: int) -> list[FrozenTrial]:
+    """The best 1/reduction of the trials at every rung: where narrowing looks."""
+    good: dict[int, FrozenTrial] = {}
+    for epoch in levels:
+        ranked = sorted(rung_values(trials, epoch), key=lambda tv: tv[1],
+                        reverse=direction == "maximize")
+        for t, _ in ranked[:max(2, math.ceil(len(ranked) / reduction))]:
+            good[t.number] = t
+    return list(good.values())
+
+
+def rung_table(trials: list[FrozenTrial], levels: list[int], direction: str
+               ) -> list[dict[str, Any]]:
+    """Per rung: how many trials reached it, how many went on, and its best value."""
+    out = []
+    for i, epoch in enumerate(levels):
+        reached = rung_values(trials, epoch)
+        nxt = levels[i + 1] if i + 1 < len(levels) else None
+        went_on = [t for t, _ in reached if nxt is not None and nxt in t.intermediate_values]
+        values = [v for _, v in reached]
+        out.append({"epoch": epoch, "reached": len(reached),
+                    "promoted": len(went_on) if nxt is not None else None,
+                    "finished": sum(t.state == TrialState.COMPLETE for t, _ in reached),
+                    "best": (max(values) if direction == "maximize" else min(values))
+                    if values else None,
+                    "trials": [t.number for t, _ in reached]})
+    return out

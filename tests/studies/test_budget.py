@@ -1,0 +1,159 @@
+"""A budgeted study on real digits, run in-process: it never spends more than its budget,
+records planned against spent, continues coarse survivors from their checkpoints, and
+draws conditional parameters only when their condition holds."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from studies.plan import make_plan
+from studies.runner import Runner, StudyReport
+from studies.space import suggest
+from studies.spec import SpecError, load_spec
+from studies.store import Store
+
+BUDGET = 40
+SPEC: dict[str, Any] = {
+    "name": "budget-40", "task": {"dataset": "digits", "model": "mlp"},
+    "space": {"optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+              "momentum": {"type": "float", "low": 0.5, "high": 0.95,
+                           "when": {"optimizer": ["sgd"]}},
+              "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True},
+              "width": {"type": "int", "low": 16, "high": 96, "log": True}},
+    "stages": {"refine": {"epochs": 6}},
+    "budget": {"epochs": BUDGET},
+}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, StudyReport]:
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('budget') / 'store.db'}")
+    report = Runner(load_spec(SPEC), store).run()
+    assert report.status == "completed", report.message
+    return store, report
+
+
+def counted_epochs(store: Store, name: str) -> float:
+    """Epochs spent, counted from the store the way the benchmark counts them: probes by
+    their epoch equivalents, every recorded epoch of every trial, and a diverged trial's
+    last epoch."""
+    record = store.study(name)
+    total = sum(s.epochs for s in record.stages if s.name in ("init_check", "overfit", "lr_probe"))
+    for stage in ("coarse", "refine", "confirm"):
+        curves = store.curves(name, stage)
+        total += sum(len(c) for c in curves.values())
+        total += sum(t.user_attrs.get("status") == "diverged" for t in store.trials(name, stage))
+    return total
+
+
+def test_a_study_with_a_budget_of_40_epochs_never_spends_more(study: tuple[Store, StudyReport]
+                                                              ) -> None:
+    store, report = study
+    assert report.compute["epochs"] <= BUDGET
+    assert counted_epochs(store, "budget-40") <= BUDGET + 1e-9
+    assert counted_epochs(store, "budget-40") == pytest.approx(report.compute["epochs"], abs=1e-3)
+    assert report.compute["epochs"] > 0.8 * BUDGET  # and it does use what it was given
+
+
+def test_planned_and_spent_are_recorded_per_stage(study: tuple[Store, StudyReport]) -> None:
+    _, report = study
+    stages = {s["name"]: s for s in report.stages}
+    plan = make_plan(load_spec(SPEC))
+    assert sum(p.epochs or 0 for p in plan.values()) == pytest.approx(BUDGET)
+    for name in ("init_check", "overfit", "lr_probe", "coarse", "refine", "confirm"):
+        assert stages[name]["planned"]["epochs"] == pytest.approx(plan[name].epochs)
+        assert stages[name]["spent"]["epochs"] >= 0
+    assert stages["confirm"]["spent"]["epochs"] <= 0.15 * BUDGET
+    assert stages["coarse"]["planned"]["sizes"]["rungs"] == [1, 2]
+
+
+def test_a_coarse_survivor_continues_from_its_checkpoint(study: tuple[Store, StudyReport]) -> None:
+    store, _ = study
+    coarse = {t.number: t for t in store.trials("budget-40", "coarse")}
+    continued = [t for t in store.trials("budget-40", "refine") if "continues" in t.user_attrs]
+    assert continued, "refine continued no coarse survivor"
+    coarse_curves = store.curves("budget-40", "coarse")
+    for trial in continued:
+        source = coarse[trial.user_attrs["continues"]]
+        before = coarse_curves[source.number]
+        after = store.curves_of("budget-40", "refine", trial.number)
+        last = int(before[-1]["epoch"])
+        assert trial.user_attrs["start"] == last == source.user_attrs["checkpoint"]["epoch"]
+        if not after:  # pruned on its coarse epochs before it ran
+            assert trial.state == TrialState.PRUNED
+            continue
+        # epoch numbers pick up after the checkpoint, and training did not restart: the
+        # first continued epoch's training loss is below a fresh model's first epoch
+        assert [int(m["epoch"]) for m in after] == list(range(last + 1, last + 1 + len(after)))
+        assert after[0]["train_loss"] < before[0]["train_loss"]
+        assert trial.user_attrs["started_after"] == last
+        # Optuna sees the whole curve, coarse epochs first
+        assert sorted(trial.intermediate_values)[: len(before)] == list(range(1, last + 1))
+
+
+def test_refine_is_told_what_coarse_saw(study: tuple[Store, StudyReport]) -> None:
+    store, _ = study
+    refine = optuna.load_study(study_name="budget-40:refine", storage=store.optuna_storage)
+    told = [t for t in refine.get_trials(deepcopy=False) if t.user_attrs.get("from") == "coarse"]
+    continued = {t.user_attrs["continues"] for t in refine.get_trials(deepcopy=False)
+                 if "continues" in t.user_attrs}
+    coarse = store.trials("budget-40", "coarse")
+    assert len(told) + len(continued) == len([t for t in coarse if t.intermediate_values])
+    assert all(t.state == TrialState.PRUNED and "completed_rung_0" in t.system_attrs
+               for t in told)
+
+
+def test_conditional_parameters_are_drawn_only_when_their_condition_holds(
+        study: tuple[Store, StudyReport]) -> None:
+    store, _ = study
+    trials = [t for stage in ("coarse", "refine") for t in store.trials("budget-40", stage)]
+    assert {t.params["optimizer"] for t in trials} == {"sgd", "adamw"}
+    for t in trials:
+        assert ("momentum" in t.params) == (t.params["optimizer"] == "sgd"), t.params
+        # lr is split per optimizer family, each with the probe's range for that family
+        assert [n for n in t.params if n.startswith("lr")] == [
+            "lr[optimizer=sgd]" if t.params["optimizer"] == "sgd" else "lr[optimizer=adamw]"]
+
+
+def test_conditional_sampling_on_its_own() -> None:
+    space = load_spec(SPEC).space
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        params = suggest(trial, space)
+        seen.add(params["optimizer"])
+        assert ("momentum" in params) == (params["optimizer"] == "sgd")
+        study.tell(trial, 0.0)
+    assert seen == {"sgd", "adamw"}
+
+
+@pytest.mark.parametrize("space, where, what", [
+    ({"momentum": {"type": "float", "low": 0.5, "high": 0.9, "when": {"optimiser": "sgd"}}},
+     "space.momentum.when", "'optimiser' is not an unconditional categorical parameter"),
+    ({"optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+      "momentum": {"type": "float", "low": 0.5, "high": 0.9, "when": {"optimizer": "sgdd"}}},
+     "space.momentum.when.optimizer", "'sgdd' is not one of optimizer's choices (sgd, adamw)"),
+    ({"optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+      "lr": [{"type": "float", "low": 1e-3, "high": 1, "when": {"optimizer": ["sgd"]}},
+             {"type": "float", "low": 1e-5, "high": 1e-2, "when": {"optimizer": ["sgd", "adamw"]}}]},
+     "space.lr", "variants 0 and 1 both apply (optimizer=sgd)"),
+    ({"optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+      "lr": [{"type": "float", "low": 1e-3, "high": 1}, {"type": "float", "low": 1e-5, "high": 1e-2}]},
+     "space.lr.0", "each variant of a parameter needs a 'when' condition"),
+    ({"lr": {"type": "float", "low": 1e-3, "high": math.inf}}, "space.lr", "must be finite"),
+])
+def test_bad_conditions_name_their_field(space: dict[str, Any], where: str, what: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec({**SPEC, "space": space})
+    assert any(w == where and what in m for w, m in info.value.problems), info.value.problems
+
+
+def test_a_budget_needs_epochs_or_seconds() -> None:
+    with pytest.raises(SpecError, match="budget: give epochs, seconds or both"):
+        load_spec({**SPEC, "budget": {}})
