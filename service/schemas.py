@@ -41,6 +41,9 @@ class StageOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     trials: dict[str, int] | None = None
+    planned: dict[str, Any] | None = None  # the plan's share: epochs, seconds, sizes
+    trial_seconds: float = 0.0  # its trials' own run time, summed
+    rungs: list[dict[str, Any]] | None = None  # coarse: per rung, trials reached and promoted
 
 
 class Best(BaseModel):
@@ -56,6 +59,7 @@ class StudyDetail(StudySummary):
     diagnosis: dict[str, Any] | None
     weights: dict[str, Any] | None
     compute: dict[str, float]
+    budget: dict[str, dict[str, float]] | None = None  # per unit: budget, planned, spent
 
 
 class TrialOut(BaseModel):
@@ -72,6 +76,12 @@ class TrialOut(BaseModel):
     worker: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
+    rungs: list[int] = []  # successive-halving rungs it passed
+    continues: int | None = None  # the coarse trial (its stage number) it continued
+    started_after: int | None = None  # the checkpoint's epoch it continued after
+    drawn_from: str | None = None  # refine: the narrowed region or the whole space
+    parameters: int | None = None  # the model's parameter count
+    seconds: float | None = None  # its run time
 
 
 class TrialDetail(TrialOut):

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from studies.errors import StudyNotFoundError
 from studies.stages import ORDER
+from studies.stages._coarse import rung_table
 from studies.store import StageRecord, Store, StudyRecord
 
 TRIAL_STAGES = ("coarse", "refine", "confirm")  # the stages whose work is Optuna trials
@@ -63,19 +64,47 @@ def detail(store: Store, record: StudyRecord) -> dict[str, Any]:
             "diagnosis": given.get("diagnosis"),
             "weights": given.get("weights"),
             "compute": {"epochs": round(sum(s.epochs for s in record.stages), 3),
-                        "seconds": round(sum(s.seconds for s in record.stages), 3)}}
+                        "seconds": round(sum(s.seconds for s in record.stages), 3),
+                        "trial_seconds": round(sum(s.trial_seconds for s in record.stages), 3)},
+            "budget": budget_view(record)}
+
+
+def budget_view(record: StudyRecord) -> dict[str, Any] | None:
+    """The budget against what the plan gave out and what was spent, per unit."""
+    budget = record.spec.get("budget")
+    if not budget:
+        return None
+    out: dict[str, Any] = {}
+    for unit, spent_of in (("epochs", lambda s: s.epochs), ("seconds", lambda s: s.trial_seconds)):
+        if budget.get(unit) is None:
+            continue
+        planned = [(s.planned or {}).get(unit) for s in record.stages]
+        out[unit] = {"budget": budget[unit],
+                     "planned": round(sum(p or 0.0 for p in planned), 3),
+                     "spent": round(sum(spent_of(s) for s in record.stages), 3)}
+    return out
 
 
 def _stage(stage: StageRecord, store: Store, study: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": stage.name, "status": stage.status, "verdict": stage.verdict,
                            "message": stage.message, "epochs": stage.epochs, "seconds": stage.seconds,
                            "started_at": utc(stage.started_at), "finished_at": utc(stage.finished_at)}
+    out["planned"] = stage.planned
+    out["trial_seconds"] = stage.trial_seconds
     if stage.name in TRIAL_STAGES:
         counts = {name: 0 for name in STATES}
-        for t in store.trials(study, stage.name):
+        trials = store.trials(study, stage.name)
+        for t in trials:
             counts[STATE_NAMES[t.state]] += 1
         out["trials"] = counts
+        levels = (stage.planned or {}).get("sizes", {}).get("rungs")
+        if stage.name == "coarse" and levels:
+            out["rungs"] = [{k: v for k, v in r.items() if k not in ("trials", "best")}
+                            for r in rung_table(list(trials), levels, "maximize")]
     return out
+
+
+
 
 
 def all_trials(store: Store, study: str) -> Iterator[tuple[int, str, optuna.trial.FrozenTrial]]:
@@ -96,7 +125,13 @@ def trial_row(number: int, stage: str, trial: optuna.trial.FrozenTrial) -> dict[
             "reason": attrs.get("message"), "value": _finite(trial.value),
             "params": trial.params, "epochs": attrs.get("epochs"),
             "restarts": attrs.get("restarts", 0), "worker": attrs.get("worker"),
-            "started_at": trial.datetime_start, "finished_at": trial.datetime_complete}
+            "started_at": trial.datetime_start, "finished_at": trial.datetime_complete,
+            # successive halving: the rungs it passed, and where a continued trial came from
+            "rungs": sorted(int(k.rsplit("_", 1)[1]) for k in trial.system_attrs
+                            if k.startswith("completed_rung_")),
+            "continues": attrs.get("continues"), "started_after": attrs.get("started_after"),
+            "drawn_from": attrs.get("drawn_from"), "parameters": attrs.get("parameters"),
+            "seconds": attrs.get("seconds")}
 
 
 def trial_detail(store: Store, study: str, number: int) -> dict[str, Any]:

@@ -13,23 +13,31 @@ from workers.baseline import run_baseline
 from workers.config import parse_params
 from workers.data import load_dataset
 from workers.errors import ConfigError
-from workers.models import build_model
+from workers.models import build_model, count_parameters
 from workers.request import MODES, TrialRequest, TrialResult
 from workers.runtime import pick_device, seed_everything
-from workers.train import Report, objective_metric, train
+from workers.train import Report, Save, objective_metric, train
 
 log = logging.getLogger(__name__)
 
 
-def execute(request: TrialRequest, report: Report | None = None) -> TrialResult:
-    """Run `request`; bad names or values raise ConfigError, a diverging run does not."""
+def execute(request: TrialRequest, report: Report | None = None,
+            save: Save | None = None) -> TrialResult:
+    """Run `request`; bad names or values raise ConfigError, a diverging run does not.
+
+    `report` sees each epoch's metrics and may stop the run; `save` gets the checkpoint
+    after each epoch of `request.checkpoint_at` that is reached (train mode only).
+    """
     started = time.perf_counter()
     if request.mode not in MODES:
         raise ConfigError(f"unknown mode '{request.mode}'; use one of {', '.join(MODES)}")
     if request.epochs < 1:
         raise ConfigError(f"epochs must be at least 1 (got {request.epochs})")
+    if request.horizon is not None and request.horizon < request.epochs:
+        raise ConfigError(f"horizon {request.horizon} is shorter than epochs {request.epochs}: "
+                          "the LR schedule must span at least every epoch trained")
     if request.mode == "train":
-        result = _train(request, report)
+        result = _train(request, report, save)
     elif request.mode == "baseline":
         result = run_baseline(request)
     else:
@@ -38,7 +46,7 @@ def execute(request: TrialRequest, report: Report | None = None) -> TrialResult:
     return result
 
 
-def _train(request: TrialRequest, report: Report | None) -> TrialResult:
+def _train(request: TrialRequest, report: Report | None, save: Save | None) -> TrialResult:
     task = request.task
     data = load_dataset(task.dataset, task.dataset_options)
     train_cfg, model_cfg = parse_params({**task.model_options, **request.params})
@@ -47,7 +55,9 @@ def _train(request: TrialRequest, report: Report | None) -> TrialResult:
     device = pick_device(request.device)
     if device.type == "cuda":  # workers are reused across trials: the peak is per trial
         torch.cuda.reset_peak_memory_stats(device)
-    outcome = train(model, data, train_cfg, model_cfg, request.epochs, device, generator, report)
+    outcome = train(model, data, train_cfg, model_cfg, request.epochs, device, generator, report,
+                    horizon=request.horizon, checkpoint_at=request.checkpoint_at, save=save,
+                    resume=request.resume)
     metric, direction = objective_metric(data)
     final: dict[str, Any] = dict(outcome.history[-1]) if outcome.history else {}
     values = [m[metric] for m in outcome.history]
@@ -58,7 +68,8 @@ def _train(request: TrialRequest, report: Report | None) -> TrialResult:
         final["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     log.info("trial %s on %s/%s: %s %s", request.params, task.dataset, task.model,
              outcome.status, outcome.message)
-    result = TrialResult(outcome.status, outcome.history, final, outcome.message, outcome.epoch)
+    result = TrialResult(outcome.status, outcome.history, final, outcome.message, outcome.epoch,
+                         parameters=count_parameters(model), start_epoch=outcome.start_epoch)
     if request.return_weights:
         result.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return result

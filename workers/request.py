@@ -24,7 +24,11 @@ class Task:
 @dataclass(frozen=True)
 class TrialRequest:
     """One unit of work. `params` holds the knobs (see workers.config); `options` the
-    probe's own settings (overfit: samples, steps; lr_probe: iterations, lr_min, lr_max)."""
+    probe's own settings (overfit: samples, steps; lr_probe: iterations, lr_min, lr_max;
+    both: max_epochs, a cap on their cost in epochs).
+
+    `epochs` is the absolute last epoch: resumed from a checkpoint taken after epoch k,
+    a run trains epochs k + 1 .. `epochs`, on the schedule of a `horizon`-epoch run."""
 
     task: Task
     params: dict[str, Any] = field(default_factory=dict)
@@ -34,6 +38,9 @@ class TrialRequest:
     options: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     return_weights: bool = False  # train: hand the trained state_dict back (on the CPU)
+    horizon: int | None = None  # epochs the LR schedule spans; None = `epochs`
+    checkpoint_at: tuple[int, ...] = ()  # after these (absolute) epochs, hand a checkpoint to `save`
+    resume: bytes | None = None  # a checkpoint (bytes from `save`) to continue from
 
 
 @dataclass
@@ -41,7 +48,8 @@ class TrialResult:
     """What came of a request. `status` is completed, early_stopped, stopped, diverged
     (train) or passed, warned, failed (probes); `final` holds the last epoch's metrics
     plus the best objective value; `probe` holds a probe's figures; `worker` says where
-    it ran (node, pid, device, whether the data was already in memory)."""
+    it ran (node, pid, device, whether the data was already in memory). A resumed run's
+    `history` and `final` cover the epochs this call trained, after `start_epoch`."""
 
     status: str
     history: list[Metrics] = field(default_factory=list)
@@ -52,6 +60,8 @@ class TrialResult:
     seconds: float = 0.0
     state_dict: dict[str, Any] | None = None
     worker: dict[str, Any] = field(default_factory=dict)
+    parameters: int = 0  # the model's parameter count, frozen ones included
+    start_epoch: int = 0  # the epoch a resumed run continued after; 0 = a fresh run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from workers import checkpoint
 from workers.augment import build_augmenter
+from workers.checkpoint import LoopState, RunShape
 from workers.config import ModelConfig, TrainConfig
 from workers.data import Dataset
 from workers.errors import ConfigError
@@ -25,6 +27,9 @@ from workers.request import Metrics
 
 Report = Callable[[int, Metrics], bool]
 """Called after each epoch with its metrics; returning True stops the run (pruning)."""
+
+Save = Callable[[int, bytes], None]
+"""Called after each epoch in `checkpoint_at` with the epoch and its checkpoint's bytes."""
 
 DIVERGENCE_FACTOR = 10.0  # a training loss this many times the first one has diverged
 CHECK_EVERY = 20  # steps between divergence checks (each check syncs with the device)
@@ -38,6 +43,7 @@ class TrainOutcome:
     history: list[Metrics] = field(default_factory=list)
     message: str = ""
     epoch: int | None = None
+    start_epoch: int = 0  # the epoch a resumed run continued after
 
 
 def objective_metric(data: Dataset) -> tuple[str, str]:
@@ -79,8 +85,17 @@ def train(
     device: torch.device,
     generator: torch.Generator,
     report: Report | None = None,
+    *,
+    horizon: int | None = None,
+    checkpoint_at: Collection[int] = (),
+    save: Save | None = None,
+    resume: bytes | None = None,
 ) -> TrainOutcome:
-    """Train `model` on `data` for up to `epochs` epochs; never raises on divergence."""
+    """Train `model` on `data` up to epoch `epochs`; never raises on divergence.
+
+    The LR schedule spans `horizon` epochs (default `epochs`). With `resume` (bytes
+    that `save` was handed after epoch k) the run goes on with epoch k + 1.
+    """
     # Setup: data on the device, optimizer over trainable groups, per-step schedule.
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
@@ -90,17 +105,20 @@ def train(
     steps = n // bs + (1 if n % bs > 1 else 0)  # a trailing batch of one would break batch norm
     model.to(device)
     optimizer = build_optimizer(model, train_cfg, model_cfg)
-    scheduler = build_scheduler(optimizer, train_cfg, steps, epochs)
+    horizon = epochs if horizon is None else horizon
+    scheduler = build_scheduler(optimizer, train_cfg, steps, horizon)
     criterion = loss_fn(data, train_cfg.label_smoothing)
     augment = build_augmenter(train_cfg.augmentations, data)
     params = [p for p in model.parameters() if p.requires_grad]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     metric, direction = objective_metric(data)
-    outcome = TrainOutcome("completed")
-    first_loss: float | None = None
-    best, since_best = -math.inf, 0
+    shape = RunShape(type(optimizer).__name__, steps, horizon, train_cfg.schedule)
+    state = LoopState()
+    if resume is not None:  # after the seeded setup, so the checkpoint's RNG states win
+        state = checkpoint.restore(resume, model, optimizer, scheduler, generator, shape)
+    outcome = TrainOutcome("completed", start_epoch=state.epoch)
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(state.epoch + 1, epochs + 1):
         # Train one epoch; sums stay on the device to avoid a sync per step.
         set_train_mode(model)
         started = time.perf_counter()
@@ -136,17 +154,18 @@ def train(
             seen += len(yb)
             if step % CHECK_EVERY == 0:
                 value = loss.item()
-                first_loss = value if first_loss is None else first_loss
-                if not math.isfinite(value) or value > DIVERGENCE_FACTOR * first_loss:
-                    return _diverged(outcome, epoch, value, first_loss)
+                if state.first_loss is None:
+                    state.first_loss = value
+                if not math.isfinite(value) or value > DIVERGENCE_FACTOR * state.first_loss:
+                    return _diverged(outcome, epoch, value, state.first_loss)
         train_loss = float(loss_sum) / seen
         seconds = time.perf_counter() - started
-        if first_loss is not None and (
-            not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * first_loss
+        if state.first_loss is not None and (
+            not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * state.first_loss
         ):
-            return _diverged(outcome, epoch, train_loss, first_loss)
+            return _diverged(outcome, epoch, train_loss, state.first_loss)
 
-        # Evaluate, record, and let the caller decide whether to go on.
+        # Evaluate and record; the early-stopping count is updated now so a checkpoint has it.
         metrics: Metrics = {"epoch": epoch, "train_loss": train_loss}
         if data.task == "classification":
             metrics["train_accuracy"] = float(correct) / seen
@@ -158,20 +177,25 @@ def train(
             "samples_per_second": seen / seconds,
         }
         outcome.history.append(metrics)
+        score = metrics[metric] if direction == "maximize" else -metrics[metric]
+        if score > state.best:
+            state.best, state.since_best = score, 0
+        else:
+            state.since_best += 1
+        state.epoch = epoch
+
+        # Checkpoint before the caller's say: a run the caller stops can still be resumed.
+        if save is not None and epoch in checkpoint_at:
+            save(epoch, checkpoint.dump(model, optimizer, scheduler, generator, state, shape))
         if report is not None and report(epoch, metrics):
             outcome.status, outcome.epoch = "stopped", epoch
             outcome.message = f"stopped by the caller after epoch {epoch}"
             return outcome
 
         # Early stopping on the objective metric.
-        score = metrics[metric] if direction == "maximize" else -metrics[metric]
-        if score > best:
-            best, since_best = score, 0
-        else:
-            since_best += 1
-        if train_cfg.patience and since_best >= train_cfg.patience:
+        if train_cfg.patience and state.since_best >= train_cfg.patience:
             outcome.status, outcome.epoch = "early_stopped", epoch
-            outcome.message = f"no improvement in {metric} for {since_best} epochs"
+            outcome.message = f"no improvement in {metric} for {state.since_best} epochs"
             return outcome
     return outcome
 

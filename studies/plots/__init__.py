@@ -1,7 +1,7 @@
 """The dashboards' figures: a registry of plot kinds, each drawn from the store alone."""
 
 # in the order the study page shows them
-from studies.plots import _probes, _search, _curves, _gradcam  # noqa: F401, I001  (fill the registry)
+from studies.plots import _probes, _budget, _search, _curves, _gradcam  # noqa: F401, I001  (fill the registry)
 from studies.plots._registry import (
     PLOTS,
     PlotKind,

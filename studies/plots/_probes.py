@@ -117,7 +117,10 @@ def lr_probe(source: PlotSource) -> go.Figure:
                        line={"color": "#b0bec5", "width": 1})
     figure.add_scatter(x=f["lrs"], y=f["losses"], mode="lines", name="smoothed loss",
                        line={"color": "#1565c0"})
-    used = stage.hand_on.get("lr_range")
+    families = f.get("families", {})
+    if len(families) > 1:  # one probe per optimizer family: each curve and its range
+        return _lr_families(stage, families)
+    used = stage.hand_on.get("lr_range") or stage.hand_on.get("lr_ranges")
     if f.get("lr_range"):
         low, high = f["lr_range"]
         figure.add_vrect(x0=low, x1=high, fillcolor="#2e7d32", opacity=0.1, line_width=0)
@@ -131,6 +134,29 @@ def lr_probe(source: PlotSource) -> go.Figure:
     figure.update_layout(title=f"LR range test: {stage.verdict}", xaxis_title="learning rate",
                          yaxis_title="loss", xaxis_type="log", height=380,
                          margin={"t": 80})
+    return figure
+
+
+FAMILY_COLOURS = ("#1565c0", "#6a1b9a", "#00838f", "#ef6c00")
+
+
+def _lr_families(stage: Any, families: dict[str, Any]) -> go.Figure:
+    figure = go.Figure()
+    ranges = stage.hand_on.get("lr_ranges", {})
+    for (family, f), colour in zip(families.items(), FAMILY_COLOURS, strict=False):
+        if not f.get("lrs"):
+            continue
+        figure.add_scatter(x=f["lrs"], y=f["losses"], mode="lines", line={"color": colour},
+                           name=f"{family} ({f['optimizer']}): {f['status']}")
+        if family in ranges:
+            low, high = ranges[family]
+            figure.add_vrect(x0=low, x1=high, fillcolor=colour, opacity=0.08, line_width=0)
+        if f.get("suggested_lr"):
+            figure.add_vline(x=f["suggested_lr"], line_dash="dash", line_color=colour)
+    figure.update_layout(title=f"LR range test per optimizer family: {stage.verdict} (shaded: "
+                         "each family's search range; dashed: its suggestion)",
+                         xaxis_title="learning rate", yaxis_title="smoothed loss",
+                         xaxis_type="log", height=400, margin={"t": 80})
     return figure
 
 

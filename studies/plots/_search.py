@@ -55,16 +55,16 @@ def coarse_parallel(source: PlotSource) -> go.Figure:
 
 
 @register_plot("coarse_narrowing", "Ranges narrowed for refine", "coarse",
-               "Grey: the range coarse searched; green: the range refine searches. A red "
-               "name sat at a boundary, and its range was extended past it.")
+               "Grey: the range coarse searched; green: the region refine's prior favours (a "
+               "share of its trials still come from the whole space). A conditional parameter "
+               "has a row per variant, e.g. lr[optimizer=sgd]. A red name sat at an edge.")
 def coarse_narrowing(source: PlotSource) -> go.Figure:
     stage = source.stage("coarse")
     if stage is None or "space" not in stage.figures:
         return note("Coarse has not finished: the narrowed ranges come with it.")
-    searched = dict(source.record.spec.get("space", {}))
-    if "lr_range" in source.handed and "lr" not in source.record.spec.get("fixed", {}):
-        low, high = source.handed["lr_range"]
-        searched["lr"] = {"type": "float", "low": low, "high": high, "log": True}
+    searched: dict[str, Any] = stage.figures.get("searched") or {
+        name: entry for name, entry in source.record.spec.get("space", {}).items()
+        if isinstance(entry, dict)}  # conditional variants are named as in Optuna
     narrowed: dict[str, dict[str, Any]] = stage.figures["space"]
     flagged = set(stage.figures.get("boundary", []))
     figure = go.Figure()

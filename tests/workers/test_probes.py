@@ -7,8 +7,9 @@ import math
 import pytest
 
 from workers import Task, TrialRequest, execute
+from workers.data import load_dataset
 from workers.models import MODELS
-from workers.probes import steepest_descent, valley_rule
+from workers.probes import centred_average, plateaued, steepest_descent, suggest, valley_rule
 
 BUILT_IN = ["mlp", "convnet", "resnet", "torchvision"]
 
@@ -48,20 +49,87 @@ def test_overfit_fails_for_a_model_that_cannot_learn(model: str, params: dict) -
     assert "cannot" in result.message
 
 
-def test_lr_probe_suggestion_is_within_10x_of_the_best_lr_of_a_grid() -> None:
-    result = probe("lr_probe")
+@pytest.mark.parametrize("model, params", [("convnet", {"lr": 0.0}), ("frozen_convnet", {})])
+def test_overfit_stops_early_when_the_loss_does_not_move(model: str, params: dict) -> None:
+    result = probe("overfit", model, params, steps=300)
+    assert result.status == "failed" and "cannot" in result.message
+    assert result.probe["steps"] < 60 and result.probe["stopped_early"]
+    assert result.probe["stopped_by"] in ("plateau", "frozen") and result.probe["stop_rule"]
+
+
+@pytest.mark.parametrize("model, params", [
+    ("mlp", {}), ("resnet", {}), ("convnet", {"optimizer": "sgd", "lr": 0.05}),
+    # a sigmoid net without normalisation sits on a saddle for some 50 steps first
+    ("convnet", {"norm": "none", "activation": "sigmoid", "depth": 3}),
+])
+def test_overfit_plateau_rule_lets_healthy_models_pass(model: str, params: dict) -> None:
+    result = probe("overfit", model, params)
+    assert result.status == "passed", result.message
+    assert result.probe["stopped_by"] == "target"
+
+
+def test_plateau_rule_compares_the_best_of_a_window() -> None:
+    assert plateaued([2.0] * 30)
+    assert not plateaued([2.0] * 29)
+    noisy = [2.0 - 0.01 * i + (0.5 if i % 2 else 0.0) for i in range(40)]  # spiky but falling
+    assert not plateaued(noisy)
+
+
+def test_probe_costs_are_samples_over_the_training_set() -> None:
+    n = len(load_dataset("digits").x_train)
+    init = probe("init_check", batches=2)
+    assert init.probe["epochs_equivalent"] == pytest.approx(2 * 64 / n)
+    fit = probe("overfit", samples=32, steps=20)
+    assert fit.probe["epochs_equivalent"] == pytest.approx(fit.probe["steps"] * 32 / n)
+    sweep = probe("lr_probe", iterations=30)
+    assert sweep.probe["epochs_equivalent"] == pytest.approx(len(sweep.probe["lrs"]) * 64 / n,
+                                                             abs=64 / n)
+    assert all(r.parameters > 0 for r in (init, fit, sweep))
+
+
+def test_max_epochs_caps_the_overfit_probe() -> None:
+    n = len(load_dataset("digits").x_train)
+    result = probe("overfit", "convnet", {"lr": 1e-4}, max_epochs=0.5)
+    assert result.probe["epochs_equivalent"] <= 0.5 + 64 / n
+    assert result.probe["stopped_by"] == "max_epochs"
+    assert "max_epochs" in result.message
+
+
+def test_max_epochs_caps_the_lr_probe_but_it_still_sweeps_the_range() -> None:
+    n = len(load_dataset("digits").x_train)
+    result = probe("lr_probe", max_epochs=1.0)
+    assert result.probe["epochs_equivalent"] <= 1.0 + 64 / n
+    assert result.probe["iterations"] == n // 64
+    lrs = result.probe["lrs"]
+    assert lrs[0] == pytest.approx(1e-7)
+    assert lrs[1] / lrs[0] == pytest.approx(1e8 ** (1 / (n // 64 - 1)))
+    assert probe("lr_probe", max_epochs=0.01).probe["iterations"] == 10  # never fewer
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "rmsprop"])
+def test_lr_probe_suggestion_is_within_10x_of_the_best_lr_of_a_grid(optimizer: str) -> None:
+    result = probe("lr_probe", params={"optimizer": optimizer})
     assert result.status == "passed", result.message
     suggested = result.probe["suggested_lr"]
     low, high = result.probe["lr_range"]
     assert low < suggested < high
 
-    grid = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    grid = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
     scores = {}
     for lr in grid:
-        run = execute(TrialRequest(Task("digits", "convnet"), params={"lr": lr}, epochs=3))
-        scores[lr] = (run.final["best"], -run.history[-1]["val_loss"])
+        run = execute(TrialRequest(Task("digits", "convnet"),
+                                   params={"optimizer": optimizer, "lr": lr}, epochs=3))
+        scores[lr] = (run.final.get("best", 0.0), -run.history[-1]["val_loss"]
+                      if run.history else -math.inf)
     best = max(grid, key=lambda lr: scores[lr])
     assert suggested / 10 <= best <= suggested * 10, (suggested, best, scores)
+
+
+def test_lr_probe_suggests_sgd_a_larger_lr_than_adamw() -> None:
+    sgd = probe("lr_probe", params={"optimizer": "sgd"}).probe
+    adamw = probe("lr_probe", params={"optimizer": "adamw"}).probe
+    assert sgd["suggested_lr"] > 3 * adamw["suggested_lr"]
+    assert sgd["rule"] == "min/3" and adamw["rule"] == "min/10"
 
 
 def test_suggestion_rules_on_a_known_curve() -> None:
@@ -71,6 +139,18 @@ def test_suggestion_rules_on_a_known_curve() -> None:
               0.3 + 10 * (math.log10(lr) + 2) for lr in lrs]
     assert 1e-4 <= steepest_descent(lrs, losses) <= 1e-2
     assert 1e-4 <= valley_rule(lrs, losses) <= 1e-2
+    # averaging leans a little towards the gentler side of an asymmetric minimum
+    smoothed = centred_average(lrs, losses)
+    suggested, at_min = suggest(lrs, smoothed, "adamw")
+    assert 10**-2.5 <= at_min <= 1e-2 and suggested == pytest.approx(at_min / 10)
+    assert suggest(lrs, smoothed, "sgd")[0] == pytest.approx(at_min / 3)
+
+
+def test_centred_average_does_not_move_a_minimum() -> None:
+    lrs = [10 ** (-7 + i * 0.08) for i in range(101)]
+    dip = [abs(math.log10(lr) + 3) for lr in lrs]  # a V with its bottom at 1e-3
+    smoothed = centred_average(lrs, dip)
+    assert lrs[smoothed.index(min(smoothed))] == pytest.approx(1e-3)
 
 
 def test_probe_rejects_unknown_options() -> None:
@@ -78,3 +158,5 @@ def test_probe_rejects_unknown_options() -> None:
 
     with pytest.raises(ConfigError, match="allowed: samples, steps"):
         probe("overfit", smaples=10)
+    with pytest.raises(ConfigError, match="max_epochs > 0"):
+        probe("lr_probe", max_epochs=0)

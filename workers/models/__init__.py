@@ -23,11 +23,17 @@ def build_model(name: str, data: Dataset, cfg: ModelConfig) -> nn.Module:
     return model
 
 
+def count_parameters(model: nn.Module) -> int:
+    """Every parameter, frozen ones included: the model's size, not what is trained."""
+    return sum(p.numel() for p in model.parameters())
+
+
 __all__ = [
     "MODELS",
     "ModelFactory",
     "body_blocks",
     "build_model",
+    "count_parameters",
     "parameter_groups",
     "register_model",
     "set_train_mode",

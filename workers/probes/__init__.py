@@ -6,8 +6,14 @@ from collections.abc import Callable
 
 from workers.errors import ConfigError
 from workers.probes._init_check import init_check
-from workers.probes._lr_range import lr_probe, steepest_descent, valley_rule
-from workers.probes._overfit import overfit
+from workers.probes._lr_range import (
+    centred_average,
+    lr_probe,
+    steepest_descent,
+    suggest,
+    valley_rule,
+)
+from workers.probes._overfit import overfit, plateaued
 from workers.request import TrialRequest, TrialResult
 
 PROBES: dict[str, Callable[[TrialRequest], TrialResult]] = {
@@ -25,5 +31,5 @@ def run_probe(request: TrialRequest) -> TrialResult:
     return probe(request)
 
 
-__all__ = ["PROBES", "init_check", "lr_probe", "overfit", "run_probe", "steepest_descent",
-           "valley_rule"]
+__all__ = ["PROBES", "centred_average", "init_check", "lr_probe", "overfit", "plateaued",
+           "run_probe", "steepest_descent", "suggest", "valley_rule"]

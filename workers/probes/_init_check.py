@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from workers.models import count_parameters
 from workers.probes._common import option, prepare, verdict
 from workers.request import TrialRequest, TrialResult
 from workers.train import loss_fn
@@ -56,9 +57,11 @@ def init_check(request: TrialRequest) -> TrialResult:
         status = grad_status
     if grad_message:
         message = f"{message} {grad_message}"
-    return verdict(status, message, epochs_equivalent=n / len(data.x_train), loss=value,
-                   expected_loss=expected, loss_ratio=value / expected,
-                   activation_std=stds, grad_norm=grads, grad_ratio_first_to_last=ratio)
+    result = verdict(status, message, epochs_equivalent=n / len(data.x_train), loss=value,
+                     expected_loss=expected, loss_ratio=value / expected,
+                     activation_std=stds, grad_norm=grads, grad_ratio_first_to_last=ratio)
+    result.parameters = count_parameters(model)
+    return result
 
 
 def _judge_loss(value: float, expected: float, task: str, classes: int) -> tuple[str, str]:

@@ -111,14 +111,16 @@ async function refreshStudy(head, last) {
     document.getElementById("message").textContent = study.message;
     document.getElementById("best").textContent = fmt(study.best_value);
     document.getElementById("baseline").textContent = fmt(study.baseline);
-    document.getElementById("compute").textContent = `${fmt(study.compute.epochs)} epochs, ${fmt(study.compute.seconds)} s`;
+    document.getElementById("compute").textContent = `${fmt(study.compute.epochs)} epochs, ${fmt(study.compute.seconds)} s`
+      + (study.budget && study.budget.epochs ? ` of a budget of ${fmt(study.budget.epochs.budget)} epochs` : "");
     for (const s of study.stages) {
       const row = document.querySelector(`#stages tr[data-stage="${s.name}"]`);
       if (!row) continue;
       row.cells[1].replaceChildren(badge(s.verdict || s.status));
       row.cells[2].textContent = s.message;
-      row.cells[3].textContent = fmt(s.epochs);
-      row.cells[4].textContent = fmt(s.seconds);
+      row.cells[3].textContent = fmt((s.planned || {}).epochs);
+      row.cells[4].textContent = fmt(s.epochs);
+      row.cells[5].textContent = fmt(s.seconds);
     }
     if (study.diagnosis) {
       document.getElementById("diagnosis-box").classList.remove("hidden");
