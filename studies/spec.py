@@ -361,7 +361,7 @@ def _describe(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
         raw = err["loc"]
-        branch = next((p for p in raw if _is_union_tag(p)), None)  # of "a parameter, or variants"
+        branch = next((str(p) for p in raw if _is_union_tag(p)), None)  # "a parameter, or variants"
         if branch is not None and _other_branch(branch, err):
             continue
         tag = next((p for p in raw if p in PARAM_TYPES), None)
