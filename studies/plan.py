@@ -57,8 +57,7 @@ def coarse_rungs(spec: StudySpec) -> list[int]:
     a full trial's length over the reduction factor, so survivors still have epochs
     left to continue in refine."""
     coarse, full = spec.stages.coarse, spec.stages.refine.epochs
-    last = coarse.epochs or max(1, full // coarse.reduction)
-    return rungs(1, min(last, full), coarse.reduction)
+    return rungs(1, coarse.epochs or max(1, full // coarse.reduction), coarse.reduction)
 
 
 def cost_per_config(levels: list[int], reduction: int) -> float:

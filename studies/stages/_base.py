@@ -130,7 +130,10 @@ def run_probe(ctx: StageContext, stage: str, mode: str, options: dict[str, Any] 
 
 
 def probe_cap(ctx: StageContext, stage: str, share: float = 1.0) -> dict[str, float]:
-    """The `max_epochs` option that keeps a probe inside its allowance (none if uncapped)."""
+    """The `max_epochs` option that keeps a probe inside its planned share (what earlier
+    probes left goes on to coarse, not to the next probe); none if uncapped."""
     left = ctx.allowance(stage).epochs_left
-    return {} if left is None else {"max_epochs": max(left * share, 0.05)}
+    planned = ctx.plan[stage].epochs if stage in ctx.plan else None
+    caps = [c for c in (left, planned) if c is not None]
+    return {"max_epochs": max(min(caps) * share, 0.05)} if caps else {}
 

@@ -51,7 +51,9 @@ class Coarse(Stage):
             return Proposal(trial, knobs(suggest(trial, space)))
 
         search = SearchPlan(trials=plan.sizes["trials"], epochs=levels[-1],
-                            horizon=ctx.spec.stages.refine.epochs,
+                            # a full trial's schedule, or coarse's own if the spec made
+                            # its last rung longer than a full trial
+                            horizon=max(ctx.spec.stages.refine.epochs, levels[-1]),
                             checkpoint_at=tuple(levels), prune=True)
         done = run_trials(ctx, self.name, study, allowance, search, propose)
         trials = study.get_trials(deepcopy=False)

@@ -100,15 +100,18 @@ class Refine(Stage):
     def _seed_from_coarse(self, ctx: StageContext, study: optuna.Study,
                           declared: dict[str, Any]) -> None:
         """Continue the survivors; tell the sampler and pruner every other coarse trial."""
-        survivors = ctx.handed.get("survivors", [])
+        full = self.config.epochs
+        survivors = [s for s in ctx.handed.get("survivors", []) if s["epoch"] < full]
         continued = {s["number"] for s in survivors}
         dists = {d.name: distribution(d.param) for d in dims(declared)}
         for t in ctx.store.trials(ctx.spec.name, "coarse"):
             if t.number in continued or not t.intermediate_values or \
                     not set(t.params) <= set(dists):
                 continue
-            study.add_trial(create_trial(
-                state=TrialState.PRUNED, params=t.params,
+            whole = t.state == TrialState.COMPLETE and max(t.intermediate_values) >= full
+            study.add_trial(create_trial(  # a coarse trial as long as a full one is complete
+                state=TrialState.COMPLETE if whole else TrialState.PRUNED,
+                value=t.value if whole else None, params=t.params,
                 distributions={n: dists[n] for n in t.params},
                 intermediate_values=dict(t.intermediate_values),
                 system_attrs={k: v for k, v in t.system_attrs.items()

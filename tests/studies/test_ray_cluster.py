@@ -32,21 +32,24 @@ def test_a_node_removed_mid_study_has_its_trials_retried(
         two_nodes: tuple[Cluster, Any], store_url: str) -> None:
     cluster, worker = two_nodes
     spec = digits_spec("ray-node-loss", resources={"max_concurrent": 2, "max_retries": 2},
-                       stages={**NO_PROBES, "coarse": {"trials": 4, "epochs": 6},
-                               "refine": {"enabled": False}, "confirm": {"enabled": False}})
+                       # refine without a pruner: every trial runs its 6 epochs (ASHA in
+                       # coarse would end most at epoch 1, before the node could be removed)
+                       stages={**NO_PROBES, "coarse": {"enabled": False},
+                               "refine": {"trials": 4, "epochs": 6, "pruner": "none"},
+                               "confirm": {"enabled": False}})
     store = submit(store_url, spec)
     actor = start_runner("ray-node-loss", store_url)
     on_worker = wait_until(
         lambda: [t for t in progress(actor)["trials"] if t.get("node") == worker.node_id
-                 and store.curves("ray-node-loss", "coarse").get(t["job"])],
+                 and store.curves("ray-node-loss", "refine").get(t["job"])],
         120, "a trial on the worker node has reported an epoch")[0]
     cluster.remove_node(worker)
     report = wait_for(actor)
     stop_runner(actor)
 
     assert report["status"] == "completed", report["message"]
-    coarse = {t.number: t for t in trials(store_url, "ray-node-loss", "coarse")}
-    assert len(coarse) == 4 and all(t.state == TrialState.COMPLETE for t in coarse.values())
-    lost = coarse[on_worker["job"]]
+    refine = {t.number: t for t in trials(store_url, "ray-node-loss", "refine")}
+    assert len(refine) == 4 and all(t.state == TrialState.COMPLETE for t in refine.values())
+    lost = refine[on_worker["job"]]
     assert lost.user_attrs["restarts"] >= 1
     assert lost.user_attrs["worker"]["node"] != worker.node_id  # finished on the head

@@ -39,8 +39,12 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
 
 
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
 def finished(store_url: str, study: str, stage: str) -> list[Any]:
-    return [t for t in trials(store_url, study, stage) if t.state == TrialState.COMPLETE]
+    return [t for t in trials(store_url, study, stage)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
 def test_a_full_digits_study_completes_through_the_runner_actor(store_url: str,
@@ -50,7 +54,7 @@ def test_a_full_digits_study_completes_through_the_runner_actor(store_url: str,
     spec = spec_from_example("digits", **{
         "stages.coarse": {"trials": 10, "epochs": 2},
         "stages.refine": {"trials": 6, "epochs": 6, "warm_start": 3},
-        "stages.confirm": {"top": 2, "seeds": 2},
+        "stages.confirm": {"top": 2, "seeds": 2}, "budget": None, "goal": None,
         "resources": {"cpus_per_trial": 0.5, "max_concurrent": 2}})
     store = submit(store_url, spec.model_dump(mode="json"))
     actor = start_runner(spec.name, store_url)
@@ -69,9 +73,10 @@ def test_a_full_digits_study_completes_through_the_runner_actor(store_url: str,
     assert {f"{spec.name}:{stage}" for stage in ("coarse", "refine", "confirm")} <= names
     assert store.curves(spec.name, "refine")  # per-epoch metrics arrived over the wire
 
-    ran = [t for stage in ("coarse", "refine", "confirm") for t in trials(store_url, spec.name, stage)]
+    ran = [t for stage in ("coarse", "refine", "confirm") for t in store.trials(spec.name, stage)]
     assert len(ran) == 10 + 6 + 4 and all(t.state != TrialState.FAIL for t in ran)
-    workers = [t.user_attrs["worker"] for t in ran]
+    workers = [t.user_attrs["worker"] for t in ran if "worker" in t.user_attrs]
+    assert len(workers) >= len(ran) - 3  # all but continuations the pruner stopped on replay
     assert max_overlap([(w["started_at"], w["finished_at"]) for w in workers]) == 2
     assert {w["device"] for w in workers} == {"cpu"}
     # the data is loaded once per worker process, and later trials there reuse it
@@ -107,7 +112,10 @@ def test_cancel_stops_running_trials_within_10_seconds(store_url: str) -> None:
 
     assert store.study("ray-cancel").status == "cancelled"
     coarse = trials(store_url, "ray-cancel", "coarse")
-    assert [(t.state, t.user_attrs["status"]) for t in coarse] == [(TrialState.FAIL, "cancelled")] * 2
+    # the trials running at the cancel are cancelled; ASHA may have pruned one at epoch 1
+    outcomes = [(t.state, t.user_attrs["status"]) for t in coarse]
+    assert (TrialState.FAIL, "cancelled") in outcomes
+    assert set(outcomes) <= {(TrialState.FAIL, "cancelled"), (TrialState.PRUNED, "stopped")}
     time.sleep(2)  # stopped means stopped: no epoch arrives after the cancel returned
     assert sum(len(c) for c in store.curves("ray-cancel", "coarse").values()) == rows
     assert ("study_cancelled", "cancelled on request; resume to go on") in store.events("ray-cancel")
@@ -163,10 +171,10 @@ def test_a_killed_runner_is_replaced_by_stagetune_resume(store_url: str, ray_loc
     after = trials(store_url, "ray-resume", "coarse")
     numbers = [t.number for t in after]
     assert sorted(numbers) == list(range(len(numbers)))  # no number given twice
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after) == len(after)
+    assert sum(t.state in FINISHED for t in after) == len(after)
     assert sum(t.user_attrs.get("status") != "cancelled" for t in after) == 6
     for number, trial in before.items():
-        if trial.state == TrialState.COMPLETE:  # kept as it was, not run again
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):  # kept, not run again
             assert after[number].datetime_complete == trial.datetime_complete
             assert store.curves("ray-resume", "coarse")[number] == curves_before[number]
         elif trial.state == TrialState.RUNNING:  # orphaned by the dead runner
