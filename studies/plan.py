@@ -8,7 +8,7 @@ With `budget: {epochs: B}` (and/or `seconds: S`, shared the same way):
 - confirm gets at most `confirm.share` (15%) of B: as many E-epoch runs as fit, spread
   over `seeds` seeds of the `top` configurations (fewer of each when few runs fit, none
   when not even one fits);
-- of the rest, coarse gets 40% and refine 60%. Coarse is successive halving from 1-epoch
+- of the rest, coarse gets 25% and refine 75%. Coarse is successive halving from 1-epoch
   rungs, so one configuration costs about 1 + sum over rungs of (rung gap / reduction^k)
   epochs; coarse tries as many as its share pays for. Refine runs trials until its share
   is spent.
@@ -28,7 +28,7 @@ from typing import Any
 from studies.spec import StudySpec
 
 PROBE_SHARES = {"init_check": 0.01, "overfit": 0.05, "lr_probe": 0.06}
-COARSE_SHARE = 0.4  # of what the probes and confirm leave
+COARSE_SHARE = 0.25  # of what the probes and confirm leave
 UNBOUNDED_TRIALS = 10_000  # "as many as the budget pays for"
 
 
