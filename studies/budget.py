@@ -24,16 +24,14 @@ class Allowance:
     def epochs_left(self) -> float | None:
         return self._epochs
 
-    def reserve(self, want: float, whole: bool = True) -> float:
-        """Take up to `want` epochs (whole ones unless `whole` is False); 0 when none is
-        left or the seconds are spent."""
+    def reserve(self, want: float) -> float:
+        """Take up to `want` whole epochs; 0 when none is left or the seconds are spent."""
         with self._lock:
             if self.out_of_seconds():
                 return 0.0
             if self._epochs is None:
                 return want
-            room = max(self._epochs, 0.0)
-            granted = min(want, math.floor(room + 1e-9) if whole else room)
+            granted = min(want, math.floor(max(self._epochs, 0.0) + 1e-9))
             self._epochs -= granted
             return granted
 

@@ -102,7 +102,7 @@ def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Al
                 return
             proposal = propose()
             if proposal is None:
-                continue  # settled without running (e.g. pruned on its coarse record)
+                continue  # the stage settled it without running it
             granted = int(allowance.reserve(plan.epochs - proposal.start))
             trial = proposal.trial
             if granted < 1:

@@ -55,7 +55,7 @@ class Refine(Stage):
         coarse = {t.number: t for t in ctx.store.trials(ctx.spec.name, "coarse")}
         levels = rungs(1, cfg.epochs, ctx.spec.stages.coarse.reduction)
 
-        def propose() -> Proposal | None:
+        def propose() -> Proposal:
             trial = study.ask()
             params = knobs(suggest(trial, declared))
             source = trial.user_attrs.get("continues")
@@ -124,9 +124,10 @@ class Refine(Stage):
 
 
 def _continuation(trial: optuna.Trial, params: dict[str, Any], source: FrozenTrial,
-                  prune: bool) -> Proposal | None:
-    """A coarse survivor picks up after its checkpoint; first its coarse epochs are
-    reported, so the pruner judges its whole curve (it may stop it right there)."""
+                  prune: bool) -> Proposal:
+    """A coarse survivor picks up after its checkpoint. Its coarse epochs are reported
+    first, and shown to the pruner so that ASHA records the rungs it passed; coarse
+    already promoted it through those, so refine judges it from the next rung on."""
     start = int(trial.user_attrs["start"])
     replayed = []
     for step, value in sorted(source.intermediate_values.items()):
@@ -134,12 +135,8 @@ def _continuation(trial: optuna.Trial, params: dict[str, Any], source: FrozenTri
             continue
         trial.report(value, step)
         replayed.append(value)
-        if prune and trial.should_prune():
-            trial.set_user_attr("status", "pruned")
-            trial.set_user_attr("message", f"pruned on its coarse epochs (trial {source.number})")
-            trial.set_user_attr("epochs", 0)
-            trial.study.tell(trial, state=TrialState.PRUNED)
-            return None
+        if prune:
+            trial.should_prune()  # records the rung; the answer is coarse's, already given
     return Proposal(trial, params, start=start,
                     resume=load_checkpoint(trial.user_attrs["checkpoint_from"]),
                     replayed=replayed)

@@ -54,6 +54,17 @@ def test_a_digits_study_submitted_over_http_completes(store_url: str, tmp_path: 
             assert [t["number"] for t in trials["items"]] == list(range(9))
             refine = api.trials("http-digits", stage="refine")
             assert {t["stage"] for t in refine["items"]} == {"refine"} and refine["total"] == 3
+            # successive halving and continuation are visible: coarse's one rung, and the
+            # refine trials that picked up coarse survivors after their epoch 1
+            coarse = study["stages"][4]
+            assert coarse["planned"]["sizes"]["rungs"] == [1]
+            assert coarse["rungs"] == [{"epoch": 1, "reached": 4, "promoted": None, "finished": 4}]
+            assert all(t["rungs"] == [0] for t in trials["items"][:4])
+            continued = [t for t in refine["items"] if t["continues"] is not None]
+            assert len(continued) == 2 and all(t["started_after"] == 1 for t in continued)
+            curve = api.trial("http-digits", continued[0]["number"])["curves"]
+            assert [m["epoch"] for m in curve] == [2]
+            assert study["budget"] is None and all(t["parameters"] for t in trials["items"][:4])
             one = api.trial("http-digits", 8)
             assert one["stage"] == "confirm" and [m["epoch"] for m in one["curves"]] == [1, 2]
 

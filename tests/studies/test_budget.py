@@ -84,9 +84,6 @@ def test_a_coarse_survivor_continues_from_its_checkpoint(study: tuple[Store, Stu
         after = store.curves_of("budget-40", "refine", trial.number)
         last = int(before[-1]["epoch"])
         assert trial.user_attrs["start"] == last == source.user_attrs["checkpoint"]["epoch"]
-        if not after:  # pruned on its coarse epochs before it ran
-            assert trial.state == TrialState.PRUNED
-            continue
         # epoch numbers pick up after the checkpoint, and training did not restart: the
         # first continued epoch's training loss is below a fresh model's first epoch
         assert [int(m["epoch"]) for m in after] == list(range(last + 1, last + 1 + len(after)))
