@@ -58,6 +58,14 @@ def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(tmp_
         time.sleep(0.1)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
+    # The local Ray's processes share the CLI's fate but notice its death only after a
+    # moment, in which its runner may still tell a 1-epoch trial: wait for a quiet store.
+    quiet_since, last = time.monotonic(), None
+    while time.monotonic() - quiet_since < 3 and time.monotonic() < deadline + 60:
+        now = [(t.number, t.state) for t in coarse_trials(store_url)]
+        if now != last:
+            quiet_since, last = time.monotonic(), now
+        time.sleep(0.2)
 
     before = {t.number: t for t in coarse_trials(store_url)}
     finished_before = {n: t for n, t in before.items()
