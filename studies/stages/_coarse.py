@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from studies.lr_ranges import probed_space
 from studies.search import Proposal, SearchPlan, run_trials, tally, top_trials
-from studies.space import dump_region, knobs, narrow, suggest
+from studies.space import dims, dump_region, knobs, narrow, suggest
 from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
 
 CHANCE_MARGIN = 0.02  # within this of chance level, a trial learned nothing
@@ -118,12 +118,11 @@ def _sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def _flat(space: dict[str, Any]) -> dict[str, Any]:
-    from studies.space import dims
-
     return {d.name: d.param for d in dims(space)}
 
 
 def _best(trial: FrozenTrial) -> float | None:
+    """The highest value a trial reached (chance level is an accuracy: higher is better)."""
     values = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
     return max(values) if values else None
 
