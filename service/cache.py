@@ -1,11 +1,13 @@
-"""A one-second cache for reads that never makes a reader wait for a refresh.
+"""A one-second cache for reads that rarely makes a reader wait for a refresh.
 
 Dashboards and scripts poll the same study many times a second. A value older than
 `ttl` is still served while one background thread recomputes it (stale-while-
 revalidate), so recomputing a 10,000-trial study never stalls the requests queued
-behind it. Only a key's first read computes in the request. Writes through the API
-clear the cache, so a client sees its own change at once. (cachetools' TTLCache
-evicts; it has no refresh-in-background, hence this small class.)
+behind it. A value older than `max_age` is never served: after a quiet spell the
+first read computes afresh in the request, as a key's first read does. So a reader
+sees data at most `max_age` seconds old (counted from when its computation began).
+Writes through the API clear the cache, so a client sees its own change at once.
+(cachetools' TTLCache evicts; it has no refresh-in-background, hence this small class.)
 """
 
 from __future__ import annotations
@@ -21,18 +23,21 @@ log = logging.getLogger(__name__)
 
 
 class ReadCache:
-    def __init__(self, ttl: float = 1.0, maxsize: int = 512) -> None:
-        self.ttl, self.maxsize = ttl, maxsize
+    def __init__(self, ttl: float = 1.0, max_age: float = 5.0, maxsize: int = 512) -> None:
+        self.ttl, self.max_age, self.maxsize = ttl, max_age, maxsize
         self._entries: dict[Hashable, tuple[float, Any]] = {}  # key -> (computed at, value)
         self._refreshing: set[Hashable] = set()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """The value for `key`: computed now on a first read (an error is raised, not
-        cached), else the cached one, refreshed in the background once it is stale."""
+        """The value for `key`: computed now on a first read or once the cached one is
+        older than `max_age` (an error is raised, not cached), else the cached one,
+        refreshed in the background once it is older than `ttl`."""
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
+            if entry is not None and now - entry[0] > self.max_age:
+                entry = None
             stale = entry is not None and now - entry[0] > self.ttl
             if stale and key not in self._refreshing:
                 self._refreshing.add(key)
@@ -40,7 +45,7 @@ class ReadCache:
         if entry is not None:
             return entry[1]  # type: ignore[no-any-return]
         value = compute()
-        self._store(key, value)
+        self._store(key, value, now)
         return value
 
     def clear(self) -> None:
@@ -49,7 +54,8 @@ class ReadCache:
 
     def _refresh(self, key: Hashable, compute: Callable[[], Any]) -> None:
         try:
-            self._store(key, compute())
+            began = time.monotonic()
+            self._store(key, compute(), began)
         except Exception as exc:  # the next read computes it again and sees the error
             log.warning("refreshing %s failed: %s", key, exc)
             with self._lock:
@@ -58,8 +64,10 @@ class ReadCache:
             with self._lock:
                 self._refreshing.discard(key)
 
-    def _store(self, key: Hashable, value: Any) -> None:
+    def _store(self, key: Hashable, value: Any, began: float) -> None:
+        """Keep `value`, dated from when its computation `began` (what it read may have
+        changed while it ran)."""
         with self._lock:
             if len(self._entries) >= self.maxsize and key not in self._entries:
                 self._entries.pop(next(iter(self._entries)))  # the oldest insertion
-            self._entries[key] = (time.monotonic(), value)
+            self._entries[key] = (began, value)

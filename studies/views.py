@@ -125,7 +125,8 @@ def trial_row(number: int, stage: str, trial: optuna.trial.FrozenTrial) -> dict[
             "reason": attrs.get("message"), "value": _finite(trial.value),
             "params": trial.params, "epochs": attrs.get("epochs"),
             "restarts": attrs.get("restarts", 0), "worker": attrs.get("worker"),
-            "started_at": trial.datetime_start, "finished_at": trial.datetime_complete,
+            "started_at": local_to_utc(trial.datetime_start),
+            "finished_at": local_to_utc(trial.datetime_complete),
             # successive halving: the rungs it passed, and where a continued trial came from
             "rungs": sorted(int(k.rsplit("_", 1)[1]) for k in trial.system_attrs
                             if k.startswith("completed_rung_")),
@@ -149,6 +150,11 @@ def utc(moment: None) -> None: ...
 def utc(moment: datetime | None) -> datetime | None:
     """Our times are stored in UTC; SQLite gives them back without their zone."""
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def local_to_utc(moment: datetime | None) -> datetime | None:
+    """Optuna stamps trials with the server's local time, without a zone."""
+    return moment.astimezone(UTC) if moment is not None else None
 
 
 def _finite(value: Any) -> Any:

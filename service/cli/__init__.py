@@ -1,35 +1,33 @@
-"""The `stagetune` command line."""
+"""The `stagetune` command line. Its commands are in `service.cli._app`, imported only
+once the environment below is set, because Ray reads it when it is imported."""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
-import typer
-
-from service.cli._cluster import PASS_THROUGH, head, worker
-from service.cli._service import cancel, report, serve, status, submit
-from service.cli._study import resume, run, validate
-from service.cli._workers import probe, train
-
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="stagetune: staged hyperparameter search for PyTorch training.")
-app.command()(train)
-app.command()(probe)
-app.command()(run)
-app.command()(resume)
-app.command()(validate)
-app.command()(serve)
-app.command()(submit)
-app.command()(status)
-app.command()(cancel)
-app.command()(report)
-app.command(context_settings=PASS_THROUGH)(head)
-app.command(context_settings=PASS_THROUGH)(worker)
+# Commands that start a Ray of their own when RAY_ADDRESS is unset
+LOCAL_RAY_COMMANDS = ("serve", "run", "resume")
 
 
 def main() -> None:
+    _ray_on_loopback(sys.argv[1:2])
+    from service.cli._app import app
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
 
 
-__all__ = ["app", "main"]
+def _ray_on_loopback(command: list[str]) -> None:
+    """A Ray that a command starts for itself serves this machine only, so it listens on
+    127.0.0.1, not on every interface (STAGETUNE_RAY_LOOPBACK=false keeps Ray's default).
+    Ray has no bind-address option: it binds its servers to its node's address, which it
+    takes as the loopback one only where clusters are switched off, by
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when ray is imported. `head` and `worker`
+    nodes form clusters, and RAY_ADDRESS joins one: those keep Ray's default."""
+    if not command or command[0] not in LOCAL_RAY_COMMANDS or os.environ.get("RAY_ADDRESS"):
+        return
+    if os.environ.get("STAGETUNE_RAY_LOOPBACK", "true").strip().lower() in ("0", "false", "no"):
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -44,3 +44,12 @@ def test_an_error_is_raised_on_a_first_read_and_never_cached() -> None:
     assert cache.get("k", lambda: 3) == 3
     cache.clear()
     assert cache.get("k", lambda: 4) == 4
+
+
+def test_after_a_quiet_spell_a_read_never_gets_a_value_older_than_max_age() -> None:
+    cache = ReadCache(ttl=0.05, max_age=0.3)
+    version = [1]
+    assert cache.get("k", lambda: version[0]) == 1
+    version[0] = 2
+    time.sleep(0.4)  # quiet: no read refreshed it in the background
+    assert cache.get("k", lambda: version[0]) == 2  # computed in the request, not served stale
