@@ -22,6 +22,8 @@ from service.figures import FigureCache
 from service.settings import Settings, get_settings
 from service.supervisor import Supervisor
 from service.web import pages_router
+from service.web.docs import router as docs_router
+from service.web.security import install_security
 from studies.cluster import connect
 from studies.store import Store
 from workers.plugins import load_plugins
@@ -50,18 +52,21 @@ def create_app(settings: Settings | None = None,
         ray.shutdown()
 
     app = FastAPI(title="stagetune", summary="Staged hyperparameter search for PyTorch",
-                  version="0.1.0", lifespan=lifespan)
+                  version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served from local files: service/web/docs.py
     app.state.settings = settings
     app.state.read_cache = ReadCache()
     app.state.figures = FigureCache()
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_security(app, settings)  # CSRF guard and security headers, outside BodyLimit
     secured = [Depends(require_token)]
     app.include_router(studies_router, prefix="/api", dependencies=secured)
     app.include_router(registry_router, prefix="/api", dependencies=secured)
     app.include_router(plots_router, prefix="/api", dependencies=secured)
     app.include_router(health_router)
     app.include_router(pages_router)  # pages check the token themselves: a login, not a 401
+    app.include_router(docs_router)
     return app
 
 

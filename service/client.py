@@ -61,6 +61,8 @@ class Client:
         return self._call("GET", f"/api/studies/{study_id}/trials/{number}")
 
     def cancel(self, study_id: str) -> dict[str, Any]:
+        """Ask the study to stop: it answers at once with status `cancelling`; the study is
+        `cancelled` once the service has stopped its trials."""
         return self._call("POST", f"/api/studies/{study_id}/cancel")
 
     def resume(self, study_id: str) -> dict[str, Any]:

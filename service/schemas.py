@@ -8,7 +8,8 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel
 
 T = TypeVar("T")
-StudyStatus = Literal["pending", "running", "completed", "stopped", "cancelled", "failed"]
+StudyStatus = Literal["pending", "running", "cancelling", "completed", "stopped", "cancelled",
+                      "failed"]
 TrialState = Literal["running", "complete", "pruned", "failed", "waiting"]
 
 
@@ -113,3 +114,15 @@ class Health(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+class Problem(BaseModel):
+    loc: list[str | int]  # where: "body", then the field's path
+    msg: str  # what is wrong, and what is allowed
+    type: str
+
+
+class ValidationErrors(BaseModel):
+    """A 422, shaped as FastAPI's own: one entry per problem."""
+
+    detail: list[Problem]

@@ -1,32 +1,50 @@
-"""Keeps one live runner per study that should be running.
+"""Acts on what the store says each study should be doing.
 
-Every few seconds it looks at the store: a study that is pending (just submitted or
-resumed) or running without a live runner (its runner died, or the service restarted)
-gets one. Runners it started for studies that have ended are stopped, freeing their
-processes; the store keeps everything they did. One service per store: two services
-on two Ray clusters would each start a runner for the same study.
+Every few seconds, and at once when the API writes (`kick`), it reads the store:
+
+- a study that is pending (just submitted or resumed), or running without a live runner
+  (its runner died, or the service restarted), gets one. Runners start concurrently: a
+  tick asks each to start and hears back on a later tick, never waiting for a runner's
+  process to come up;
+- a study that is cancelling has its runner stop it (the runner records it cancelled);
+  with no runner working on it, it is recorded cancelled here;
+- a runner whose study ended or was deleted is stopped, whoever started it (runners are
+  detached and found by name, so a restarted service stops its predecessor's too),
+  freeing its process; the store keeps everything it did.
+
+One study's trouble (deleted meanwhile, a runner that will not start) never stops a tick
+for the others. One service per store: two services on two Ray clusters would each start
+a runner for the same study.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
-from studies.runner_actor import start_runner, stop_runner
-from studies.store import Store
+from studies.errors import StudyNotFoundError
+from studies.runner import CANCELLED
+from studies.runner_actor import find_runner, launch_runner, runner_studies, stop_runner
+from studies.store import Store, is_database_error
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("pending", "running")
+ACTIVE = ("pending", "running")  # studies that need a runner working on them
+KEEP = (*ACTIVE, "cancelling")  # studies whose runner still has work to do
+START_ATTEMPTS = 3  # a runner that dies this often before starting its study fails it
 
 
 class Supervisor:
     def __init__(self, store: Store, interval: float = 2.0) -> None:
         self.store, self.interval = store, interval
-        self._actors: dict[str, Any] = {}
+        self._actors: dict[str, Any] = {}  # study -> its runner, as far as we know
+        self._starting: dict[str, ray.ObjectRef] = {}  # study -> a start not answered yet
+        self._cancels: dict[str, ray.ObjectRef] = {}  # study -> a cancel not answered yet
+        self._failures: dict[str, int] = {}  # study -> starts in a row its runner died in
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
@@ -40,7 +58,8 @@ class Supervisor:
         self._thread.join(timeout=30)
 
     def kick(self) -> None:
-        """Look now rather than at the next tick (a study was submitted or resumed)."""
+        """Look now rather than at the next tick (a study was submitted, cancelled,
+        resumed or deleted)."""
         self._wake.set()
 
     def _loop(self) -> None:
@@ -53,19 +72,121 @@ class Supervisor:
             self._wake.clear()
 
     def _reconcile(self) -> None:
-        for status in ACTIVE:
+        self._collect()
+        wanted: dict[str, str] = {}
+        for status in KEEP:
             records, _ = self.store.list_studies(status=status, limit=10_000)
-            for record in records:
-                if self._stop.is_set():
-                    return
-                # idempotent: a live, busy runner is left alone; an idle or dead one is
-                # (re)started, and resumes the study from the store
-                self._actors[record.name] = start_runner(record.name, self.store.url)
-        for name, actor in list(self._actors.items()):
-            try:
-                ended = not ray.get(actor.progress.remote())["running"]
-            except ray.exceptions.RayActorError:  # died: the next tick starts another
-                ended = True
-            if ended and self.store.study(name).status not in ACTIVE:
-                stop_runner(actor)
-                del self._actors[name]
+            wanted.update((r.name, r.status) for r in records)
+        for name, status in wanted.items():
+            if self._stop.is_set():
+                return
+            self._guarded(name, self._cancel if status == "cancelling" else self._start, name)
+        for name in set(runner_studies(self.store.url)) | set(self._actors):
+            if name not in wanted:
+                self._guarded(name, self._stop_if_done, name)
+
+    def _collect(self) -> None:
+        """Hear from the starts and cancels sent on earlier ticks that have answered."""
+        for calls, answered in ((self._starting, self._started),
+                                (self._cancels, self._cancelled)):
+            if not calls:
+                continue
+            ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=0)
+            for name, ref in list(calls.items()):
+                if ref in ready:
+                    del calls[name]
+                    self._guarded(name, answered, name, ref)
+
+    def _guarded(self, name: str, step: Callable[..., None], *args: Any) -> None:
+        """One study's step: its error is logged and never stops the tick for the others."""
+        try:
+            step(*args)
+        except StudyNotFoundError:  # deleted meanwhile: the sweep stops its runner
+            pass
+        except Exception:
+            log.exception("supervisor: study %s: %s failed; trying again next tick",
+                          name, step.__name__.strip("_"))
+
+    # -- pending and running studies ------------------------------------------------------
+
+    def _start(self, name: str) -> None:
+        """Idempotent: a live, busy runner answers False; an idle one resumes the study
+        from the store; a dead one is replaced by a new one."""
+        if name in self._starting or name in self._cancels:
+            return
+        self._actors[name], self._starting[name] = launch_runner(name, self.store.url)
+
+    def _started(self, name: str, ref: ray.ObjectRef) -> None:
+        try:
+            ray.get(ref)  # False: busy already, or it recorded why the study cannot start
+        except ray.exceptions.RayActorError as exc:  # its process died, or never came up
+            self._actors.pop(name, None)
+            self._start_failed(name, exc)
+            return
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, Exception) else exc
+            if isinstance(cause, StudyNotFoundError) or is_database_error(cause):
+                log.warning("study %s: its runner did not start (%s); trying again",
+                            name, _reason(cause))
+                return  # deleted (the sweep stops it), or the database is down: not its fault
+            self._start_failed(name, cause)
+            return
+        self._failures.pop(name, None)
+
+    def _start_failed(self, name: str, exc: Exception) -> None:
+        """Try again next tick, up to START_ATTEMPTS in a row; then record the study failed
+        with the reason, rather than restarting its runner forever."""
+        tries = self._failures[name] = self._failures.get(name, 0) + 1
+        if tries < START_ATTEMPTS:
+            log.warning("study %s: its runner did not start (%s); trying again",
+                        name, _reason(exc))
+            return
+        del self._failures[name]
+        message = f"its runner could not start ({tries} tries): {_reason(exc)}"
+        if self.store.set_status(name, "failed", message, only_from=ACTIVE):
+            log.error("study %s failed: %s", name, message)
+
+    # -- cancelling studies -----------------------------------------------------------
+
+    def _cancel(self, name: str) -> None:
+        """Never while a start is in flight: that runner could take the study up after it
+        was marked cancelled here. (The runner itself refuses a cancelling study.)"""
+        if name in self._starting or name in self._cancels:
+            return
+        actor = self._actors.get(name) or find_runner(name, self.store.url)
+        if actor is None:  # pending, or its runner is gone: nothing runs
+            self.store.set_status(name, "cancelled", CANCELLED, only_from=("cancelling",))
+            return
+        self._actors[name], self._cancels[name] = actor, actor.cancel.remote()
+
+    def _cancelled(self, name: str, ref: ray.ObjectRef) -> None:
+        try:
+            stopped = ray.get(ref)  # True: it stopped the run and recorded it cancelled
+        except ray.exceptions.RayError:  # its runner died: nothing runs
+            self._actors.pop(name, None)
+            stopped = False
+        if not stopped:
+            self.store.set_status(name, "cancelled", CANCELLED, only_from=("cancelling",))
+
+    # -- ended and deleted studies ----------------------------------------------------
+
+    def _stop_if_done(self, name: str) -> None:
+        try:
+            status: str | None = self.store.study(name).status
+        except StudyNotFoundError:
+            status = None
+        if status in KEEP:  # resubmitted or resumed since this tick read the store
+            return
+        self._starting.pop(name, None)
+        self._cancels.pop(name, None)
+        self._failures.pop(name, None)
+        actor = self._actors.pop(name, None) or find_runner(name, self.store.url)
+        if actor is not None:
+            stop_runner(actor)
+            log.info("study %s is %s: its runner is stopped", name, status or "deleted")
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a person: the last line of Ray's report is the error itself."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else exc.__class__.__name__)[:300]

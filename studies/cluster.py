@@ -10,6 +10,10 @@ import ray
 from workers.errors import StagetuneError
 
 NAMESPACE = "stagetune"  # runner actors are named in it, so any process can find them
+# A local Ray keeps an idle worker process for a minute, not Ray's default second: trials
+# reuse warm workers (torch imported, data loaded) across the gaps between a study's
+# stages, and while the runners of many studies ask for their next trials.
+LOCAL_RAY_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
 class ClusterError(StagetuneError):
@@ -24,7 +28,8 @@ def connect(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:  # "local": a new Ray of our own, never another process's local one
         ray.init(address=address or "local", namespace=NAMESPACE, include_dashboard=False,
-                 logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
+                 logging_level=logging.WARNING, log_to_driver=False, configure_logging=False,
+                 _system_config=None if address else LOCAL_RAY_CONFIG)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ClusterError(f"cannot start or join {where}: {exc}; check RAY_ADDRESS "

@@ -6,7 +6,17 @@ from workers.errors import StagetuneError
 
 
 class StoreError(StagetuneError):
-    """The SQL store failed or is unreachable; the message names the URL's database."""
+    """The SQL store failed or is unreachable. The message never carries the database URL
+    or the driver's text (a client may see it); the log has them."""
+
+
+class SpecError(StagetuneError, ValueError):
+    """A study spec breaks a rule; the message lists every problem, and `problems` holds
+    them one by one as (field path, what is wrong)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [("", message)]
 
 
 class StudyNotFoundError(StagetuneError, LookupError):

@@ -12,10 +12,12 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from workers import StagetuneError, TrialRequest, TrialResult, execute
-from workers.train import Report
+from workers import StagetuneError, TrialRequest, TrialResult
+
+if TYPE_CHECKING:
+    from workers.train import Report
 
 Save = Callable[[int, bytes], None]
 """save(epoch, checkpoint): called when a trial hands over a checkpoint."""
@@ -58,11 +60,19 @@ class Executor(ABC):
         yields an Outcome with `error`, never raises; a cancelled study yields its
         running jobs as cancelled outcomes, then raises StudyCancelled."""
 
+    def task_kind(self, dataset: str, options: dict[str, Any]) -> str:
+        """Whether a dataset is classification or regression, found where trials run."""
+        from workers.data import load_dataset  # torch: only where trials run
+
+        return load_dataset(dataset, options).task
+
 
 class LocalExecutor(Executor):
     """Runs jobs one after another in this process."""
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
+        from workers import execute  # torch: loaded only where trials run in this process
+
         for job in jobs:
             try:
                 yield Outcome(job, execute(job.request, job.report, job.save))

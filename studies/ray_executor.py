@@ -3,27 +3,36 @@
 Each task runs `workers.execute` on the device Ray assigned and, after every epoch,
 calls its runner's `report` method over the wire; the answer says whether to stop.
 Retries of trials lost with their worker or node are Ray's own (`max_retries`).
+
+Every study's trials are submitted by one named, detached actor, the cluster's `TrialPool`,
+not by the study's runner: Ray runs the tasks of a detached actor's tree only in worker
+processes of that tree, so trials submitted by each runner (a detached actor) could never
+run in a warm worker of another study.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError, TaskCancelledError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from studies.cluster import NAMESPACE, head_node_id
 from studies.errors import StudyCancelled
 from studies.executor import Executor, Job, Outcome
 from studies.spec import Resources
-from workers import StagetuneError, TrialRequest, TrialResult, execute
-from workers.data import dataset_loaded
+from studies.weights import as_saved
+from workers import StagetuneError, TrialRequest, TrialResult
 from workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
@@ -32,12 +41,26 @@ POLL_SECONDS = 0.2  # how often a waiting executor looks at the cancel flag
 CANCEL_GRACE_SECONDS = 5.0  # after this, a trial that ignored the interrupt is killed
 
 
+# A trial's calls to its runner wait on this thread. Ray releases a task's CPU while its
+# main thread blocks in ray.get, and hands the CPU to the next queued trial, on a new
+# worker process: every epoch's report would oversubscribe the CPUs and start workers.
+_CALLS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-calls")
+
+
+def _answer(ref: ray.ObjectRef) -> Any:
+    """ray.get of a runner's answer (milliseconds away), keeping this task's CPU."""
+    return _CALLS.submit(ray.get, ref).result()
+
+
 # max_calls=0: a worker process is reused by later trials, so the data it loaded stays in
 # memory (Ray would otherwise retire a worker after each GPU task).
 @ray.remote(max_calls=0, retry_exceptions=False)
 def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> TrialResult:
     """Run one request on this worker. `runner` (the actor, or None) hears where each
     attempt starts and, when `reports` is set, each epoch's metrics."""
+    from workers import execute  # torch: here, so the runner that submits this imports none
+    from workers.data import dataset_loaded
+
     load_plugins()
     device = request.device or ("cuda" if ray.get_gpu_ids() else "cpu")
     where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
@@ -45,19 +68,19 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
                                                              request.task.dataset_options)}
     if runner is not None:
         # A retry after the worker was lost gets the last checkpoint its attempts handed over.
-        latest = ray.get(runner.started.remote(token, where))
+        latest = _answer(runner.started.remote(token, where))
         if latest is not None:
             request = replace(request, resume=latest)
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
         try:
-            return bool(ray.get(runner.report.remote(token, epoch, metrics)))
+            return bool(_answer(runner.report.remote(token, epoch, metrics)))
         except RayActorError:  # the runner died: stop; a new runner re-runs what is missing
             return True
 
     def save(epoch: int, checkpoint: bytes) -> None:
         try:
-            ray.get(runner.checkpoint.remote(token, epoch, checkpoint))
+            _answer(runner.checkpoint.remote(token, epoch, checkpoint))
         except RayActorError:
             pass  # the runner died: report() stops the trial next
 
@@ -66,15 +89,65 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
                      report if runner is not None and reports else None,
                      save if runner is not None and request.checkpoint_at else None)
     result.worker = {**where, "started_at": started, "finished_at": time.time()}
+    if result.state_dict is not None:
+        result.state_dict = as_saved(result.state_dict)
     return result
 
 
+@ray.remote(max_calls=0, retry_exceptions=False)
+def task_kind_of(dataset: str, options: dict[str, Any]) -> str:
+    """A dataset's kind, loaded where trials run (the data stays cached for them)."""
+    from workers.data import load_dataset
+
+    load_plugins()
+    return load_dataset(dataset, options).task
+
+
+@ray.remote(num_cpus=0, max_concurrency=10_000, max_restarts=-1)  # type: ignore[call-overload]
+class TrialPool:
+    """Submits the trials of every study on the cluster, so that they share one pool of
+    warm worker processes (see the module's docstring); a trial's result comes back
+    through it. Cancelling a call interrupts its trial, and kills it after a grace."""
+
+    async def run(self, options: dict[str, Any], request: TrialRequest, token: str,
+                  runner: Any, reports: bool) -> TrialResult:
+        return await _owned(run_trial.options(**options).remote(request, token, runner, reports))
+
+    async def task_kind(self, options: dict[str, Any], dataset: str,
+                        dataset_options: dict[str, Any]) -> str:
+        return await _owned(task_kind_of.options(**options).remote(dataset, dataset_options))
+
+
+async def _owned(ref: ray.ObjectRef) -> Any:
+    try:
+        return await ref
+    except asyncio.CancelledError:  # its study was cancelled: interrupt, then kill
+        ray.cancel(ref, force=False)
+        _, stubborn = await asyncio.wait([asyncio.wrap_future(ref.future())],
+                                         timeout=CANCEL_GRACE_SECONDS)
+        if stubborn:
+            ray.cancel(ref, force=True)
+        raise
+
+
+def trial_pool() -> Any:
+    """The cluster's trial pool, created if none is alive. It lives on the head node, beside
+    the runners."""
+    return TrialPool.options(  # type: ignore[attr-defined]
+        name="trial-pool", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(head_node_id(), soft=False),
+    ).remote()
+
+
 class RayExecutor(Executor):
-    """Runs jobs as Ray tasks with the spec's resources, at most `max_concurrent` at once.
-    `deliver` is how reports reach a job's callback; `cancel` stops everything running."""
+    """Runs jobs as Ray tasks with the spec's resources, at most `max_concurrent` at once,
+    and never more than the cluster can run at once (`slots`): each study queues only
+    trials that could start now, so the trials of concurrent studies take turns in Ray's
+    queue. `deliver` is how reports reach a job's callback; `cancel` stops everything."""
 
     def __init__(self, resources: Resources, runner: Any = None) -> None:
         self.max_concurrent = resources.max_concurrent
+        self.resources = resources
         self.retries = resources.max_retries
         self._options: dict[str, Any] = {"num_cpus": resources.cpus_per_trial,
                                          "num_gpus": resources.gpus_per_trial,
@@ -82,6 +155,7 @@ class RayExecutor(Executor):
         if resources.custom:  # e.g. only the nodes that offer a GPU type run trials
             self._options["resources"] = dict(resources.custom)
         self._runner = runner
+        self._pool = trial_pool()
         self._jobs: dict[str, Job] = {}  # token -> running job
         self._where: dict[str, dict[str, Any]] = {}  # token -> where its attempt runs
         self._restarts: dict[str, int] = {}
@@ -138,16 +212,33 @@ class RayExecutor(Executor):
             return [{"job": _label(self._jobs[t]), "restarts": self._restarts.get(t, 0),
                      **self._where.get(t, {})} for t in self._jobs]
 
+    def slots(self) -> int:
+        """How many of this executor's trials the cluster can run at once (at least 1)."""
+        total = ray.cluster_resources()
+        wanted = {"CPU": self.resources.cpus_per_trial, "GPU": self.resources.gpus_per_trial,
+                  **self.resources.custom}
+        fits = [int(total.get(name, 0.0) / amount + 1e-9)
+                for name, amount in wanted.items() if amount > 0]
+        return max(1, min(fits, default=self.max_concurrent))
+
     # -- the executor contract --------------------------------------------------------
+
+    def task_kind(self, dataset: str, options: dict[str, Any]) -> str:
+        # A trial's resources: it runs in a worker that later trials reuse, data loaded
+        # (with no CPU, it would start a worker process beside the busy ones).
+        return str(ray.get(self._pool.task_kind.remote(self._options, dataset, options)))
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         if self.cancelled:
             raise StudyCancelled()
         waiting = iter(jobs)
         running: dict[ray.ObjectRef, str] = {}
+        # More would only queue: trials asked for before the sampler saw the ones ahead of
+        # them, holding places in Ray's queue ahead of other studies' trials.
+        limit = min(self.max_concurrent, self.slots())
         try:
             while True:
-                while len(running) < self.max_concurrent and not self.cancelled:
+                while len(running) < limit and not self.cancelled:
                     job = next(waiting, None)
                     if job is None:
                         break
@@ -169,8 +260,8 @@ class RayExecutor(Executor):
     def _submit(self, job: Job, token: str) -> ray.ObjectRef:
         with self._lock:
             self._jobs[token] = job
-        return run_trial.options(**self._options).remote(  # type: ignore[no-any-return]
-            job.request, token, self._runner, job.report is not None)
+        return self._pool.run.remote(  # type: ignore[no-any-return]
+            self._options, job.request, token, self._runner, job.report is not None)
 
     def _finish(self, ref: ray.ObjectRef, token: str) -> Outcome:
         with self._lock:
@@ -182,12 +273,14 @@ class RayExecutor(Executor):
             result: TrialResult = ray.get(ref)
         except TaskCancelledError:
             return Outcome(job, None, "cancelled", cancelled=True)
-        except RayTaskError as exc:  # the trial itself raised
-            cause = exc.cause
-            message = str(cause) if isinstance(cause, StagetuneError) \
-                else f"{cause.__class__.__name__}: {cause}"
-            return Outcome(job, None, message, restarts=restarts)
-        except RayError as exc:  # its worker or node was lost more often than retries allow
+        except RayError as exc:
+            cause = exc.cause if isinstance(exc, RayTaskError) else exc
+            if not isinstance(cause, RayError):  # the trial itself raised
+                message = str(cause) if isinstance(cause, StagetuneError) \
+                    else f"{cause.__class__.__name__}: {cause}"
+                return Outcome(job, None, message, restarts=restarts)
+            # its worker or node was lost more often than retries allow (or the pool was)
+            exc = cause
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return Outcome(job, None, f"its worker was lost ({exc.__class__.__name__}) and "
                            f"{self.retries} retries did not finish it. {reason}".strip(),
@@ -197,13 +290,10 @@ class RayExecutor(Executor):
         return Outcome(job, result, restarts=restarts)
 
     def _stop(self, running: dict[ray.ObjectRef, str]) -> Iterator[Outcome]:
-        """Interrupt every running trial, kill those that ignore it, yield them cancelled."""
+        """Interrupt every running trial (the pool kills those that ignore it), yield them
+        cancelled."""
         for ref in running:
             ray.cancel(ref, force=False)
-        _, stubborn = ray.wait(list(running), num_returns=len(running),
-                               timeout=CANCEL_GRACE_SECONDS)
-        for ref in stubborn:
-            ray.cancel(ref, force=True)
         while running:
             ref, token = running.popitem()
             outcome = self._finish(ref, token)

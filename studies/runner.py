@@ -24,6 +24,10 @@ from workers import StagetuneError
 log = logging.getLogger(__name__)
 
 DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_rmse": "minimize"}
+# A runner may take a study up from any of these (`stagetune run` resumes a cancelled or
+# failed one itself); a study being cancelled (`cancelling`) it records cancelled instead.
+RUNNABLE = ("pending", "running", "cancelled", "failed")
+CANCELLED = "cancelled on request; resume to go on"
 
 
 @dataclass
@@ -44,14 +48,13 @@ class StudyReport:
         return asdict(self)
 
 
-def objective_of(spec: StudySpec) -> tuple[str, str]:
-    """The study's objective and direction; by default accuracy, or RMSE for regression."""
+def objective_of(spec: StudySpec, executor: Executor | None = None) -> tuple[str, str]:
+    """The study's objective and direction; by default accuracy, or RMSE for regression.
+    The dataset's kind comes from `executor` (a trial worker: a runner loads no data)."""
     if spec.task.objective:
         return spec.task.objective, DIRECTIONS[spec.task.objective]
-    from workers.data import load_dataset
-
-    task = load_dataset(spec.task.dataset, spec.task.dataset_options).task
-    metric = "val_accuracy" if task == "classification" else "val_rmse"
+    kind = (executor or LocalExecutor()).task_kind(spec.task.dataset, spec.task.dataset_options)
+    metric = "val_accuracy" if kind == "classification" else "val_rmse"
     return metric, DIRECTIONS[metric]
 
 
@@ -65,19 +68,19 @@ class Runner:
         self.progress = progress
 
     def run(self) -> StudyReport:
+        """Run or resume the study. Whatever stops it (an error before the first stage
+        too: a dataset that cannot load, a plan that cannot be made) is recorded in the
+        store with its reason; only a database error is left to the caller to retry."""
         spec, store = self.spec, self.store
         record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
-        objective, direction = objective_of(spec)
-        if record.status in ("completed", "stopped"):
-            return report_of(record, objective)
-        ctx = StageContext(spec, store, self.executor, objective, direction,
-                           progress=self.progress, plan=make_plan(spec))
-        for stage in record.stages:  # what finished stages handed on and spent, in order
-            if stage.status == "done":
-                ctx.handed.update(stage.hand_on)
-                ctx.spent[stage.name] = (stage.epochs, stage.trial_seconds)
-        store.set_status(spec.name, "running")
+        objective: str = spec.task.objective or ""
         try:
+            objective, direction = objective_of(spec, self.executor)
+            if record.status in ("completed", "stopped"):
+                return report_of(record, objective)
+            ctx = self._context(record, objective, direction)
+            if not store.set_status(spec.name, "running", only_from=RUNNABLE):  # cancelling
+                raise StudyCancelled()
             for stored in record.stages:
                 if stored.status == "done":
                     continue
@@ -87,7 +90,7 @@ class Runner:
                     store.set_status(spec.name, "stopped", f"{stored.name}: {outcome.message}")
                     return report_of(store.study(spec.name), objective)
         except StudyCancelled:
-            store.set_status(spec.name, "cancelled", "cancelled on request; resume to go on")
+            store.set_status(spec.name, "cancelled", CANCELLED)
             return report_of(store.study(spec.name), objective)
         except Exception as exc:
             if is_database_error(exc):  # nothing can be written; the runner actor retries
@@ -98,6 +101,16 @@ class Runner:
             raise
         store.set_status(spec.name, "completed", "")
         return report_of(store.study(spec.name), objective)
+
+    def _context(self, record: StudyRecord, objective: str, direction: str) -> StageContext:
+        """The stages' context, with what the finished stages handed on and spent."""
+        ctx = StageContext(self.spec, self.store, self.executor, objective, direction,
+                           progress=self.progress, plan=make_plan(self.spec))
+        for stage in record.stages:  # in order
+            if stage.status == "done":
+                ctx.handed.update(stage.hand_on)
+                ctx.spent[stage.name] = (stage.epochs, stage.trial_seconds)
+        return ctx
 
     def _run_stage(self, ctx: StageContext, name: str) -> StageOutcome:
         config = getattr(self.spec.stages, name)

@@ -39,7 +39,11 @@ def runner_name(study: str, store_url: str) -> str:
 @ray.remote(num_cpus=0, max_concurrency=64, max_restarts=0)  # type: ignore[call-overload]
 class StudyRunner:
     def __init__(self, study: str, store_url: str, db_retry_seconds: float | None) -> None:
-        load_plugins()
+        self._broken = ""  # why no study can run here (a plugin that cannot be imported)
+        try:
+            load_plugins()
+        except Exception as exc:  # start() records it: an actor that dies here says less
+            self._broken = str(exc)
         if db_retry_seconds is not None:
             set_retry_seconds(db_retry_seconds)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -51,17 +55,37 @@ class StudyRunner:
         self._lock = threading.Lock()
 
     def start(self) -> bool:
-        """Run (or resume) the study in the background; False if it is already running."""
+        """Run (or resume) the study in the background; False if it is already running, or
+        if it cannot start (its spec no longer validates, a plugin is missing): then the
+        study is recorded failed with the reason, and a supervisor does not try again."""
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return False
-            spec = StudySpec.model_validate(self.store.study(self.study).spec)
+            try:
+                spec = self._spec()
+            except Exception as exc:
+                if is_database_error(exc):
+                    raise
+                reason = f"the study cannot start: {exc}"
+                log.error("study %s: %s", self.study, reason)
+                self._result = _failed(self.study, reason)
+                self.store.set_status(self.study, "failed", reason,
+                                      only_from=("pending", "running"))
+                return False
             self._executor = RayExecutor(spec.resources,
                                          runner=ray.get_runtime_context().current_actor)
             self._result, self._progress = None, {}
             self._thread = threading.Thread(target=self._run, args=(spec,), daemon=True)
             self._thread.start()
             return True
+
+    def _spec(self) -> StudySpec:
+        # its errors name the field and what is allowed; the registries (torch) are skipped
+        from studies.spec import stored_spec
+
+        if self._broken:
+            raise ValueError(self._broken)
+        return stored_spec(self.store.study(self.study).spec)
 
     def _run(self, spec: StudySpec) -> None:
         """Run the study; after a database error, resume it from the store with backoff
@@ -137,8 +161,18 @@ def _failed(study: str, message: str) -> dict[str, Any]:
 
 
 def start_runner(study: str, store_url: str, db_retry_seconds: float | None = None) -> Any:
-    """The study's runner, created if none is alive, and started. It lives on the head
-    node: GPU workers come and go, and may not reach the database. (The affinity is hard:
+    """The study's runner, created if none is alive, and started."""
+    actor, started = launch_runner(study, store_url, db_retry_seconds)
+    ray.get(started)
+    return actor
+
+
+def launch_runner(study: str, store_url: str, db_retry_seconds: float | None = None
+                  ) -> tuple[Any, ray.ObjectRef]:
+    """Create the study's runner if none is alive and ask it to start, without waiting:
+    the actor and the reference its `start` answers on (a new actor's process takes
+    seconds to come up; a supervisor starts many at once). It lives on the head node:
+    GPU workers come and go, and may not reach the database. (The affinity is hard:
     Ray 2.60 placed soft-affine detached actors on other nodes in our tests.)"""
     connect()
     actor = StudyRunner.options(  # type: ignore[attr-defined]
@@ -146,8 +180,17 @@ def start_runner(study: str, store_url: str, db_retry_seconds: float | None = No
         get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(head_node_id(), soft=False),
     ).remote(study, store_url, db_retry_seconds)
-    ray.get(actor.start.remote())
-    return actor
+    return actor, actor.start.remote()
+
+
+def runner_studies(store_url: str) -> list[str]:
+    """The studies of this store that have a runner on the cluster, whoever started it
+    (runners are detached: they outlive the service that started them)."""
+    connect()
+    prefix, suffix = "runner:", runner_name("", store_url).removeprefix("runner:")
+    return [name.removeprefix(prefix).removesuffix(suffix)
+            for name in ray.util.list_named_actors()
+            if name.startswith(prefix) and name.endswith(suffix)]
 
 
 def find_runner(study: str, store_url: str) -> Any | None:
@@ -166,7 +209,7 @@ def cancel_study(study: str, store_url: str) -> bool:
     if actor is not None and ray.get(actor.cancel.remote()):
         return True
     store = Store(store_url)
-    if store.study(study).status in ("running", "pending"):
+    if store.study(study).status in ("running", "pending", "cancelling"):
         store.set_status(study, "cancelled", "cancelled on request; resume to go on")
         return True
     return False

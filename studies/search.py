@@ -26,6 +26,7 @@ from studies.weights import TrialCheckpoints
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+NOT_RUN = "not_run"  # the status of a queued trial closed because its stage ended first
 
 
 @dataclass
@@ -80,11 +81,25 @@ def fail_orphans(study: optuna.Study) -> int:
     return len(orphans)
 
 
+def fail_waiting(study: optuna.Study, why: str) -> int:
+    """Close the trials still queued (enqueued warm starts or confirm runs that never ran),
+    so that none outlives its stage: failed, with status `not_run` and `why`."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    for _ in waiting:
+        trial = study.ask()  # takes the oldest queued trial
+        trial.set_user_attr("status", NOT_RUN)
+        trial.set_user_attr("message", why)
+        study.tell(trial, state=TrialState.FAIL)
+    return len(waiting)
+
+
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Finished trials that spend budget: every one but those stopped by a cancel, which
-    a resumed study runs again, and coarse's trials told to refine's sampler."""
+    a resumed study runs again, those that never ran, and coarse's trials told to
+    refine's sampler."""
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
-            if t.user_attrs.get("status") != "cancelled" and t.user_attrs.get("from") != "coarse"]
+            if t.user_attrs.get("status") not in ("cancelled", NOT_RUN)
+            and t.user_attrs.get("from") != "coarse"]
 
 
 def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Allowance,

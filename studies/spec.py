@@ -11,28 +11,37 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from workers.config import KNOWN_PARAMS, describe_validation_error, parse_params
-from workers.data import DATASETS
-from workers.errors import StagetuneError
-from workers.models import MODELS
+from studies.errors import SpecError
+from studies.spec_input import parse_spec_text, shape_problems
+from workers.config import describe_validation_error
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_TRIALS, MAX_EPOCHS = 10_000, 1_000
 OBJECTIVES = ("val_accuracy", "val_loss", "val_rmse")
-MAX_SEED = 2**31 - 1  # numpy seeds and trial seeds (seed + trial number) stay in range
+# Optuna's samplers and scikit-learn take seeds below 2**32; trial seeds (seed + trial
+# number) only reach torch, which takes 64 bits, and numpy, modulo 2**32
+MAX_SEED = 2**32 - 1
 RESOURCE_UNIT = 1e-4  # the smallest amount of a resource Ray tells apart
 
 
-class SpecError(StagetuneError, ValueError):
-    """A study spec breaks a rule; the message lists every problem, and `problems` holds
-    them one by one as (field path, what is wrong)."""
+FROM_STORE = {"from_store": True}  # validation context of a spec read back from the store
 
-    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or [("", message)]
+
+def from_store(info: ValidationInfo) -> bool:
+    """Whether a validator checks a spec read back from the store. The spec passed every
+    check when it was submitted; checks that need the registries (and so torch) skip it,
+    so a runner imports no torch."""
+    return bool(info.context and info.context.get("from_store"))
 
 
 class _Strict(BaseModel):
@@ -122,14 +131,20 @@ class TaskSpec(_Strict):
 
     @field_validator("dataset")
     @classmethod
-    def _registered_dataset(cls, name: str) -> str:
-        DATASETS.get(name)  # raises with the registered names
+    def _registered_dataset(cls, name: str, info: ValidationInfo) -> str:
+        if not from_store(info):
+            from workers.data import DATASETS  # the registries import torch: not in a runner
+
+            DATASETS.get(name)  # raises with the registered names
         return name
 
     @field_validator("model")
     @classmethod
-    def _registered_model(cls, name: str) -> str:
-        MODELS.get(name)
+    def _registered_model(cls, name: str, info: ValidationInfo) -> str:
+        if not from_store(info):
+            from workers.models import MODELS
+
+            MODELS.get(name)
         return name
 
 
@@ -259,28 +274,6 @@ class StudySpec(_Strict):
             raise ValueError("goal must be a finite number")
         return goal
 
-    @model_validator(mode="after")
-    def _check_names(self) -> StudySpec:
-        problems = []
-        for where, names in (("space", self.space), ("fixed", self.fixed),
-                             ("task.model_options", self.task.model_options)):
-            unknown = sorted(set(names) - set(KNOWN_PARAMS))
-            if unknown:
-                problems.append(f"{where}: unknown parameter {', '.join(map(repr, unknown))}; "
-                                f"known: {', '.join(KNOWN_PARAMS)}")
-        both = sorted(set(self.space) & set(self.fixed))
-        if both:
-            problems.append(f"{', '.join(map(repr, both))} is both in space and fixed; "
-                            "keep it in one of them")
-        problems += condition_problems(self.space)
-        if problems:
-            raise ValueError("; ".join(problems))
-        try:
-            parse_params({**self.task.model_options, **self.fixed})  # values of fixed knobs
-        except StagetuneError as exc:
-            raise ValueError(f"fixed: {exc}") from None
-        return self
-
 
 PARAM_TYPES: dict[Any, type[BaseModel]] = {"float": FloatParam, "int": IntParam,
                                             "categorical": CategoricalParam}
@@ -291,51 +284,9 @@ def variants(entry: Param | list[Param]) -> list[Param]:
     return list(entry) if isinstance(entry, list) else [entry]
 
 
-def condition_problems(space: dict[str, Any]) -> list[str]:
-    """What is wrong with the space's conditions: each names an unconditional categorical
-    parameter of the space and some of its choices, and variants of a name never overlap."""
-    switches = {n: e.choices for n, e in space.items()
-                if isinstance(e, CategoricalParam) and e.when is None}
-    problems = []
-    for name, entry in space.items():
-        options = variants(entry)
-        for i, param in enumerate(options):
-            where = f"space.{name}" + (f".{i}" if len(options) > 1 else "")
-            if param.when is None:
-                if len(options) > 1:
-                    problems.append(f"{where}: each variant of a parameter needs a 'when' "
-                                    "condition saying when it applies")
-                continue
-            for key, values in param.when.items():
-                if key not in switches or key == name:
-                    problems.append(f"{where}.when: '{key}' is not an unconditional categorical "
-                                    f"parameter of the space; conditions may name: "
-                                    f"{', '.join(sorted(set(switches) - {name})) or 'none'}")
-                    continue
-                wrong = [v for v in values if v not in switches[key]]
-                if wrong:
-                    problems.append(f"{where}.when.{key}: {', '.join(map(repr, wrong))} is not "
-                                    f"one of {key}'s choices ({', '.join(map(str, switches[key]))})")
-        problems += _overlaps(name, options)
-    return problems
-
-
-def _overlaps(name: str, options: list[Param]) -> list[str]:
-    """Two variants overlap when some assignment of the switches satisfies both."""
-    out = []
-    for i in range(len(options)):
-        for j in range(i + 1, len(options)):
-            a, b = options[i].when or {}, options[j].when or {}
-            shared = {k: [v for v in a[k] if v in b[k]] for k in set(a) & set(b)}
-            if all(shared.values()):
-                both = ", ".join(f"{k}={v[0]}" for k, v in sorted(shared.items())) or "always"
-                out.append(f"space.{name}: variants {i} and {j} both apply ({both}); give each "
-                           "variant values of its own")
-    return out
-
-
 def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
-    """Read a spec from a YAML/JSON file path or a dict; raise SpecError listing every problem."""
+    """Read a spec from a YAML/JSON file path or a dict, and check that it can run (the
+    workers' checks, without loading data); raise SpecError listing every problem."""
     if isinstance(source, dict):
         data = source
     else:
@@ -343,22 +294,44 @@ def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
         if not path.is_file():
             raise SpecError(f"spec file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{path} is not valid YAML or JSON: {exc}") from None
+            data = parse_spec_text(path.read_text())  # YAML is a superset of JSON
+        except SpecError as exc:
+            raise SpecError(f"{path}: {exc}".replace("the body is not valid YAML",
+                                                     "not valid YAML or JSON"),
+                            exc.problems) from None
         if not isinstance(data, dict):
             raise SpecError(f"{path} must hold a mapping with name, task, space, ...")
+    _raise_if(shape_problems(data))  # before pydantic walks it: nesting, NaN, Infinity
+    spec = _validated(data)
+    from studies.spec_checks import spec_problems  # it reads this module's models
+
+    _raise_if(spec_problems(spec))
+    return spec
+
+
+def _raise_if(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        raise SpecError("; ".join(f"{w}: {m}" if w else m for w, m in problems), problems)
+
+
+def stored_spec(data: dict[str, Any]) -> StudySpec:
+    """A spec as the store keeps it: checked in full when it was submitted, so checks that
+    need the registries are skipped (a runner reads it, and imports no torch)."""
+    return _validated(data, FROM_STORE)
+
+
+def _validated(data: dict[str, Any], context: dict[str, Any] | None = None) -> StudySpec:
     try:
-        return StudySpec.model_validate(data)
+        return StudySpec.model_validate(data, context=context)
     except ValidationError as exc:
-        lines = _describe(exc)
-        problems = [(where, what) for where, _, what in (line.partition(": ") for line in lines)]
-        raise SpecError("; ".join(lines), problems) from None
+        _raise_if(_describe(exc))
+        raise  # pydantic raises with at least one error
 
 
-def _describe(exc: ValidationError) -> list[str]:
-    """Pydantic's messages, with the ones it words poorly for a spec author rewritten."""
-    lines = []
+def _describe(exc: ValidationError) -> list[tuple[str, str]]:
+    """Pydantic's messages as (field path, message), with the ones it words poorly for a
+    spec author rewritten."""
+    lines: list[tuple[str, str]] = []
     for err in exc.errors():
         raw = err["loc"]
         branch = next((str(p) for p in raw if _is_union_tag(p)), None)  # "a parameter, or variants"
@@ -369,13 +342,14 @@ def _describe(exc: ValidationError) -> list[str]:
         where = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             allowed = sorted(PARAM_TYPES[tag].model_fields) if tag else _fields_at(loc[:-1])
-            lines.append(f"{where}: unknown field; allowed here: {', '.join(allowed)}")
+            lines.append((where, f"unknown field; allowed here: {', '.join(allowed)}"))
         elif err["type"] == "string_pattern_mismatch" and where == "name":
-            lines.append("name: use letters, digits, '-' and '_' (up to 64, not starting with "
-                         f"'-' or '_') (got {err['input']!r})")
+            lines.append(("name", "use letters, digits, '-' and '_' (up to 64, not starting "
+                                  f"with '-' or '_') (got {str(err['input'])[:80]!r})"))
         else:
             one = ValidationError.from_exception_data(exc.title, [{**err, "loc": loc}])  # type: ignore[list-item, typeddict-unknown-key]
-            lines.append(describe_validation_error(one).removeprefix("value: "))
+            text = describe_validation_error(one)
+            lines.append((where, text.removeprefix(f"{where or 'value'}: ")))
     return lines
 
 

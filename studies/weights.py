@@ -3,15 +3,17 @@ under the data folder."""
 
 from __future__ import annotations
 
+import io
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
 from workers.data import get_data_settings
+
+SAVED = "__saved__"  # a state_dict that a trial worker already wrote as a file's bytes
 
 
 def artifact_store() -> FileSystemArtifactStore:
@@ -21,11 +23,27 @@ def artifact_store() -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(base))
 
 
+def as_saved(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A state_dict as the bytes of its file, for a trial worker to hand back: tensors
+    would import torch in the runner that receives them."""
+    import torch  # a trial worker's: it has the tensors
+
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return {SAVED: buffer.getvalue()}
+
+
 def keep_weights(trial: optuna.Trial, state_dict: dict[str, Any]) -> str:
-    """Save a running trial's state_dict as an artifact of it; returns the artifact id."""
+    """Save a running trial's state_dict (or its file, `as_saved`) as an artifact of it;
+    returns the artifact id."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "weights.pt"
-        torch.save(state_dict, path)
+        if set(state_dict) == {SAVED}:
+            path.write_bytes(state_dict[SAVED])
+        else:
+            import torch  # in-process trials only (LocalExecutor): a runner gets `as_saved`
+
+            torch.save(state_dict, path)
         artifact_id = upload_artifact(artifact_store=artifact_store(), file_path=str(path),
                                       study_or_trial=trial, mimetype="application/octet-stream")
     trial.set_user_attr("weights", artifact_id)

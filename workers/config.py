@@ -76,7 +76,8 @@ class ModelConfig(_Knobs):
     skip: Skip = "none"
     residual: bool = Field(False, description="shorthand for skip='residual'")
     arch: str = Field("resnet18", description="torchvision architecture, for model 'torchvision'")
-    weights: str | None = Field(None, description="local state_dict file to start from")
+    weights: str | None = Field(None, description="state_dict file to start from, in the data "
+                                "folder (a path relative to it)")
     transfer: Transfer = "none"
     unfreeze_blocks: int = Field(1, ge=0)
     layer_lr_decay: float = Field(1.0, gt=0, le=1)
@@ -119,6 +120,15 @@ def describe_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "value"
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
-        suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+        suffix = f" (got {_shown(got)})" if got is not None and not isinstance(got, dict) else ""
         lines.append(f"{where}: {msg}{suffix}" if not msg.startswith(f"{where}:") else msg + suffix)
     return "; ".join(lines)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A short repr: a 5,000-digit number or a megabyte string is not echoed back
+    (and Python refuses to print an int of over 4,300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"a number of about {int(value.bit_length() * 0.30103)} digits"
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."

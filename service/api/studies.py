@@ -10,7 +10,6 @@ import tempfile
 import zipfile
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
@@ -26,23 +25,25 @@ from service.schemas import (
     TrialDetail,
     TrialOut,
     TrialState,
+    ValidationErrors,
 )
 from studies import views
-from studies.runner_actor import cancel_study
 from studies.spec import SpecError, load_spec
+from studies.spec_input import YAML_TYPES, parse_spec_text
 from studies.stages import ORDER
 from studies.store import Store
 from studies.weights import fetch_weights
 
 router = APIRouter(tags=["studies"])
 
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 SPEC_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "description": "a study spec"}},
     "application/yaml": {"schema": {"type": "string", "description": "a study spec in YAML"}}}}}
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Message}, 409: {"model": Message}}
+SPEC_ERRORS = {"model": ValidationErrors,
+               "description": "The spec breaks a rule: one entry per problem, with its field"}
 
 
 def _store(request: Request) -> Store:
@@ -76,18 +77,19 @@ def _changed(request: Request) -> None:
 
 @router.post("/studies", status_code=201, response_model=StudyDetail, openapi_extra=SPEC_BODY,
              responses={409: {"model": Message}, 413: {"model": Message},
-                        415: {"model": Message}})
+                        415: {"model": Message}, 422: SPEC_ERRORS})
 async def submit(request: Request) -> Any:
     """Create a study from a spec (JSON, or YAML with its content type); its runner starts."""
     raw = await request.body()
     if len(raw) > request.app.state.settings.max_body_bytes:
         raise ApiError(413, f"the body is over {request.app.state.settings.max_body_bytes} bytes")
-    data = _parse_spec(raw, request.headers.get("content-type", "application/json"))
-    return await run_in_threadpool(_create, request, data)  # the store is synchronous
+    # parsing and the store are synchronous (a megabyte of YAML takes a while): a thread
+    return await run_in_threadpool(_create, request, raw,
+                                   request.headers.get("content-type", "application/json"))
 
 
-def _create(request: Request, data: dict[str, Any]) -> Any:
-    spec = load_spec(data)
+def _create(request: Request, raw: bytes, content_type: str) -> Any:
+    spec = load_spec(_parse_spec(raw, content_type, request.app.state.settings.max_body_bytes))
     store = _store(request)
     if spec.name in store.study_names():
         raise ApiError(409, f"a study named '{spec.name}' already exists; choose another name, "
@@ -97,20 +99,22 @@ def _create(request: Request, data: dict[str, Any]) -> Any:
     return views.detail(store, record)
 
 
-def _parse_spec(raw: bytes, content_type: str) -> dict[str, Any]:
+def _parse_spec(raw: bytes, content_type: str, max_bytes: int) -> dict[str, Any]:
+    """The body as a mapping: nesting, size after YAML's aliases, and numbers bounded, so
+    hostile text gets a 422 that says what is allowed, never a 500 or a huge object."""
     kind = content_type.split(";")[0].strip().lower()
+    if kind in YAML_TYPES:
+        syntax = "yaml"
+    elif kind in ("application/json", "") or kind.endswith("+json"):
+        syntax = "json"
+    else:
+        raise ApiError(415, f"send the spec as application/json or application/yaml "
+                       f"(got {kind[:80]})")
     try:
         text = raw.decode()
-        if kind in YAML_TYPES:
-            data = yaml.safe_load(text)
-        elif kind in ("application/json", "") or kind.endswith("+json"):
-            data = json.loads(text)
-        else:
-            raise ApiError(415, f"send the spec as application/json or application/yaml "
-                           f"(got {kind})")
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError(f"the body is not valid {'YAML' if kind in YAML_TYPES else 'JSON'}: "
-                        f"{str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"the body is not UTF-8 text: {exc}") from None
+    data = parse_spec_text(text, syntax, max_bytes)
     if not isinstance(data, dict):
         raise SpecError("the spec must be a mapping with name, task, space, ...")
     return data
@@ -137,16 +141,20 @@ def get_study(request: Request, study_id: str) -> Any:
         StudyDetail, views.detail(store, store.study(study_id)))))
 
 
-@router.post("/studies/{study_id}/cancel", response_model=StudyDetail, responses=ERRORS)
+@router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyDetail,
+             responses=ERRORS)
 def cancel(request: Request, study_id: str) -> Any:
-    """Stop a pending or running study: its running trials are recorded as cancelled."""
+    """Ask a pending or running study to stop; the answer comes at once, with status
+    `cancelling`. The supervisor then stops its runner, which records its running trials
+    and the study as `cancelled` (a pending study is cancelled before it runs)."""
     store = _store(request)
-    status = store.study(study_id).status
-    if status not in ("pending", "running"):
+    if not store.set_status(study_id, "cancelling", "cancel requested",
+                            only_from=("pending", "running", "cancelling")):
+        status = store.study(study_id).status
         raise ApiError(409, f"study '{study_id}' is {status}, not running: nothing to cancel")
-    cancel_study(study_id, store.url)
+    answer = views.detail(store, store.study(study_id))  # before the supervisor acts on it
     _changed(request)
-    return views.detail(store, store.study(study_id))
+    return answer
 
 
 @router.post("/studies/{study_id}/resume", response_model=StudyDetail, responses=ERRORS)

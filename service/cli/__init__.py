@@ -31,3 +31,12 @@ def _ray_on_loopback(command: list[str]) -> None:
     if os.environ.get("STAGETUNE_RAY_LOOPBACK", "true").strip().lower() in ("0", "false", "no"):
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def __getattr__(name: str) -> object:
+    """`service.cli.app`, the Typer app, for tools and tests; imported on first use."""
+    if name == "app":
+        from service.cli._app import app
+
+        return app
+    raise AttributeError(f"module 'service.cli' has no attribute {name!r}")

@@ -115,7 +115,8 @@ def cancel(
     study: Annotated[str, typer.Argument(help="the study to cancel")],
     url: UrlOption = "http://127.0.0.1:8000", token: TokenOption = None,
 ) -> None:
-    """Cancel a running study (resume it later with the API)."""
+    """Cancel a pending or running study (resume it later with the API). It answers at
+    once: the service stops the study's trials, and `status` shows it cancelled."""
     with one_line_errors(code=1), Client(url, token) as api:
         data = api.cancel(study)
     console.print(f"study {data['id']}: {data['status']}")

@@ -66,10 +66,15 @@ def _drive(store: Store, name: str, json_: bool) -> None:
     Ctrl-C cancels the study (resume it later)."""
     load_plugins()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ran: dict[str, Any] = {}
     if store.study(name).status not in ("completed", "stopped"):  # else: nothing to run
-        _follow(store, name, json_)
+        ran = _follow(store, name, json_)
     record = store.study(name)
-    report = report_of(record, objective_of(StudySpec.model_validate(record.spec))[0])
+    # the objective the runner chose; a study that failed before choosing has none, and
+    # loading its data here to name one would fail the same way
+    objective = ran.get("objective") if ran else objective_of(
+        StudySpec.model_validate(record.spec))[0]
+    report = report_of(record, objective or "")
     if json_:
         print_json(report.to_dict())
     else:
@@ -79,18 +84,19 @@ def _drive(store: Store, name: str, json_: bool) -> None:
     raise typer.Exit(EXIT[report.status])
 
 
-def _follow(store: Store, name: str, json_: bool) -> None:
+def _follow(store: Store, name: str, json_: bool) -> dict[str, Any]:
+    """Run the study to its end; the runner's report (empty after a Ctrl-C)."""
     with one_line_errors(code=1):
         actor = start_runner(name, store.url)
     try:
         if json_:
-            wait_for(actor)
-        else:
-            with _stage_progress() as progress:
-                wait_for(actor, on_progress=_ticker(progress))
+            return wait_for(actor)
+        with _stage_progress() as progress:
+            return wait_for(actor, on_progress=_ticker(progress))
     except KeyboardInterrupt:
         err_console.print("cancelling: the running trials are being stopped...")
         cancel_study(name, store.url)
+        return {}
     finally:
         stop_runner(actor)
 

@@ -1,16 +1,21 @@
 """The dashboard pages: studies, one study, one trial; and a login for token-protected
-services (the token is kept in an HttpOnly cookie that the API also accepts)."""
+services, which gives the browser a signed session (service/auth.py) that the API also
+accepts."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Body, Path, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from service.auth import TOKEN_COOKIE, token_ok
+from service.auth import authenticated, sessions, start_session
 from service.errors import ApiError
 from service.web._templates import PLOTLY_JS, STATIC, templates
+from service.web._throttle import FailureLimiter
+from service.web.security import FIGURE_POLICY, csrf_context
 from studies import views
 from studies.errors import StudyNotFoundError
 from studies.plots import PLOTS, PlotSource
@@ -23,9 +28,22 @@ TOP_TRIALS = 20  # the study page lists the best trials; the API pages through t
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
-    if not token_ok(request):
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-    return templates().TemplateResponse(request, template, context, status_code=status)
+    if not authenticated(request):
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+    return templates().TemplateResponse(request, template, {**context, **csrf_context(request)},
+                                        status_code=status,
+                                        headers={"Content-Security-Policy": FIGURE_POLICY})
+
+
+def safe_next(target: str) -> str:
+    """`target` when it is a path on this service, else "/": no scheme (javascript:,
+    data:), no other host (//host, /\\host, which browsers read as //host), no control
+    or blank characters, which browsers drop before they parse."""
+    if (not target.startswith("/") or target.startswith("//") or "\\" in target
+            or any(unicodedata.category(c)[0] in "CZ" for c in target)):
+        return "/"
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else "/"
 
 
 def _store(request: Request) -> Store:
@@ -72,16 +90,27 @@ def trial_page(request: Request, study_id: str, number: Annotated[int, Path(ge=0
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/") -> Response:
-    return templates().TemplateResponse(request, "login.html", {"next": next})
+    return templates().TemplateResponse(request, "login.html", {"next": safe_next(next)})
 
 
 @router.post("/login")
 def login(request: Request, token: Annotated[str, Body(embed=True)]) -> Response:
-    """Check a token and keep it in a cookie for the pages and their API calls."""
-    if not token_ok(request, token):
+    """Check a token and start a session for the pages and their API calls; a client
+    that failed too often lately gets 429 and is told when to try again."""
+    limiter: FailureLimiter = request.app.state.login_limiter
+    client = request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(client)
+    if wait:
+        raise ApiError(429, f"too many failed logins: try again in {wait} s",
+                       {"Retry-After": str(wait)})
+    known = sessions(request)
+    if not known.required:  # an open service: there is nothing to log in to
+        return Response(status_code=204)
+    if not known.token_valid(token):
+        limiter.failed(client)
         raise ApiError(401, "that token is not one of STAGETUNE_API_TOKENS")
     response = Response(status_code=204)
-    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+    start_session(request, response, token)
     return response
 
 

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from studies.budget import Allowance
 from studies.diagnosis import diagnose
 from studies.executor import Job
-from studies.search import Reporter, counted, fail_orphans, tally, tell
+from studies.search import Reporter, counted, fail_orphans, fail_waiting, tally, tell
 from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
 from studies.weights import keep_weights
 
@@ -46,10 +46,12 @@ class Confirm(Stage):
         epochs = sizes["epochs"]
         study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction)
         fail_orphans(study)
+        fail_waiting(study, "not run: its runner stopped before it began; it runs again")
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
         pairs = [(i, s) for i in range(len(configs)) for s in range(sizes["seeds"])]
         self._run_missing(ctx, study, configs, pairs, epochs, allowance)
+        fail_waiting(study, "not run: confirm ended first")
         return self._judge(ctx, study, configs, epochs)
 
     def _run_missing(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
@@ -65,7 +67,7 @@ class Confirm(Stage):
                     allowance.settle(granted, 0)
                     return
                 study.enqueue_trial(configs[index], user_attrs={"config": index, "seed": seed})
-                trial = study.ask(distributions)  # a pair left waiting by a dead runner comes first
+                trial = study.ask(distributions)  # the pair just queued: none is left waiting
                 index, seed = trial.user_attrs["config"], trial.user_attrs["seed"]
                 request = ctx.request("train", configs[index], epochs,
                                       seed=ctx.spec.seed + CONFIRM_SEED_OFFSET + seed, weights=True)

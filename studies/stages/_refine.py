@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 from studies.lr_ranges import declared_space
 from studies.plan import rungs
 from studies.samplers import SoftPriorSampler
-from studies.search import Proposal, SearchPlan, run_trials, tally, top_trials
+from studies.search import NOT_RUN, Proposal, SearchPlan, fail_waiting, run_trials, tally, top_trials
 from studies.space import dims, distribution, knobs, suggest
 from studies.spec import Param
 from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
@@ -49,7 +49,7 @@ class Refine(Stage):
                                        _pruner(cfg.pruner, cfg.epochs,
                                                ctx.spec.stages.coarse.reduction))
         if not study.get_trials(deepcopy=False):
-            self._seed_from_coarse(ctx, study, declared)
+            self._seed_from_coarse(ctx, study, declared, plan.sizes["trials"])
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
         coarse = {t.number: t for t in ctx.store.trials(ctx.spec.name, "coarse")}
@@ -70,7 +70,10 @@ class Refine(Stage):
                             prune=cfg.pruner != "none",
                             stop=_stop_rule(ctx, study, cfg.patience))
         done = run_trials(ctx, self.name, study, allowance, search, propose)
-        own = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("from") != "coarse"]
+        fail_waiting(study, "not run: refine ended first (its budget share was spent, or a "
+                     "stop rule held)")
+        own = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("from") != "coarse"
+               and t.user_attrs.get("status") != NOT_RUN]
         figures: dict[str, Any] = {
             "trials": len(own), "completed": sum(t.state == TrialState.COMPLETE for t in own),
             "pruned": sum(t.state == TrialState.PRUNED for t in own),
@@ -98,10 +101,11 @@ class Refine(Stage):
                             trial_seconds=done.seconds)
 
     def _seed_from_coarse(self, ctx: StageContext, study: optuna.Study,
-                          declared: dict[str, Any]) -> None:
-        """Continue the survivors; tell the sampler and pruner every other coarse trial."""
+                          declared: dict[str, Any], trials: int) -> None:
+        """Continue the best survivors, as many as refine runs trials; tell the sampler
+        and pruner every other coarse trial."""
         full = self.config.epochs
-        survivors = [s for s in ctx.handed.get("survivors", []) if s["epoch"] < full]
+        survivors = [s for s in ctx.handed.get("survivors", []) if s["epoch"] < full][:trials]
         continued = {s["number"] for s in survivors}
         dists = {d.name: distribution(d.param) for d in dims(declared)}
         for t in ctx.store.trials(ctx.spec.name, "coarse"):

@@ -46,7 +46,7 @@ def get_engine(url: str) -> Engine:
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
-        raise StoreError(f"cannot use database URL {safe_url(url)}: {exc}") from None
+        raise store_error("cannot use the database URL", url, exc) from None
     retry_connects(engine)
     if engine.dialect.name == "sqlite":
 
@@ -92,8 +92,7 @@ def migrate(url: str) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot migrate {safe_url(url)}: {exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise store_error("cannot migrate the database", url, exc) from None
 
 
 @contextmanager
@@ -105,12 +104,21 @@ def session_scope(url: str) -> Iterator[Session]:
         session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
-        raise StoreError(f"database error on {safe_url(url)}: {str(exc).splitlines()[0]}") from exc
+        raise store_error("database error", url, exc) from exc
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def store_error(what: str, url: str, exc: BaseException) -> StoreError:
+    """A StoreError whose message names what failed and the error's kind, never the URL or
+    the driver's text (they name hosts, users, tables and values, and a message reaches API
+    clients); the log gets both."""
+    log.warning("%s on %s: %s", what, safe_url(url),
+                str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+    return StoreError(f"{what} ({exc.__class__.__name__}); the server's log has the detail")
 
 
 def safe_url(url: str) -> str:

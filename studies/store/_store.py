@@ -10,11 +10,11 @@ from functools import cached_property
 from typing import Any
 
 import optuna
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from studies.errors import StoreError, StudyConflictError, StudyNotFoundError
-from studies.store._engine import get_engine, migrate, retry_connects, safe_url, session_scope
+from studies.store._engine import get_engine, migrate, retry_connects, session_scope, store_error
 from studies.store._tables import EventRow, StageRow, StudyRow, TrialMetricRow, utcnow
 
 
@@ -63,7 +63,7 @@ class Store:
         try:
             storage = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
         except Exception as exc:  # Optuna raises several kinds for a bad database
-            raise StoreError(f"Optuna cannot use {safe_url(self.url)}: {exc}") from None
+            raise store_error("Optuna cannot use the database", self.url, exc) from None
         retry_connects(storage.engine)
         return storage
 
@@ -140,11 +140,20 @@ class Store:
         with session_scope(self.url) as s:
             return list(s.scalars(select(StudyRow.name).order_by(StudyRow.id)))
 
-    def set_status(self, name: str, status: str, message: str = "") -> None:
+    def set_status(self, name: str, status: str, message: str = "",
+                   only_from: Collection[str] | None = None) -> bool:
+        """Set a study's status. With `only_from`, only while its status is one of those (a
+        compare-and-set: a cancel and a runner never overwrite each other). True if set."""
         with session_scope(self.url) as s:
             row = self._study_row(s, name)
-            row.status, row.message = status, message
+            change = update(StudyRow).where(StudyRow.id == row.id)
+            if only_from is not None:
+                change = change.where(StudyRow.status.in_(list(only_from)))
+            result = s.execute(change.values(status=status, message=message))
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False
             s.add(EventRow(study_id=row.id, kind=f"study_{status}", message=message))
+        return True
 
     # -- stages -----------------------------------------------------------------------
 

@@ -143,7 +143,8 @@ def test_conditional_sampling_on_its_own() -> None:
     ({"optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
       "lr": [{"type": "float", "low": 1e-3, "high": 1}, {"type": "float", "low": 1e-5, "high": 1e-2}]},
      "space.lr.0", "each variant of a parameter needs a 'when' condition"),
-    ({"lr": {"type": "float", "low": 1e-3, "high": math.inf}}, "space.lr", "must be finite"),
+    ({"lr": {"type": "float", "low": 1e-3, "high": math.inf}}, "space.lr.high",
+     "inf is not allowed; give a finite number"),
 ])
 def test_bad_conditions_name_their_field(space: dict[str, Any], where: str, what: str) -> None:
     with pytest.raises(SpecError) as info:

@@ -38,9 +38,11 @@ def test_a_brief_outage_costs_a_wait_not_the_study(postgres_url: str) -> None:
     coarse = trials(postgres_url, "outage-brief", "coarse")
     numbers = [t.number for t in coarse]
     assert sorted(numbers) == list(range(len(numbers)))
+    states = "; ".join(f"{t.number} {t.state.name} {t.user_attrs.get('status')} "
+                       f"{t.user_attrs.get('message')}" for t in coarse)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-               for t in coarse) == len(coarse)
-    assert sum(t.user_attrs.get("status") != "cancelled" for t in coarse) == 6
+               for t in coarse) == len(coarse), states
+    assert sum(t.user_attrs.get("status") != "cancelled" for t in coarse) == 6, states
     curves = store.curves("outage-brief", "coarse")
     for t in coarse:  # a completed trial's curve is whole, even if reports were missed
         if t.state == TrialState.COMPLETE:

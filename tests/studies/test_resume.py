@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from studies.runner import Runner
 from studies.spec import load_spec
 from studies.store import Store
+from tests.studies.ray_support import trials
 
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
 SPEC = {
@@ -30,11 +31,7 @@ SPEC = {
 
 
 def coarse_trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        study = optuna.load_study(study_name="resume-me:coarse", storage=url)
-    except KeyError:
-        return []
-    return study.get_trials(deepcopy=False)
+    return trials(url, "resume-me", "coarse")  # one storage per store, however often polled
 
 
 def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(tmp_path: Path) -> None:
@@ -89,3 +86,5 @@ def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(tmp_
     orphaned = [n for n, t in before.items() if t.state == TrialState.RUNNING]
     for number in orphaned:
         assert after[number].state == TrialState.FAIL
+        assert after[number].user_attrs["status"] == "failed"
+        assert "its runner stopped while it ran" in after[number].user_attrs["message"]

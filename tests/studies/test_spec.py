@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from studies.spec import SpecError, StudySpec, load_spec
+from workers.data import get_data_settings
 
 BASE: dict[str, Any] = {
     "name": "digits-convnet",
@@ -93,6 +95,37 @@ BAD = [
      "resources.custom: 'GPU' is not a custom resource; use cpus_per_trial or gpus_per_trial"),
     ("custom resource not a number", _set("resources.custom", {"a100": "many"}),
      "resources.custom.a100: Input should be a valid number"),
+    # what the workers would refuse once the study runs is refused at submit (issue 13)
+    ("a range end the knob rejects", _set("space.dropout", {"type": "float", "low": 0, "high": 5}),
+     "space.dropout.high: dropout: Input should be less than 1 (got 5.0)"),
+    ("a choice the knob rejects", _set("space.optimizer", {"type": "categorical",
+                                                           "choices": ["sgd", "adamx"]}),
+     "space.optimizer.choices.1: optimizer: Input should be 'sgd'"),
+    ("fractions for a whole-number knob", _set("space.width", {"type": "float", "low": 8, "high": 9}),
+     "space.width: width takes no fractions"),
+    ("a model option the knob rejects", _set("task.model_options", {"depth": 0}),
+     "task.model_options: depth: Input should be greater than or equal to 1"),
+    ("unknown dataset option", _set("task.dataset_options", {"bogus": 1}),
+     "task.dataset_options: dataset 'digits' has no option 'bogus'; allowed: classes, split_seed"),
+    ("dataset option of the wrong type", _set("task.dataset_options", {"subset": "all"}),
+     "task.dataset_options: dataset 'digits': subset: Input should be a valid integer"),
+    ("dataset option out of its range", _set("task.dataset_options", {"val_fraction": 1.5}),
+     "task.dataset_options: digits: val_fraction must lie in (0, 1) (got 1.5)"),
+    ("unknown torchvision arch", lambda s: (_set("task.model", "torchvision")(s),
+                                            _set("fixed.arch", "os.system")(s)),
+     "fixed.arch: unknown torchvision arch 'os.system'; available: alexnet"),
+    ("NaN in fixed", _set("fixed.warmup_epochs", math.nan),
+     "fixed.warmup_epochs: nan is not allowed; give a finite number"),
+    ("infinity in a space", _set("space.width", {"type": "int", "low": 1, "high": math.inf}),
+     "space.width.high: inf is not allowed"),
+    ("seed past 2**32 - 1", _set("seed", 2**32), "seed: Input should be less than or equal to 4294967295"),
+    ("a seed of 5,000 digits", _set("seed", 10**5000), "(got a number of about 5000 digits)"),
+    ("transfer without weights", _set("fixed.transfer", "full"),
+     "fixed.transfer: transfer 'full' needs weights=PATH, a state_dict file in the data folder"),
+    ("weights outside the data folder", _set("fixed.weights", "/etc/passwd"),
+     "fixed.weights: weights: no file '/etc/passwd' in the data folder"),
+    ("nesting past 32 levels", _set("task.dataset_options", {"classes": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+     "nested deeper than 32 levels"),
 ]
 
 
@@ -104,6 +137,47 @@ def test_bad_spec_gets_its_message(what: str, mutate: Callable[[dict[str, Any]],
     with pytest.raises(SpecError) as info:
         load_spec(spec)
     assert message in str(info.value)
+
+
+def test_every_problem_names_its_field_apart_from_its_sentence() -> None:
+    spec = copy.deepcopy(BASE)
+    spec["fixed"] = {"lr": 0.1, "dropout": 2.0}
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    assert info.value.problems == [("fixed", "'lr' is both in space and fixed; keep it in one "
+                                             "of them")]
+
+
+def test_the_widest_seed_and_weights_inside_the_data_folder_are_accepted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAGETUNE_DATA_DIR", str(tmp_path / "data"))
+    get_data_settings.cache_clear()
+    try:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "start.pt").write_bytes(b"weights")
+        (tmp_path / "elsewhere.pt").write_bytes(b"weights")
+        (tmp_path / "data" / "link.pt").symlink_to(tmp_path / "elsewhere.pt")
+        spec = {**copy.deepcopy(BASE), "seed": 2**32 - 1}
+        spec["fixed"] = {"weights": "start.pt", "transfer": "full"}
+        assert load_spec(spec).seed == 2**32 - 1
+        messages = []
+        for path in ["link.pt", str(tmp_path / "elsewhere.pt"), "absent.pt", "../elsewhere.pt"]:
+            spec["fixed"]["weights"] = path
+            with pytest.raises(SpecError) as info:
+                load_spec(spec)
+            messages.append(str(info.value).replace(repr(path), "PATH"))
+        assert len(set(messages)) == 1 and str(tmp_path) not in messages[0]
+    finally:
+        get_data_settings.cache_clear()
+
+
+def test_a_yaml_alias_bomb_file_is_refused_before_it_expands(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    rows = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    rows += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    bomb.write_text("\n".join(["name: bomb", *rows]))
+    with pytest.raises(SpecError, match="expands to about .* bytes with its YAML aliases"):
+        load_spec(bomb)
 
 
 def test_custom_resources_are_kept_as_numbers() -> None:

@@ -1,15 +1,26 @@
-"""Dataset registry: `register_dataset` to add one, `load_dataset` to get a cached split."""
+"""Dataset registry: `register_dataset` to add one, `load_dataset` to get a cached split.
 
-from workers.data import _tabular, _vision  # noqa: F401  (fill the registry)
-from workers.data._base import Dataset, RawData, TaskKind
-from workers.data._registry import (
-    DATASETS,
-    SPLIT_OPTIONS,
-    dataset_loaded,
-    load_dataset,
-    register_dataset,
-)
-from workers.data._settings import DataSettings, get_data_settings
+The settings import alone; the registry and the datasets (torch, torchvision, scikit-learn)
+load on first use of any other name, so a runner that only needs the data folder stays
+small.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from workers.data._settings import DataSettings, data_file, get_data_settings
+
+if TYPE_CHECKING:
+    from workers.data._base import Dataset, RawData, TaskKind
+    from workers.data._registry import (
+        DATASETS,
+        SPLIT_OPTIONS,
+        check_options,
+        dataset_loaded,
+        load_dataset,
+        register_dataset,
+    )
 
 __all__ = [
     "DATASETS",
@@ -18,8 +29,22 @@ __all__ = [
     "Dataset",
     "RawData",
     "TaskKind",
+    "check_options",
+    "data_file",
     "dataset_loaded",
     "get_data_settings",
     "load_dataset",
     "register_dataset",
 ]
+
+_BASE = ("Dataset", "RawData", "TaskKind")
+_REGISTRY = ("DATASETS", "SPLIT_OPTIONS", "check_options", "dataset_loaded", "load_dataset",
+             "register_dataset")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BASE or name in _REGISTRY:
+        from workers.data import _base, _registry, _tabular, _vision  # noqa: F401  (fill the registry)
+
+        return getattr(_base if name in _BASE else _registry, name)
+    raise AttributeError(f"module 'workers.data' has no attribute '{name}'")

@@ -28,14 +28,14 @@ def make_dataset(
     `classes` keeps those labels (renumbered 0..k-1 in the given order); `subset` and
     `val_subset` cap the two splits, stratified, for quick runs on big datasets.
     """
+    check_split(name, val_fraction=val_fraction, split_seed=split_seed, subset=subset,
+                val_subset=val_subset)
     x, y = raw.x, raw.y
     classification = raw.task == "classification"
     if classes is not None:
         if not classification:
             raise ConfigError(f"{name}: 'classes' applies to classification datasets only")
         x, y = _select_classes(name, x, y, classes)
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"{name}: val_fraction must lie in (0, 1) (got {val_fraction})")
     if classification:
         _check_stratifiable(name, y, val_fraction)
     x, x_val, y, y_val = train_test_split(
@@ -45,6 +45,18 @@ def make_dataset(
     x, y = _cap(name, "subset", x, y, subset, split_seed, classification)
     x_val, y_val = _cap(name, "val_subset", x_val, y_val, val_subset, split_seed, classification)
     return _normalise(name, raw, x, y, x_val, y_val)
+
+
+def check_split(name: str, *, val_fraction: float = 0.2, split_seed: int = 0,
+                subset: int | None = None, val_subset: int | None = None) -> None:
+    """The split options' own rules, which need no data (submit checks them too)."""
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"{name}: val_fraction must lie in (0, 1) (got {val_fraction})")
+    if not 0 <= split_seed <= 2**32 - 1:  # scikit-learn's range
+        raise ConfigError(f"{name}: split_seed must lie in 0..{2**32 - 1} (got {split_seed})")
+    for option, size in (("subset", subset), ("val_subset", val_subset)):
+        if size is not None and size < 1:
+            raise ConfigError(f"{name}: {option} must be at least 1 (got {size})")
 
 
 def _check_stratifiable(name: str, y: np.ndarray, val_fraction: float) -> None:
@@ -65,8 +77,6 @@ def _cap(
 ) -> tuple[np.ndarray, np.ndarray]:
     if size is None or size >= len(x):
         return x, y
-    if size < 1:
-        raise ConfigError(f"{name}: {option} must be at least 1 (got {size})")
     # Stratifying needs every class on both sides of the cut, the dropped side included.
     classes = len(np.unique(y))
     stratify = y if classification and min(size, len(x) - size) >= classes else None

@@ -44,8 +44,8 @@ def fashion_mnist(*, settings: DataSettings) -> RawData:
     if not all((raw_dir / f).exists() for f in _IDX_FILES):
         _extract_idx(settings.fashion_mnist_system_dir, raw_dir, "Fashion-MNIST", hint=(
             "install it with 'apt-get install dataset-fashion-mnist', or put the four "
-            f"*-ubyte(.gz) files in {raw_dir}"
-        ))
+            "*-ubyte(.gz) files in FashionMNIST/raw in the data folder"
+        ), where="Debian's dataset-fashion-mnist folder")
     return _torchvision_mnist(tvdatasets.FashionMNIST, root)
 
 
@@ -58,7 +58,8 @@ def mnist(*, settings: DataSettings) -> RawData:
         if settings.allow_download:
             tvdatasets.MNIST(str(root), download=True)
         else:
-            _extract_idx(raw_dir, raw_dir, "MNIST", hint=_download_hint(raw_dir))
+            _extract_idx(raw_dir, raw_dir, "MNIST", hint=_download_hint("MNIST/raw"),
+                         where="MNIST/raw in the data folder")
     return _torchvision_mnist(tvdatasets.MNIST, root)
 
 
@@ -81,10 +82,12 @@ def image_folder(*, settings: DataSettings, path: str = "", image_size: int = 32
     folder = (root / path).resolve()
     if not path or not folder.is_relative_to(root):
         raise ConfigError(
-            f"image_folder: 'path' must name a folder inside the data folder {root} (got {path!r})"
+            f"image_folder: 'path' must name a folder inside the data folder, relative to it "
+            f"(got {path!r})"
         )
     if not folder.is_dir():
-        raise DataNotFoundError(f"image_folder: no folder {folder}; make one class per subfolder")
+        raise DataNotFoundError(f"image_folder: no folder {path!r} in the data folder; make one "
+                                "class per subfolder")
     if not 4 <= image_size <= 1024:
         raise ConfigError(f"image_folder: image_size must lie in [4, 1024] (got {image_size})")
     transform = v2.Compose([
@@ -93,7 +96,7 @@ def image_folder(*, settings: DataSettings, path: str = "", image_size: int = 32
     ])
     data = tvdatasets.ImageFolder(str(folder), transform=transform)
     if len(data.classes) < 2:
-        raise ConfigError(f"image_folder: {folder} needs at least two class subfolders")
+        raise ConfigError(f"image_folder: {path!r} needs at least two class subfolders")
     x = torch.stack([img.expand(3, -1, -1) for img, _ in data]).numpy()
     return RawData(x, np.array(data.targets), "classification", is_image=True)
 
@@ -105,11 +108,12 @@ def _torchvision_mnist(cls: type[tvdatasets.MNIST], root: Path) -> RawData:
     return RawData(x, train.targets.numpy(), "classification", is_image=True)
 
 
-def _extract_idx(source: Path, raw_dir: Path, label: str, hint: str) -> None:
-    """Unpack the four .gz idx files into torchvision's raw folder (what its download does)."""
+def _extract_idx(source: Path, raw_dir: Path, label: str, hint: str, where: str) -> None:
+    """Unpack the four .gz idx files into torchvision's raw folder (what its download does);
+    `where` names `source` without the server's folders, for the message."""
     archives = [source / f"{f}.gz" for f in _IDX_FILES]
     if not all(a.exists() for a in archives):
-        raise DataNotFoundError(f"{label} files not found in {source}: {hint}")
+        raise DataNotFoundError(f"{label} files not found in {where}: {hint}")
     raw_dir.mkdir(parents=True, exist_ok=True)
     for archive in archives:
         extract_archive(str(archive), str(raw_dir))
@@ -118,17 +122,18 @@ def _extract_idx(source: Path, raw_dir: Path, label: str, hint: str) -> None:
 def _cifar(cls: type[tvdatasets.CIFAR10], folder: str, settings: DataSettings) -> RawData:
     root = settings.data_dir
     if not (root / folder).exists() and not settings.allow_download:
-        raise DataNotFoundError(f"{cls.__name__} not found: {_download_hint(root / folder)}")
+        raise DataNotFoundError(f"{cls.__name__} not found: {_download_hint(folder)}")
     try:
         train = cls(str(root), train=True, download=settings.allow_download)
     except RuntimeError as exc:  # torchvision's 'not found or corrupted'
-        raise DataNotFoundError(f"{cls.__name__}: {exc} {_download_hint(root / folder)}") from None
+        raise DataNotFoundError(f"{cls.__name__}: {exc} {_download_hint(folder)}") from None
     x = train.data.transpose(0, 3, 1, 2) * np.float32(1 / 255)
     return RawData(x, np.array(train.targets), "classification", is_image=True)
 
 
-def _download_hint(where: Path) -> str:
+def _download_hint(where: str) -> str:
+    """`where`: a folder relative to the data folder (messages name no server path)."""
     return (
-        f"put the files under {where} (torchvision's layout), or set "
+        f"put the files under {where} in the data folder (torchvision's layout), or set "
         "STAGETUNE_ALLOW_DOWNLOAD=true on a machine with network access"
     )

@@ -8,6 +8,7 @@ from workers.config import ModelConfig
 from workers.data import Dataset
 from workers.models import _convnet, _mlp, _resnet, _torchvision  # noqa: F401  (fill the registry)
 from workers.models._registry import MODELS, ModelFactory, register_model
+from workers.models._torchvision import architectures
 from workers.models._transfer import (
     apply_transfer,
     body_blocks,
@@ -31,6 +32,7 @@ def count_parameters(model: nn.Module) -> int:
 __all__ = [
     "MODELS",
     "ModelFactory",
+    "architectures",
     "body_blocks",
     "build_model",
     "count_parameters",

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from workers.config import ModelConfig
+from workers.data import get_data_settings
 from workers.errors import ConfigError
 from workers.models._layers import activation
 
@@ -36,14 +37,17 @@ def find_head(model: nn.Module) -> nn.Linear:
 
 
 def load_weights(model: nn.Module, path: str, skip_head: bool) -> None:
-    """Load a state_dict file into `model`; a mismatch names the offending keys."""
-    file = Path(path).expanduser()
+    """Load a state_dict file (relative to the data folder, or absolute) into `model`; a
+    mismatch names the offending keys. Messages show the path as given, never the server's
+    folders (a study's message reaches API clients)."""
+    file = get_data_settings().data_dir / Path(path).expanduser()
     if not file.is_file():
-        raise ConfigError(f"weights file {file} does not exist; give a local state_dict file")
+        raise ConfigError(f"weights file {path!r} does not exist; give a local state_dict file")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several kinds for a file it cannot read
-        raise ConfigError(f"weights file {file} is not a PyTorch state_dict: {exc}") from None
+        raise ConfigError(f"weights file {path!r} is not a PyTorch state_dict "
+                          f"({exc.__class__.__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     head_keys = _head_keys(model) if skip_head else set()
@@ -55,7 +59,7 @@ def load_weights(model: nn.Module, path: str, skip_head: bool) -> None:
                  for k, v in state.items() if k in own and v.shape != own[k].shape]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ConfigError(f"weights file {file} does not match the model: {shown}")
+        raise ConfigError(f"weights file {path!r} does not match the model: {shown}")
     model.load_state_dict(state, strict=False)
 
 

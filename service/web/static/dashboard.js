@@ -12,8 +12,15 @@ function draw(div, figure) {
   });
 }
 
-async function fetchJson(url) {
-  const response = await fetch(url, { credentials: "same-origin" });
+// The session's CSRF token, which every write made with the session cookie must carry.
+function csrfHeaders() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta && meta.content ? { "X-CSRF-Token": meta.content } : {};
+}
+
+async function fetchJson(url, options = {}) {
+  const headers = { ...csrfHeaders(), ...(options.headers || {}) };
+  const response = await fetch(url, { credentials: "same-origin", ...options, headers });
   if (!response.ok) throw new Error(`${url}: ${response.status}`);
   return response.json();
 }
@@ -134,12 +141,21 @@ async function refreshStudy(head, last) {
   if (!FINISHED.has(study.status)) setTimeout(() => refreshStudy(head, stamp).catch(console.warn), POLL_MS);
 }
 
+// Where to go after the login: a path of this service only (the server checks it too).
+function sameOrigin(next) {
+  try {
+    const target = new URL(next || "/", window.location.origin);
+    if (target.origin === window.location.origin) return target.pathname + target.search + target.hash;
+  } catch (error) { /* not a URL: go home */ }
+  return "/";
+}
+
 async function logIn(form) {
   const response = await fetch("/login", {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ token: form.elements.token.value }),
   });
-  if (response.ok) window.location = form.dataset.next || "/";
+  if (response.ok) window.location.assign(sameOrigin(form.dataset.next));
   else document.getElementById("login-error").textContent = (await response.json()).detail;
 }
 

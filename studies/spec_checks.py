@@ -1,0 +1,194 @@
+"""Submit-time checks: a spec that is accepted can run.
+
+The workers' own checks, run without loading data or building a model: parameter names,
+every knob value at both ends of every range and for every choice (with the fixed knobs),
+the dataset's options, torchvision architecture names and weights files inside the data
+folder. Each problem is (field path, what is wrong and what is allowed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, get_args
+
+from workers.config import KNOWN_PARAMS, ModelConfig, TrainConfig, parse_params
+from workers.errors import StagetuneError
+
+if TYPE_CHECKING:
+    from studies.spec import Param, StudySpec
+
+Problem = tuple[str, str]
+
+
+def spec_problems(spec: StudySpec) -> list[Problem]:
+    """Everything that would stop `spec` once it runs; empty when it can run."""
+    problems = name_problems(spec)
+    if problems:  # values of unknown knobs say nothing more
+        return problems
+    base = {**spec.task.model_options, **spec.fixed}
+    for where, params in (("task.model_options", spec.task.model_options), ("fixed", base)):
+        error = _knob_error(params)
+        if error is not None:
+            return [(where, error)]
+    return [*_value_problems(spec.space, base), *_dataset_problems(spec),
+            *_arch_problems(spec), *_weights_problems(spec), *_transfer_problems(spec)]
+
+
+def name_problems(spec: StudySpec) -> list[Problem]:
+    """Unknown knobs, a knob both searched and fixed, and conditions that cannot hold."""
+    problems = []
+    for where, names in (("space", spec.space), ("fixed", spec.fixed),
+                         ("task.model_options", spec.task.model_options)):
+        unknown = sorted(set(names) - set(KNOWN_PARAMS))
+        if unknown:
+            problems.append((where, f"unknown parameter {', '.join(map(repr, unknown))}; "
+                                    f"known: {', '.join(KNOWN_PARAMS)}"))
+    both = sorted(set(spec.space) & set(spec.fixed))
+    if both:
+        problems.append(("fixed", f"{', '.join(map(repr, both))} is both in space and fixed; "
+                                  "keep it in one of them"))
+    return problems + condition_problems(spec.space)
+
+
+def condition_problems(space: Mapping[str, Any]) -> list[Problem]:
+    """What is wrong with the space's conditions: each names an unconditional categorical
+    parameter of the space and some of its choices, and variants of a name never overlap."""
+    switches = {n: e.choices for n, e in space.items()
+                if getattr(e, "type", None) == "categorical" and e.when is None}
+    problems = []
+    for name, entry in space.items():
+        for where, param in _variants(name, entry):
+            if param.when is None:
+                if isinstance(entry, list) and len(entry) > 1:
+                    problems.append((where, "each variant of a parameter needs a 'when' "
+                                            "condition saying when it applies"))
+                continue
+            for key, values in param.when.items():
+                if key not in switches or key == name:
+                    problems.append((f"{where}.when", f"'{key}' is not an unconditional "
+                                     "categorical parameter of the space; conditions may name: "
+                                     f"{', '.join(sorted(set(switches) - {name})) or 'none'}"))
+                    continue
+                wrong = [v for v in values if v not in switches[key]]
+                if wrong:
+                    problems.append((f"{where}.when.{key}", f"{', '.join(map(repr, wrong))} is "
+                                     f"not one of {key}'s choices "
+                                     f"({', '.join(map(str, switches[key]))})"))
+        problems += _overlaps(name, entry if isinstance(entry, list) else [entry])
+    return problems
+
+
+def _overlaps(name: str, options: list[Param]) -> list[Problem]:
+    """Two variants overlap when some assignment of the switches satisfies both."""
+    out = []
+    for i in range(len(options)):
+        for j in range(i + 1, len(options)):
+            a, b = options[i].when or {}, options[j].when or {}
+            shared = {k: [v for v in a[k] if v in b[k]] for k in set(a) & set(b)}
+            if all(shared.values()):
+                both = ", ".join(f"{k}={v[0]}" for k, v in sorted(shared.items())) or "always"
+                out.append((f"space.{name}", f"variants {i} and {j} both apply ({both}); give "
+                                             "each variant values of its own"))
+    return out
+
+
+def _variants(name: str, entry: Param | list[Param]) -> Iterator[tuple[str, Param]]:
+    if not isinstance(entry, list):
+        yield f"space.{name}", entry
+        return
+    for i, param in enumerate(entry):
+        yield (f"space.{name}.{i}" if len(entry) > 1 else f"space.{name}"), param
+
+
+def _value_problems(space: Mapping[str, Any], base: dict[str, Any]) -> list[Problem]:
+    """Each range's ends and each choice, set on top of the fixed knobs, as a trial would
+    set them; a float range on a knob that takes no fractions fails in between."""
+    problems = []
+    seen: dict[str, str | None] = {}
+    for name, entry in space.items():
+        for where, param in _variants(name, entry):
+            if param.type == "float" and not _takes_fractions(name):
+                problems.append((where, f"{name} takes no fractions; use type: int or "
+                                        "categorical"))
+                continue
+            for field, value in _values(param):
+                key = json.dumps([name, value])
+                if key not in seen:
+                    seen[key] = _knob_error({**base, name: value})
+                if seen[key] is not None:
+                    problems.append((f"{where}.{field}", f"{seen[key]}"))
+    return problems
+
+
+def _values(param: Param) -> Iterator[tuple[str, Any]]:
+    if param.type == "categorical":
+        yield from ((f"choices.{i}", c) for i, c in enumerate(param.choices))
+    else:
+        yield from (("low", param.low), ("high", param.high))
+
+
+def _knob_error(params: dict[str, Any]) -> str | None:
+    try:
+        parse_params(params)
+    except StagetuneError as exc:
+        return str(exc)
+    return None
+
+
+def _takes_fractions(name: str) -> bool:
+    field = {**TrainConfig.model_fields, **ModelConfig.model_fields}[name]
+    return field.annotation is float or float in get_args(field.annotation)
+
+
+def _dataset_problems(spec: StudySpec) -> list[Problem]:
+    from workers.data import check_options  # the registries import torch: never in a runner
+
+    try:
+        check_options(spec.task.dataset, spec.task.dataset_options)
+    except StagetuneError as exc:
+        return [("task.dataset_options", str(exc))]
+    return []
+
+
+def _knob_values(spec: StudySpec, knob: str) -> Iterator[tuple[str, Any]]:
+    """Every value `knob` can take in a trial, with the field it comes from."""
+    for where, source in (("task.model_options", spec.task.model_options),
+                          ("fixed", spec.fixed)):
+        if knob in source:
+            yield f"{where}.{knob}", source[knob]
+    if knob in spec.space:
+        for where, param in _variants(knob, spec.space[knob]):
+            yield from ((f"{where}.{field}", v) for field, v in _values(param))
+
+
+def _arch_problems(spec: StudySpec) -> list[Problem]:
+    if spec.task.model != "torchvision":
+        return []
+    from workers.models import architectures
+
+    names = architectures()
+    return [(where, f"unknown torchvision arch {value!r}; available: {', '.join(names)}")
+            for where, value in _knob_values(spec, "arch") if value not in names]
+
+
+def _weights_problems(spec: StudySpec) -> list[Problem]:
+    from workers.data import data_file
+
+    problems = []
+    for where, value in _knob_values(spec, "weights"):
+        if value is None:
+            continue
+        try:
+            data_file(value, "weights")
+        except StagetuneError as exc:
+            problems.append((where, str(exc)))
+    return problems
+
+
+def _transfer_problems(spec: StudySpec) -> list[Problem]:
+    if any(v is not None for _, v in _knob_values(spec, "weights")):
+        return []
+    return [(where, f"transfer '{value}' needs weights=PATH, a state_dict file in the data "
+                    "folder; or use transfer 'none'")
+            for where, value in _knob_values(spec, "transfer") if value != "none"]
