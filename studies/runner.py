@@ -74,13 +74,17 @@ class Runner:
         spec, store = self.spec, self.store
         record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
         objective: str = spec.task.objective or ""
+        finished = record.status in ("completed", "stopped")
         try:
+            # running once taken up, before the first trial worker (which names the
+            # objective) has started: on a busy cluster that can take a while
+            if not finished and not store.set_status(spec.name, "running",
+                                                     only_from=RUNNABLE):  # cancelling
+                raise StudyCancelled()
             objective, direction = objective_of(spec, self.executor)
-            if record.status in ("completed", "stopped"):
+            if finished:
                 return report_of(record, objective)
             ctx = self._context(record, objective, direction)
-            if not store.set_status(spec.name, "running", only_from=RUNNABLE):  # cancelling
-                raise StudyCancelled()
             for stored in record.stages:
                 if stored.status == "done":
                     continue

@@ -110,8 +110,12 @@ def _start_head_node(port: int, node_args: list[str]) -> subprocess.Popen[bytes]
         err_console.print("[yellow]warning:[/] Ray token authentication is off: anyone who can "
                           f"reach port {port} can run code here; set RAY_AUTH_TOKEN (the same "
                           "on every node) to turn it on", highlight=False)
+    # On SIGTERM Ray drains a node until nothing holds a lease on it, for up to 30 s; the
+    # head always holds the trial pool (and the runners of running studies, which resume
+    # from the store), so it would always wait out the 30 s, and its agents outlive it.
+    env = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", **os.environ}
     return subprocess.Popen(_ray("start", "--head", f"--port={port}", "--include-dashboard=false",
-                                 "--disable-usage-stats", "--block", *node_args))
+                                 "--disable-usage-stats", "--block", *node_args), env=env)
 
 
 def _settle_ray_auth() -> bool:

@@ -191,13 +191,15 @@ def _group_gone(pgid: int, timeout: float) -> bool:
 
 
 def _members(pgid: int) -> list[str]:
-    """The live (not zombie) processes of a process group."""
+    """The live (not zombie) processes of a process group, as 'pid name'."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            text = stat.read_text()
         except OSError:
             continue
+        name, rest = text.split("(", 1)[1].rsplit(")", 1)
+        fields = rest.split()
         if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(stat.parent.name)
+            found.append(f"{stat.parent.name} {name}")
     return found

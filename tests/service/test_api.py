@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ def test_a_digits_study_submitted_over_http_completes(store_url: str, tmp_path: 
             trials = api.trials("http-digits", limit=500)
             assert trials["total"] == 4 + 3 + 2
             assert [t["number"] for t in trials["items"]] == list(range(9))
+            # times are UTC with their offset (a documented date-time), trials' as well
+            started = [datetime.fromisoformat(t["started_at"]) for t in trials["items"]]
+            assert all(moment.utcoffset() == timedelta(0) for moment in started)
+            assert all(abs(datetime.now(UTC) - moment) < timedelta(hours=1) for moment in started)
             refine = api.trials("http-digits", stage="refine")
             assert {t["stage"] for t in refine["items"]} == {"refine"} and refine["total"] == 3
             # successive halving and continuation are visible: coarse's one rung, and the
