@@ -44,6 +44,18 @@ def wait_until(what: Callable[[], Any], timeout: float, message: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting until {message}")
 
 
+def finish(actor: Any, timeout: float) -> dict[str, Any]:
+    """The runner's report once its study ends; after `timeout`, a failure that says
+    where it stood (its stages, its running trials), not a hang until pytest's limit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = progress(actor)
+        if not now["running"] and now["result"] is not None:
+            return now["result"]  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"the study did not end in {timeout:.0f} s: {now}"
+        time.sleep(0.5)
+
+
 def progress(actor: Any) -> dict[str, Any]:
     return ray.get(actor.progress.remote())  # type: ignore[no-any-return]
 

@@ -8,9 +8,17 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from studies.runner_actor import start_runner, stop_runner, wait_for
+from studies.runner_actor import start_runner, stop_runner
 from tests.studies.db_proxy import flaky_proxy
-from tests.studies.ray_support import NO_PROBES, digits_spec, progress, submit, trials, wait_until
+from tests.studies.ray_support import (
+    NO_PROBES,
+    digits_spec,
+    finish,
+    progress,
+    submit,
+    trials,
+    wait_until,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -31,7 +39,7 @@ def test_a_brief_outage_costs_a_wait_not_the_study(postgres_url: str) -> None:
         proxy.cut()
         time.sleep(3)
         proxy.restore()
-        report = wait_for(actor)
+        report = finish(actor, 240)
         stop_runner(actor)
 
     assert report["status"] == "completed", report["message"]
@@ -59,7 +67,7 @@ def test_a_long_outage_fails_the_study_with_the_reason(postgres_url: str) -> Non
         proxy.cut()
         wait_until(lambda: progress(actor)["result"], 60, "the runner gives up")
         proxy.restore()  # in time for the runner to record why it gave up
-        report = wait_for(actor)
+        report = finish(actor, 240)
         stop_runner(actor)
 
     assert report["status"] == "failed"
