@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -52,14 +54,32 @@ def _answer(ref: ray.ObjectRef) -> Any:
     return _CALLS.submit(ray.get, ref).result()
 
 
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold a cancel's KeyboardInterrupt until the block has run. Ray raises it through
+    the SIGINT handler (`_thread.interrupt_main`); one that lands in the middle of
+    `import torch` leaves torch half-imported in this worker process, and every later
+    task the reused worker runs fails to import it ("Trying to override a python impl
+    for DispatchKey.Meta ...")."""
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
 # max_calls=0: a worker process is reused by later trials, so the data it loaded stays in
 # memory (Ray would otherwise retire a worker after each GPU task).
 @ray.remote(max_calls=0, retry_exceptions=False)
 def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> TrialResult:
     """Run one request on this worker. `runner` (the actor, or None) hears where each
     attempt starts and, when `reports` is set, each epoch's metrics."""
-    from workers import execute  # torch: here, so the runner that submits this imports none
-    from workers.data import dataset_loaded
+    with _interrupts_held():  # torch: here, so the runner that submits this imports none
+        from workers import execute
+        from workers.data import dataset_loaded
 
     load_plugins()
     device = request.device or ("cuda" if ray.get_gpu_ids() else "cpu")
@@ -97,7 +117,8 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
 @ray.remote(max_calls=0, retry_exceptions=False)
 def task_kind_of(dataset: str, options: dict[str, Any]) -> str:
     """A dataset's kind, loaded where trials run (the data stays cached for them)."""
-    from workers.data import load_dataset
+    with _interrupts_held():
+        from workers.data import load_dataset
 
     load_plugins()
     return load_dataset(dataset, options).task
@@ -226,7 +247,13 @@ class RayExecutor(Executor):
     def task_kind(self, dataset: str, options: dict[str, Any]) -> str:
         # A trial's resources: it runs in a worker that later trials reuse, data loaded
         # (with no CPU, it would start a worker process beside the busy ones).
-        return str(ray.get(self._pool.task_kind.remote(self._options, dataset, options)))
+        try:
+            return str(ray.get(self._pool.task_kind.remote(self._options, dataset, options)))
+        except RayTaskError as exc:  # raise the dataset's own error, not Ray's wrapping
+            cause: BaseException = exc
+            while isinstance(cause, RayTaskError) and cause.cause is not None:
+                cause = cause.cause  # the pool's error wraps the task's
+            raise cause from None
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         if self.cancelled:
