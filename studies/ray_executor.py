@@ -280,9 +280,11 @@ class RayExecutor(Executor):
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
                 for ref in ready:
                     yield self._finish(ref, running.pop(ref))
-        finally:  # the runner stopped early (a database error): leave no trial running
-            for ref in running:
+        finally:  # the runner stopped early (a database error): leave no trial running,
+            # and forget its jobs, so that a trial still reporting is told to stop
+            for ref, token in running.items():
                 ray.cancel(ref, force=False)
+                self._forget(token)
 
     def _submit(self, job: Job, token: str) -> ray.ObjectRef:
         with self._lock:
@@ -290,12 +292,16 @@ class RayExecutor(Executor):
         return self._pool.run.remote(  # type: ignore[no-any-return]
             self._options, job.request, token, self._runner, job.report is not None)
 
-    def _finish(self, ref: ray.ObjectRef, token: str) -> Outcome:
+    def _forget(self, token: str) -> tuple[Job | None, int]:
+        """Drop a job's bookkeeping; its job and how often it restarted."""
         with self._lock:
-            job = self._jobs.pop(token)
             self._where.pop(token, None)
             self._checkpoints.pop(token, None)
-            restarts = self._restarts.pop(token, 0)
+            return self._jobs.pop(token, None), self._restarts.pop(token, 0)
+
+    def _finish(self, ref: ray.ObjectRef, token: str) -> Outcome:
+        job, restarts = self._forget(token)
+        assert job is not None  # only a running job finishes
         try:
             result: TrialResult = ray.get(ref)
         except TaskCancelledError:
