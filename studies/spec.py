@@ -24,10 +24,10 @@ from pydantic import (
 from studies.errors import SpecError
 from studies.spec_input import parse_spec_text, shape_problems
 from workers.config import describe_validation_error
+from workers.request import Task
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_TRIALS, MAX_EPOCHS = 10_000, 1_000
-OBJECTIVES = ("val_accuracy", "val_loss", "val_rmse")
 # Optuna's samplers and scikit-learn take seeds below 2**32; trial seeds (seed + trial
 # number) only reach torch, which takes 64 bits, and numpy, modulo 2**32
 MAX_SEED = 2**32 - 1
@@ -122,17 +122,28 @@ def _check_bounds(low: float, high: float, log: bool) -> None:
         raise ValueError(f"low and high must be finite numbers (got low={low}, high={high})")
 
 
+METRIC_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+
+
 class TaskSpec(_Strict):
-    dataset: str
-    model: str
+    """What is trained on what. With a `trainer` (the user's own training function) the
+    model and the dataset are optional: the trainer may build and load its own."""
+
+    dataset: str | None = None
+    model: str | None = None
+    trainer: str | None = None
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     model_options: dict[str, Any] = Field(default_factory=dict)
-    objective: Literal["val_accuracy", "val_loss", "val_rmse"] | None = None
+    loss: str | None = None  # a registered loss; default: the dataset's, else by its kind
+    metrics: list[Annotated[str, Field(pattern=METRIC_PATTERN)]] = Field(
+        default_factory=list, max_length=32)  # reported besides the dataset's own
+    objective: str | None = Field(None, pattern=METRIC_PATTERN)  # any metric a run reports
+    direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
 
     @field_validator("dataset")
     @classmethod
-    def _registered_dataset(cls, name: str, info: ValidationInfo) -> str:
-        if not from_store(info):
+    def _registered_dataset(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is not None and not from_store(info):
             from workers.data import DATASETS  # the registries import torch: not in a runner
 
             DATASETS.get(name)  # raises with the registered names
@@ -140,12 +151,53 @@ class TaskSpec(_Strict):
 
     @field_validator("model")
     @classmethod
-    def _registered_model(cls, name: str, info: ValidationInfo) -> str:
-        if not from_store(info):
+    def _registered_model(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is not None and not from_store(info):
             from workers.models import MODELS
 
             MODELS.get(name)
         return name
+
+    @field_validator("trainer")
+    @classmethod
+    def _registered_trainer(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is not None and not from_store(info):
+            from workers.trainers import TRAINERS
+
+            TRAINERS.get(name)
+        return name
+
+    @field_validator("loss")
+    @classmethod
+    def _registered_loss(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is not None and not from_store(info):
+            from workers.losses import LOSSES
+
+            LOSSES.get(name)
+        return name
+
+    @field_validator("metrics")
+    @classmethod
+    def _registered_metrics(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        if names and not from_store(info):
+            from workers.metrics import METRICS
+
+            for name in names:
+                METRICS.get(name)
+        return names
+
+    def as_task(self) -> Task:
+        """The workers' view of this task."""
+        return Task(self.dataset, self.model, dict(self.dataset_options),
+                    dict(self.model_options), trainer=self.trainer, loss=self.loss,
+                    metrics=tuple(self.metrics))
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> TaskSpec:
+        if self.trainer is None and (self.dataset is None or self.model is None):
+            missing = " and ".join(f for f in ("dataset", "model") if getattr(self, f) is None)
+            raise ValueError(f"give a {missing} (or a trainer, which may bring its own)")
+        return self
 
 
 Trials = Annotated[int, Field(ge=1, le=MAX_TRIALS)]

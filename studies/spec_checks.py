@@ -12,8 +12,10 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, get_args
 
-from workers.config import KNOWN_PARAMS, ModelConfig, TrainConfig, parse_params
+from workers.config import ModelConfig, TrainConfig
 from workers.errors import StagetuneError
+from workers.knobs import declared_knobs, parse_task_params, unknown_params
+from workers.request import Task
 
 if TYPE_CHECKING:
     from studies.spec import Param, StudySpec
@@ -26,24 +28,24 @@ def spec_problems(spec: StudySpec) -> list[Problem]:
     problems = name_problems(spec)
     if problems:  # values of unknown knobs say nothing more
         return problems
-    base = {**spec.task.model_options, **spec.fixed}
-    for where, params in (("task.model_options", spec.task.model_options), ("fixed", base)):
-        error = _knob_error(params)
+    task = spec.task.as_task()
+    for where, params in (("task.model_options", {}), ("fixed", spec.fixed)):
+        error = _knob_error(task, params)
         if error is not None:
             return [(where, error)]
-    return [*_value_problems(spec.space, base), *_dataset_problems(spec),
+    return [*_value_problems(task, spec.space, spec.fixed), *_dataset_problems(spec),
             *_arch_problems(spec), *_weights_problems(spec), *_transfer_problems(spec)]
 
 
 def name_problems(spec: StudySpec) -> list[Problem]:
     """Unknown knobs, a knob both searched and fixed, and conditions that cannot hold."""
     problems = []
+    task = spec.task.as_task()
     for where, names in (("space", spec.space), ("fixed", spec.fixed),
                          ("task.model_options", spec.task.model_options)):
-        unknown = sorted(set(names) - set(KNOWN_PARAMS))
+        unknown = unknown_params(task, names)
         if unknown:
-            problems.append((where, f"unknown parameter {', '.join(map(repr, unknown))}; "
-                                    f"known: {', '.join(KNOWN_PARAMS)}"))
+            problems.append((where, unknown))
     both = sorted(set(spec.space) & set(spec.fixed))
     if both:
         problems.append(("fixed", f"{', '.join(map(repr, both))} is both in space and fixed; "
@@ -101,21 +103,22 @@ def _variants(name: str, entry: Param | list[Param]) -> Iterator[tuple[str, Para
         yield (f"space.{name}.{i}" if len(entry) > 1 else f"space.{name}"), param
 
 
-def _value_problems(space: Mapping[str, Any], base: dict[str, Any]) -> list[Problem]:
+def _value_problems(task: Task, space: Mapping[str, Any], base: dict[str, Any]
+                    ) -> list[Problem]:
     """Each range's ends and each choice, set on top of the fixed knobs, as a trial would
     set them; a float range on a knob that takes no fractions fails in between."""
     problems = []
     seen: dict[str, str | None] = {}
     for name, entry in space.items():
         for where, param in _variants(name, entry):
-            if param.type == "float" and not _takes_fractions(name):
+            if param.type == "float" and not _takes_fractions(task, name):
                 problems.append((where, f"{name} takes no fractions; use type: int or "
                                         "categorical"))
                 continue
             for field, value in _values(param):
                 key = json.dumps([name, value])
                 if key not in seen:
-                    seen[key] = _knob_error({**base, name: value})
+                    seen[key] = _knob_error(task, {**base, name: value})
                 if seen[key] is not None:
                     problems.append((f"{where}.{field}", f"{seen[key]}"))
     return problems
@@ -128,22 +131,33 @@ def _values(param: Param) -> Iterator[tuple[str, Any]]:
         yield from (("low", param.low), ("high", param.high))
 
 
-def _knob_error(params: dict[str, Any]) -> str | None:
+def _knob_error(task: Task, params: dict[str, Any]) -> str | None:
+    """What a trial of `task` with `params` would say of them (model_options under them);
+    a dataset knob is checked with the dataset's other options."""
     try:
-        parse_params(params)
+        knobs = parse_task_params(task, params)
+        if task.dataset is not None and knobs.dataset_options != task.dataset_options:
+            from workers.data import check_options
+
+            check_options(task.dataset, knobs.dataset_options)
     except StagetuneError as exc:
         return str(exc)
     return None
 
 
-def _takes_fractions(name: str) -> bool:
-    field = {**TrainConfig.model_fields, **ModelConfig.model_fields}[name]
-    return field.annotation is float or float in get_args(field.annotation)
+def _takes_fractions(task: Task, name: str) -> bool:
+    fields = {**TrainConfig.model_fields, **ModelConfig.model_fields}
+    for knobs in declared_knobs(task).values():
+        fields |= knobs.model_fields
+    annotation = fields[name].annotation
+    return annotation is float or float in get_args(annotation)
 
 
 def _dataset_problems(spec: StudySpec) -> list[Problem]:
     from workers.data import check_options  # the registries import torch: never in a runner
 
+    if spec.task.dataset is None:
+        return []
     try:
         check_options(spec.task.dataset, spec.task.dataset_options)
     except StagetuneError as exc:

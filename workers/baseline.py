@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 from workers.data import Dataset, load_dataset
+from workers.knobs import parse_task_params
 from workers.errors import ConfigError
 from workers.request import TrialRequest, TrialResult
 
@@ -55,7 +56,7 @@ def run_baseline(request: TrialRequest) -> TrialResult:
     """
     max_rows = _max_rows(request)
     task = request.task
-    data = load_dataset(task.dataset, task.dataset_options)
+    data = load_dataset(task.dataset, parse_task_params(task, request.params).dataset_options)
     x, y = _subsample(data, max_rows, request.seed)
     x_val, y_val = _flat(data.x_val.numpy()), data.y_val.numpy()
     # BLAS gets the thread budget the worker gave torch: OpenBLAS threads that outnumber

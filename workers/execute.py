@@ -10,9 +10,9 @@ import torch
 
 from workers import probes
 from workers.baseline import run_baseline
-from workers.config import parse_params
 from workers.data import load_dataset
 from workers.errors import ConfigError
+from workers.knobs import parse_task_params
 from workers.models import build_model, count_parameters
 from workers.request import MODES, TrialRequest, TrialResult
 from workers.runtime import pick_device, seed_everything
@@ -48,10 +48,11 @@ def execute(request: TrialRequest, report: Report | None = None,
 
 def _train(request: TrialRequest, report: Report | None, save: Save | None) -> TrialResult:
     task = request.task
-    data = load_dataset(task.dataset, task.dataset_options)
-    train_cfg, model_cfg = parse_params({**task.model_options, **request.params})
+    knobs = parse_task_params(task, request.params)
+    train_cfg, model_cfg = knobs.train, knobs.model
+    data = load_dataset(task.dataset, knobs.dataset_options)
     generator = seed_everything(request.seed)
-    model = build_model(task.model, data, model_cfg)
+    model = build_model(task.model, data, model_cfg, knobs.declared.get("model"))
     device = pick_device(request.device)
     if device.type == "cuda":  # workers are reused across trials: the peak is per trial
         torch.cuda.reset_peak_memory_stats(device)

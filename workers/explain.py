@@ -10,7 +10,7 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from workers.config import parse_params
+from workers.knobs import parse_task_params
 from workers.data import load_dataset
 from workers.models import build_model
 from workers.request import Task
@@ -28,11 +28,13 @@ def grad_cam(task: Task, params: dict[str, Any], state_dict: dict[str, Any],
              count: int = 8) -> GradCam | None:
     """Grad-CAM for the first `count` validation images; None when the task is not an
     image classification task or the model has no 2-D convolution."""
-    data = load_dataset(task.dataset, task.dataset_options)
+    if task.model is None:  # a trainer's own model: nothing here can rebuild it
+        return None
+    knobs = parse_task_params(task, params)
+    data = load_dataset(task.dataset, knobs.dataset_options)
     if not data.is_image or data.task != "classification" or data.x_val.dim() != 4:
         return None
-    _, arch = parse_params({**task.model_options, **params})
-    model = build_model(task.model, data, arch)
+    model = build_model(task.model, data, knobs.model, knobs.declared.get("model"))
     model.load_state_dict(state_dict)
     model.eval()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]

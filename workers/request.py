@@ -13,12 +13,16 @@ MODES: tuple[str, ...] = ("train", "init_check", "overfit", "lr_probe", "baselin
 
 @dataclass(frozen=True)
 class Task:
-    """What is trained on what: registered names and their options."""
+    """What is trained on what: registered names and their options. A task with a
+    `trainer` may leave out the model (the trainer builds its own) and the dataset."""
 
-    dataset: str
-    model: str
+    dataset: str | None
+    model: str | None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
+    trainer: str | None = None  # a registered training function in place of the built-in loop
+    loss: str | None = None  # a registered loss; None: the dataset's, else by its kind
+    metrics: tuple[str, ...] = ()  # registered metrics reported besides the dataset's own
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from studies.plots._registry import note, register_plot
 from studies.plots._source import PlotSource
 from studies.weights import fetch_weights
 from workers.explain import grad_cam
-from workers.request import Task
+from studies.spec import stored_spec
 
 IMAGES = 8
 
@@ -28,9 +28,7 @@ def gradcam(source: PlotSource) -> go.Figure:
     if not weights.get("artifact_id") or not best:
         return note("Grad-CAM needs the winner's weights: they are kept when confirm finishes.")
     spec = source.record.spec
-    task = Task(spec["task"]["dataset"], spec["task"]["model"],
-                dict(spec["task"].get("dataset_options", {})),
-                dict(spec["task"].get("model_options", {})))
+    task = stored_spec(spec).task.as_task()
     with tempfile.TemporaryDirectory() as tmp:
         path = fetch_weights(weights["artifact_id"], Path(tmp) / "weights.pt")
         state = torch.load(path, map_location="cpu")

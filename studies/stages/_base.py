@@ -59,8 +59,7 @@ class StageContext:
 
     @property
     def task(self) -> Task:
-        t = self.spec.task
-        return Task(t.dataset, t.model, dict(t.dataset_options), dict(t.model_options))
+        return self.spec.task.as_task()
 
     def request(self, mode: str, params: dict[str, Any] | None = None, epochs: int = 1,
                 seed: int | None = None, options: dict[str, Any] | None = None,

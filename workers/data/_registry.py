@@ -85,11 +85,17 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
 @functools.cache
 def _options_model(name: str) -> type[BaseModel] | None:
     """A strict pydantic model of `name`'s options: its factory's keyword parameters
-    (their annotations and defaults) and the split options every dataset takes."""
-    factory = DATASETS.get(name)
+    (their annotations and defaults), or its declared knobs, and the split options every
+    dataset takes."""
+    entry = DATASETS.entry(name)
+    factory = entry.factory
     fields: dict[str, Any] = {"val_fraction": (float, 0.2), "split_seed": (int, 0),
                               "classes": (list[int] | None, None), "subset": (int | None, None),
                               "val_subset": (int | None, None)}
+    if entry.knobs is not None:  # declared: the knobs are the options
+        for field, info in entry.knobs.model_fields.items():
+            fields[field] = (info.annotation, info)
+        return create_model(f"{name}_options", __config__=ConfigDict(extra="forbid"), **fields)
     try:
         hints = typing.get_type_hints(factory)
     except Exception:  # a plugin's annotation that does not resolve: check names only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from torch import nn
 
 from workers.config import ModelConfig
@@ -17,9 +18,15 @@ from workers.models._transfer import (
 )
 
 
-def build_model(name: str, data: Dataset, cfg: ModelConfig) -> nn.Module:
-    """Build model `name` for `data`, then load weights and apply the transfer strategy."""
-    model = MODELS.get(name)(data, cfg)
+def build_model(name: str, data: Dataset, cfg: ModelConfig,
+                knobs: BaseModel | None = None) -> nn.Module:
+    """Build model `name` for `data`, then load weights and apply the transfer strategy.
+    A model registered with knobs gets their values (`knobs`) as its third argument."""
+    entry = MODELS.entry(name)
+    if entry.knobs is not None:
+        model = entry.factory(data, cfg, knobs if knobs is not None else entry.knobs())
+    else:
+        model = entry.factory(data, cfg)
     apply_transfer(model, cfg, data.num_outputs)
     return model
 

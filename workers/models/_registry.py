@@ -10,7 +10,8 @@ from workers.config import ModelConfig
 from workers.data import Dataset
 from workers.registry import Registry
 
-ModelFactory = Callable[[Dataset, ModelConfig], nn.Module]
+# (data, cfg) -> module; a model registered with knobs=K is called (data, cfg, K instance)
+ModelFactory = Callable[..., nn.Module]
 
 MODELS: Registry[ModelFactory] = Registry("model")
 register_model = MODELS.register

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.config import ModelConfig, TrainConfig, parse_params
+from workers.config import ModelConfig, TrainConfig
 from workers.data import Dataset, load_dataset
 from workers.errors import ConfigError
+from workers.knobs import parse_task_params
 from workers.models import build_model
 from workers.request import TrialRequest, TrialResult
 from workers.runtime import pick_device, seed_everything
@@ -28,10 +29,11 @@ class ProbeSetup:
 
 def prepare(request: TrialRequest, overrides: dict[str, Any] | None = None) -> ProbeSetup:
     task = request.task
-    data = load_dataset(task.dataset, task.dataset_options)
-    train, arch = parse_params({**task.model_options, **request.params, **(overrides or {})})
+    knobs = parse_task_params(task, {**request.params, **(overrides or {})})
+    train, arch = knobs.train, knobs.model
+    data = load_dataset(task.dataset, knobs.dataset_options)
     generator = seed_everything(request.seed)
-    model = build_model(task.model, data, arch)
+    model = build_model(task.model, data, arch, knobs.declared.get("model"))
     device = pick_device(request.device)
     model.to(device)
     return ProbeSetup(data, train, arch, model, device, generator)
