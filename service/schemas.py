@@ -89,10 +89,31 @@ class TrialDetail(TrialOut):
     curves: list[dict[str, Any]]
 
 
+class Knob(BaseModel):
+    """A declared knob: what a spec may set it to."""
+
+    name: str
+    type: str
+    default: Any = None
+    required: bool = False
+    bounds: dict[str, float] = {}  # ge, gt, le, lt, as pydantic declares them
+    choices: list[Any] | None = None
+    description: str = ""
+
+
+class RegistryEntry(BaseModel):
+    description: str  # the first line of its docstring
+    knobs: list[Knob]  # its own knobs, beside the built-in ones (`parameters`)
+    declares: dict[str, Any] = {}  # a dataset's loss and metrics, a metric's direction, ...
+
+
 class Registry(BaseModel):
-    datasets: dict[str, str]
-    models: dict[str, str]
-    parameters: list[str]
+    datasets: dict[str, RegistryEntry]
+    models: dict[str, RegistryEntry]
+    trainers: dict[str, RegistryEntry]
+    losses: dict[str, RegistryEntry]
+    metrics: dict[str, RegistryEntry]
+    parameters: list[str]  # the built-in knobs every model and trainer takes
     stages: list[str]
     samplers: dict[str, list[str]]
     pruners: list[str]

@@ -29,7 +29,8 @@ from typing import Literal
 
 import numpy as np
 
-DiagnosisKind = Literal["overfitting", "underfitting", "unstable", "still_improving", "saturated"]
+DiagnosisKind = Literal["overfitting", "underfitting", "unstable", "still_improving", "saturated",
+                        "not_diagnosed"]
 # In the order the rules are checked: the first that fires names the run.
 KINDS: tuple[str, ...] = ("unstable", "overfitting", "underfitting", "still_improving", "saturated")
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workers import StagetuneError, TrialRequest, TrialResult
+from workers import StagetuneError, Task, TrialRequest, TrialResult
 
 if TYPE_CHECKING:
     from workers.train import Report
@@ -60,11 +60,13 @@ class Executor(ABC):
         yields an Outcome with `error`, never raises; a cancelled study yields its
         running jobs as cancelled outcomes, then raises StudyCancelled."""
 
-    def task_kind(self, dataset: str, options: dict[str, Any]) -> str:
-        """Whether a dataset is classification or regression, found where trials run."""
-        from workers.data import load_dataset  # torch: only where trials run
+    def objective(self, task: Task, objective: str | None = None,
+                  direction: str | None = None) -> tuple[str, str]:
+        """The task's objective and direction (`objective`, `direction` where given), found
+        where trials run: it may need the trainer's declaration or the dataset's kind."""
+        from workers.objective import objective_for  # torch: only where trials run
 
-        return load_dataset(dataset, options).task
+        return objective_for(task, objective, direction)
 
 
 class LocalExecutor(Executor):

@@ -34,7 +34,7 @@ from studies.errors import StudyCancelled
 from studies.executor import Executor, Job, Outcome
 from studies.spec import Resources
 from studies.weights import as_saved
-from workers import StagetuneError, TrialRequest, TrialResult
+from workers import StagetuneError, Task, TrialRequest, TrialResult
 from workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,10 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
 
     load_plugins()
     device = request.device or ("cuda" if ray.get_gpu_ids() else "cpu")
+    task = request.task
+    cached = task.dataset is not None and dataset_loaded(task.dataset, task.dataset_options)
     where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-             "device": device, "data_cached": dataset_loaded(request.task.dataset,
-                                                             request.task.dataset_options)}
+             "device": device, "data_cached": cached}
     if runner is not None:
         # A retry after the worker was lost gets the last checkpoint its attempts handed over.
         latest = _answer(runner.started.remote(token, where))
@@ -115,13 +116,18 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
 
 
 @ray.remote(max_calls=0, retry_exceptions=False)
-def task_kind_of(dataset: str, options: dict[str, Any]) -> str:
-    """A dataset's kind, loaded where trials run (the data stays cached for them)."""
-    with _interrupts_held():
-        from workers.data import load_dataset
+def objective_of_task(task: Task, objective: str | None, direction: str | None
+                      ) -> tuple[str, str]:
+    """A task's objective and direction, found where trials run: a dataset loaded for its
+    kind stays cached for them; a trainer task with no dataset loads none."""
+    with _interrupts_held():  # what objective_for imports on first use: torch among it
+        import workers.losses  # noqa: F401
+        import workers.metrics  # noqa: F401
+        from workers.data import load_dataset  # noqa: F401
+        from workers.objective import objective_for
 
     load_plugins()
-    return load_dataset(dataset, options).task
+    return objective_for(task, objective, direction)
 
 
 @ray.remote(num_cpus=0, max_concurrency=10_000, max_restarts=-1)  # type: ignore[call-overload]
@@ -134,9 +140,10 @@ class TrialPool:
                   runner: Any, reports: bool) -> TrialResult:
         return await _owned(run_trial.options(**options).remote(request, token, runner, reports))
 
-    async def task_kind(self, options: dict[str, Any], dataset: str,
-                        dataset_options: dict[str, Any]) -> str:
-        return await _owned(task_kind_of.options(**options).remote(dataset, dataset_options))
+    async def objective(self, options: dict[str, Any], task: Task, objective: str | None,
+                        direction: str | None) -> tuple[str, str]:
+        return await _owned(objective_of_task.options(**options).remote(task, objective,
+                                                                        direction))
 
 
 async def _owned(ref: ray.ObjectRef) -> Any:
@@ -244,16 +251,19 @@ class RayExecutor(Executor):
 
     # -- the executor contract --------------------------------------------------------
 
-    def task_kind(self, dataset: str, options: dict[str, Any]) -> str:
+    def objective(self, task: Task, objective: str | None = None,
+                  direction: str | None = None) -> tuple[str, str]:
         # A trial's resources: it runs in a worker that later trials reuse, data loaded
         # (with no CPU, it would start a worker process beside the busy ones).
         try:
-            return str(ray.get(self._pool.task_kind.remote(self._options, dataset, options)))
+            metric, way = ray.get(self._pool.objective.remote(self._options, task, objective,
+                                                              direction))
         except RayTaskError as exc:  # raise the dataset's own error, not Ray's wrapping
             cause: BaseException = exc
             while isinstance(cause, RayTaskError) and cause.cause is not None:
                 cause = cause.cause  # the pool's error wraps the task's
             raise cause from None
+        return str(metric), str(way)
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         if self.cancelled:

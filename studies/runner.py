@@ -23,7 +23,12 @@ from workers import StagetuneError
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_rmse": "minimize"}
+# The built-in metrics' directions, known without asking a worker; any other objective's
+# direction comes from the spec, or from a trial worker (workers.objective).
+DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_rmse": "minimize",
+              "train_loss": "minimize", "val_top5_accuracy": "maximize",
+              "val_macro_f1": "maximize", "val_auroc": "maximize", "val_mae": "minimize",
+              "val_r2": "maximize"}
 # A runner may take a study up from any of these (`stagetune run` resumes a cancelled or
 # failed one itself); a study being cancelled (`cancelling`) it records cancelled instead.
 RUNNABLE = ("pending", "running", "cancelled", "failed")
@@ -49,13 +54,15 @@ class StudyReport:
 
 
 def objective_of(spec: StudySpec, executor: Executor | None = None) -> tuple[str, str]:
-    """The study's objective and direction; by default accuracy, or RMSE for regression.
-    The dataset's kind comes from `executor` (a trial worker: a runner loads no data)."""
-    if spec.task.objective:
-        return spec.task.objective, DIRECTIONS[spec.task.objective]
-    kind = (executor or LocalExecutor()).task_kind(spec.task.dataset, spec.task.dataset_options)
-    metric = "val_accuracy" if kind == "classification" else "val_rmse"
-    return metric, DIRECTIONS[metric]
+    """The study's objective and direction: the spec's, else the task's default (the
+    trainer's declared objective, the dataset's first metric, or accuracy / RMSE by kind).
+    What the spec leaves open is found by `executor`'s trial worker (a runner imports no
+    torch and loads no data); a trainer task with no dataset loads none there either."""
+    task = spec.task
+    if task.objective and (task.direction or task.objective in DIRECTIONS):
+        return task.objective, task.direction or DIRECTIONS[task.objective]
+    return (executor or LocalExecutor()).objective(task.as_task(), task.objective,
+                                                    task.direction)
 
 
 class Runner:

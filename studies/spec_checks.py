@@ -34,7 +34,8 @@ def spec_problems(spec: StudySpec) -> list[Problem]:
         if error is not None:
             return [(where, error)]
     return [*_value_problems(task, spec.space, spec.fixed), *_dataset_problems(spec),
-            *_arch_problems(spec), *_weights_problems(spec), *_transfer_problems(spec)]
+            *_arch_problems(spec), *_weights_problems(spec), *_transfer_problems(spec),
+            *_objective_problems(spec)]
 
 
 def name_problems(spec: StudySpec) -> list[Problem]:
@@ -177,13 +178,17 @@ def _knob_values(spec: StudySpec, knob: str) -> Iterator[tuple[str, Any]]:
 
 
 def _arch_problems(spec: StudySpec) -> list[Problem]:
-    if spec.task.model != "torchvision":
-        return []
-    from workers.models import architectures
+    from workers.models import architectures, timm_architectures
 
-    names = architectures()
-    return [(where, f"unknown torchvision arch {value!r}; available: {', '.join(names)}")
-            for where, value in _knob_values(spec, "arch") if value not in names]
+    if spec.task.model == "torchvision":
+        names = architectures()
+        return [(where, f"unknown torchvision arch {value!r}; available: {', '.join(names)}")
+                for where, value in _knob_values(spec, "arch") if value not in names]
+    if spec.task.model == "timm":
+        return [(where, f"unknown timm arch {value!r}; see timm.list_models(), e.g. "
+                        "resnet18, efficientnet_b0, convnext_atto")
+                for where, value in _knob_values(spec, "arch") if value not in timm_architectures()]
+    return []
 
 
 def _weights_problems(spec: StudySpec) -> list[Problem]:
@@ -206,3 +211,37 @@ def _transfer_problems(spec: StudySpec) -> list[Problem]:
     return [(where, f"transfer '{value}' needs weights=PATH, a state_dict file in the data "
                     "folder; or use transfer 'none'")
             for where, value in _knob_values(spec, "transfer") if value != "none"]
+
+
+def _objective_problems(spec: StudySpec) -> list[Problem]:
+    """The loss and metrics fit some task kind, and the objective is a metric the task
+    reports, with a direction that is known or given."""
+    from workers.objective import direction_of, objective_for, task_kinds, task_metrics
+
+    task = spec.task.as_task()
+    try:
+        if task.trainer is None:
+            task_kinds(task)
+        reported = task_metrics(task)
+    except StagetuneError as exc:
+        return [("task", str(exc))]
+    objective = spec.task.objective
+    if objective is None:
+        if task.trainer is not None:
+            try:
+                objective_for(task)
+            except StagetuneError as exc:
+                return [("task.objective", str(exc))]
+        return []
+    # a trainer that declares no metrics may report any: its reports are checked per trial
+    if reported and objective not in reported:
+        how = (f"register_trainer('{task.trainer}', metrics=[...]) declares what it reports"
+               if task.trainer else "add one with task.metrics")
+        return [("task.objective", f"'{objective}' is not a metric this task reports; it "
+                                   f"reports {', '.join(reported)} ({how})")]
+    if spec.task.direction is None:
+        try:
+            direction_of(task, objective)
+        except StagetuneError as exc:
+            return [("task.direction", str(exc))]
+    return []

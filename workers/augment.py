@@ -7,13 +7,13 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import v2
 
-from workers.data import Dataset
+from workers.data import AnyDataset
 from workers.errors import ConfigError
 
 Augmenter = Callable[[torch.Tensor], torch.Tensor]
 
 
-def build_augmenter(augmentations: tuple[str, ...], data: Dataset) -> Augmenter | None:
+def build_augmenter(augmentations: tuple[str, ...], data: AnyDataset) -> Augmenter | None:
     """A per-sample augmentation for training batches, or None when there is none."""
     if not augmentations:
         return None

@@ -1,8 +1,10 @@
 """Baseline: the score of a linear model on the flattened inputs, which a network must beat.
 
-Logistic regression for classification, ridge regression for regression (scikit-learn),
-fitted on the same normalised train/validation split the training loop sees, so the
-numbers compare directly with a trial's `val_accuracy` / `val_rmse` and `val_loss`.
+Logistic regression for classification, one logistic regression per label for
+multi-label, ridge regression for regression (scikit-learn), fitted on the same
+normalised train/validation split the training loop sees. Its validation outputs are
+scored as a network's are (the task's loss and the metrics registry), so the numbers
+compare directly with a trial's `val_loss` and `val_<metric>`s, the objective included.
 
 The fit uses at most `MAX_TRAIN_ROWS` training rows (10,000): a seeded, stratified
 subsample of the dataset's own training arrays, so that Fashion-MNIST-size data takes
@@ -16,20 +18,26 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
+from sklearn.multiclass import OneVsRestClassifier
 from threadpoolctl import threadpool_limits
 
-from workers.data import Dataset, load_dataset
-from workers.knobs import parse_task_params
+from workers.data import AnyDataset, StreamingDataset, load_dataset
 from workers.errors import ConfigError
+from workers.knobs import parse_task_params
+from workers.losses import LossFunction
+from workers.metrics import Scorer
+from workers.objective import Scoring, direction_of, scoring_for
 from workers.request import TrialRequest, TrialResult
+from workers.train import loss_fn
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,9 @@ RIDGE_ALPHA = (0.1, 1.0, 10.0, 100.0)
 # validation score has settled long before the last digits of the loss have.
 MAX_ITER = 300
 OPTIONS = ("max_rows",)
+# A streamed dataset's rows are read into memory: at most this much float64 per split
+# (224 px RGB images: some 450 rows; a linear model on them is a weak but honest bar).
+STREAM_BYTES = 512 * 2**20
 
 
 def run_baseline(request: TrialRequest) -> TrialResult:
@@ -56,25 +67,28 @@ def run_baseline(request: TrialRequest) -> TrialResult:
     """
     max_rows = _max_rows(request)
     task = request.task
-    data = load_dataset(task.dataset, parse_task_params(task, request.params).dataset_options)
+    data = load_dataset(task.needs("dataset"), parse_task_params(task, request.params).dataset_options)
     x, y = _subsample(data, max_rows, request.seed)
-    x_val, y_val = _flat(data.x_val.numpy()), data.y_val.numpy()
+    x_val, y_val = _validation(data)
+    scoring = scoring_for(replace(task, trainer=None), data)  # what a network's run reports
+    criterion = loss_fn(data, loss=scoring.loss)
+    what, fit = FITS[data.task]
     # BLAS gets the thread budget the worker gave torch: OpenBLAS threads that outnumber
     # the free cores spin against each other (lbfgs on Fashion-MNIST: 27 s on one
     # thread, over 5 minutes on two of a busy 2-core machine).
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
-        if data.task == "classification":
-            final = _logistic(data, x, y, x_val, y_val)
-            # chance level: the accuracy of always answering the commonest validation class
-            final["chance"] = float(np.bincount(y_val).max() / len(y_val))
-            what = "logistic regression"
-        else:
-            final = _ridge(data, x, y, x_val, y_val)
-            what = "ridge regression"
-    metric = final["objective"]
-    value = f"{final[metric]:.3f}" if metric == "val_accuracy" else f"{final[metric]:.3g}"
-    capped = len(x) < len(data.x_train)
-    rows = f" (fitted on {len(x):,} of {len(data.x_train):,} training rows)" if capped else ""
+        out, chosen = fit(data, criterion, x, y, x_val, y_val)
+    final = _scores(data, scoring, out, y_val) | chosen | {"train_rows": len(x)}
+    metric, direction = _objective(request, scoring, final)
+    final |= {"objective": metric, "best": final[metric]}
+    if direction == "maximize" and data.task != "regression":
+        # chance level: the objective of always answering the validation label frequencies
+        final["chance"] = _scores(data, scoring, _constant(data, y_val), y_val)[metric]
+    value = f"{final[metric]:.3f}" if direction == "maximize" else f"{final[metric]:.3g}"
+    capped = len(x) < data.train_size
+    rows = f" (fitted on {len(x):,} of {data.train_size:,} training rows)" if capped else ""
+    if len(x_val) < data.val_size:  # a stream's sample
+        rows += f" (scored on {len(x_val):,} of {data.val_size:,} validation rows)"
     message = (f"A linear model ({what} on the flattened inputs) reaches {metric} "
                f"{value}{rows}: the score a network must beat.")
     log.info("baseline on %s: %s", task.dataset, message)
@@ -92,12 +106,30 @@ def _max_rows(request: TrialRequest) -> int:
     return rows
 
 
+def _validation(data: AnyDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The validation split whole; of a stream, its first items (a seeded random order)."""
+    if isinstance(data, StreamingDataset):
+        x, y = data.sample("val", _stream_rows(data, data.val_size))
+        return _flat(x.numpy()), y.numpy()
+    return _flat(data.x_val.numpy()), data.y_val.numpy()
+
+
+def _stream_rows(data: StreamingDataset, rows: int) -> int:
+    """`rows`, or fewer where their float64 copy would pass STREAM_BYTES."""
+    return max(10, min(rows, STREAM_BYTES // (8 * math.prod(data.input_shape))))
+
+
 def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).astype(np.float64, copy=False)
 
 
-def _subsample(data: Dataset, max_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most `max_rows` training rows: seeded, and stratified where every class fits."""
+def _subsample(data: AnyDataset, max_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `max_rows` training rows: seeded, and stratified where every class fits;
+    from a stream, a seeded random sample of items (never the whole stream)."""
+    if isinstance(data, StreamingDataset):
+        x_s, y_s = data.sample("train", _stream_rows(data, max_rows),
+                               torch.Generator().manual_seed(seed))
+        return _flat(x_s.numpy()), y_s.numpy()
     n, y = len(data.x_train), data.y_train.numpy()
     if n <= max_rows:
         return _flat(data.x_train.numpy()), y
@@ -110,12 +142,17 @@ def _subsample(data: Dataset, max_rows: int, seed: int) -> tuple[np.ndarray, np.
     return _flat(data.x_train.numpy()[keep]), y[keep]
 
 
-def _logistic(data: Dataset, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
-              y_val: np.ndarray) -> dict[str, Any]:
-    """The C with the lowest validation log loss; a network trial is picked on the same split."""
+Fit = Callable[[AnyDataset, LossFunction, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+               tuple[torch.Tensor, dict[str, Any]]]
+"""fit(data, loss, x, y, x_val, y_val) -> (validation outputs as a network gives them, the
+model's name and chosen regularisation)."""
+
+
+def _logistic(data: AnyDataset, criterion: LossFunction, x: np.ndarray, y: np.ndarray,
+              x_val: np.ndarray, y_val: np.ndarray) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The C with the lowest validation loss; a network trial is picked on the same split."""
     model = LogisticRegression(max_iter=MAX_ITER, warm_start=True)
-    labels = list(range(data.num_classes))
-    best: dict[str, Any] = {}
+    best: tuple[float, torch.Tensor, dict[str, Any]] | None = None
     for c in LOGISTIC_C:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # see MAX_ITER
@@ -123,25 +160,80 @@ def _logistic(data: Dataset, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
         # Columns for every class of the split, even one the subsample happened to miss.
         proba = np.full((len(x_val), data.num_classes), 1e-15)
         proba[:, model.classes_] = model.predict_proba(x_val)
-        loss = float(log_loss(y_val, proba, labels=labels))
-        if not best or loss < best["val_loss"]:
-            accuracy = float(np.mean(proba.argmax(1) == y_val))
-            best = {"objective": "val_accuracy", "best": accuracy, "val_accuracy": accuracy,
-                    "val_loss": loss, "model": "logistic_regression", "train_rows": len(x), "C": c}
-    return best
+        out = torch.as_tensor(np.log(proba), dtype=torch.float32)  # logits: softmax gives proba
+        best = _better(best, criterion, out, y_val, {"model": "logistic_regression", "C": c})
+    assert best is not None  # LOGISTIC_C is not empty
+    return best[1], best[2]
 
 
-def _ridge(data: Dataset, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
-           y_val: np.ndarray) -> dict[str, Any]:
-    """The alpha with the lowest validation MSE, as for the logistic baseline's C."""
-    best: dict[str, Any] = {}
+def _multilabel(data: AnyDataset, criterion: LossFunction, x: np.ndarray, y: np.ndarray,
+                x_val: np.ndarray, y_val: np.ndarray) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One logistic regression per label, the C with the lowest validation loss."""
+    best: tuple[float, torch.Tensor, dict[str, Any]] | None = None
+    for c in LOGISTIC_C:
+        model = OneVsRestClassifier(LogisticRegression(C=c, max_iter=MAX_ITER))
+        with warnings.catch_warnings():
+            # see MAX_ITER; a label constant in the subsample is predicted as that constant
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            model.fit(x, y.astype(int))
+        proba = np.clip(model.predict_proba(x_val), 1e-7, 1 - 1e-7)
+        out = torch.as_tensor(np.log(proba) - np.log1p(-proba), dtype=torch.float32)  # logits
+        best = _better(best, criterion, out, y_val,
+                       {"model": "one_vs_rest_logistic_regression", "C": c})
+    assert best is not None
+    return best[1], best[2]
+
+
+def _ridge(data: AnyDataset, criterion: LossFunction, x: np.ndarray, y: np.ndarray,
+           x_val: np.ndarray, y_val: np.ndarray) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The alpha with the lowest validation loss, as for the logistic baseline's C.
+    Targets are standardised: outputs are in those units, as a network's."""
+    best: tuple[float, torch.Tensor, dict[str, Any]] | None = None
     for alpha in RIDGE_ALPHA:
         predicted = Ridge(alpha=alpha).fit(x, y).predict(x_val)
-        # Targets are standardised: the MSE is in those units (as the training loop's
-        # val_loss), the RMSE goes back to label units through target_std.
-        mse = float(np.mean((predicted - y_val) ** 2))
-        if not best or mse < best["val_loss"]:
-            rmse = math.sqrt(mse) * data.target_std
-            best = {"objective": "val_rmse", "best": rmse, "val_rmse": rmse, "val_loss": mse,
-                    "model": "ridge", "train_rows": len(x), "alpha": alpha}
-    return best
+        out = torch.as_tensor(predicted, dtype=torch.float32)[:, None]
+        best = _better(best, criterion, out, y_val, {"model": "ridge", "alpha": alpha})
+    assert best is not None
+    return best[1], best[2]
+
+
+FITS: dict[str, tuple[str, Fit]] = {
+    "classification": ("logistic regression", _logistic),
+    "multilabel": ("a logistic regression per label", _multilabel),
+    "regression": ("ridge regression", _ridge),
+}
+
+
+def _better(best: tuple[float, torch.Tensor, dict[str, Any]] | None, criterion: LossFunction,
+            out: torch.Tensor, y_val: np.ndarray, chosen: dict[str, Any]
+            ) -> tuple[float, torch.Tensor, dict[str, Any]]:
+    loss = float(criterion(out, torch.as_tensor(y_val)))
+    return (loss, out, chosen) if best is None or loss < best[0] else best
+
+
+def _scores(data: AnyDataset, scoring: Scoring, out: torch.Tensor,
+            y_val: np.ndarray) -> dict[str, Any]:
+    """val_loss and every val_<metric> a network's run on this task reports."""
+    scorer = Scorer(data, loss_fn(data, loss=scoring.loss), scoring.metrics)
+    scorer.update(out, torch.as_tensor(y_val))
+    return scorer.compute()
+
+
+def _objective(request: TrialRequest, scoring: Scoring, final: dict[str, Any]) -> tuple[str, str]:
+    """The request's objective where the baseline reports it, else the task's default."""
+    if request.objective in final:
+        return request.objective, request.direction or direction_of(request.task,
+                                                                    request.objective)
+    return scoring.objective, scoring.direction
+
+
+def _constant(data: AnyDataset, y_val: np.ndarray) -> torch.Tensor:
+    """The outputs of a model answering the validation label frequencies for every sample."""
+    if data.task == "classification":
+        freq = np.bincount(y_val, minlength=data.num_classes) / len(y_val)
+        logits = np.log(np.clip(freq, 1e-15, None))
+    else:
+        freq = np.clip(y_val.mean(0), 1e-7, 1 - 1e-7)
+        logits = np.log(freq) - np.log1p(-freq)
+    return torch.as_tensor(np.tile(logits, (len(y_val), 1)), dtype=torch.float32)

@@ -75,7 +75,8 @@ class ModelConfig(_Knobs):
     dropout: float = Field(0.0, ge=0, lt=1)
     skip: Skip = "none"
     residual: bool = Field(False, description="shorthand for skip='residual'")
-    arch: str = Field("resnet18", description="torchvision architecture, for model 'torchvision'")
+    arch: str = Field("resnet18", description="architecture name, for models 'torchvision' "
+                      "and 'timm'")
     weights: str | None = Field(None, description="state_dict file to start from, in the data "
                                 "folder (a path relative to it)")
     transfer: Transfer = "none"

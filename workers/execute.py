@@ -14,9 +14,10 @@ from workers.data import load_dataset
 from workers.errors import ConfigError
 from workers.knobs import parse_task_params
 from workers.models import build_model, count_parameters
+from workers.objective import scoring_for
 from workers.request import MODES, TrialRequest, TrialResult
 from workers.runtime import pick_device, seed_everything
-from workers.train import Report, Save, objective_metric, train
+from workers.train import Report, Save, train
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ def execute(request: TrialRequest, report: Report | None = None,
     if request.horizon is not None and request.horizon < request.epochs:
         raise ConfigError(f"horizon {request.horizon} is shorter than epochs {request.epochs}: "
                           "the LR schedule must span at least every epoch trained")
-    if request.mode == "train":
+    if request.task.trainer is not None and request.mode != "baseline":
+        result = _trainer(request, report, save)  # the user's own loop, or its parts probed
+    elif request.mode == "train":
         result = _train(request, report, save)
     elif request.mode == "baseline":
         result = run_baseline(request)
@@ -46,8 +49,18 @@ def execute(request: TrialRequest, report: Report | None = None,
     return result
 
 
+def _trainer(request: TrialRequest, report: Report | None, save: Save | None) -> TrialResult:
+    from workers.trainers import probe_trainer, run_trainer  # plugin code: loaded when named
+
+    if request.mode == "train":
+        return run_trainer(request, report, save)
+    return probe_trainer(request)
+
+
 def _train(request: TrialRequest, report: Report | None, save: Save | None) -> TrialResult:
     task = request.task
+    if task.dataset is None or task.model is None:
+        raise ConfigError("a task without a trainer needs a dataset and a model")
     knobs = parse_task_params(task, request.params)
     train_cfg, model_cfg = knobs.train, knobs.model
     data = load_dataset(task.dataset, knobs.dataset_options)
@@ -56,10 +69,11 @@ def _train(request: TrialRequest, report: Report | None, save: Save | None) -> T
     device = pick_device(request.device)
     if device.type == "cuda":  # workers are reused across trials: the peak is per trial
         torch.cuda.reset_peak_memory_stats(device)
+    scoring = scoring_for(task, data, request.objective, request.direction)
     outcome = train(model, data, train_cfg, model_cfg, request.epochs, device, generator, report,
                     horizon=request.horizon, checkpoint_at=request.checkpoint_at, save=save,
-                    resume=request.resume)
-    metric, direction = objective_metric(data)
+                    resume=request.resume, scoring=scoring)
+    metric, direction = scoring.objective, scoring.direction
     final: dict[str, Any] = dict(outcome.history[-1]) if outcome.history else {}
     values = [m[metric] for m in outcome.history]
     if values:

@@ -10,8 +10,8 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from workers.knobs import parse_task_params
 from workers.data import load_dataset
+from workers.knobs import parse_task_params
 from workers.models import build_model
 from workers.request import Task
 
@@ -31,8 +31,8 @@ def grad_cam(task: Task, params: dict[str, Any], state_dict: dict[str, Any],
     if task.model is None:  # a trainer's own model: nothing here can rebuild it
         return None
     knobs = parse_task_params(task, params)
-    data = load_dataset(task.dataset, knobs.dataset_options)
-    if not data.is_image or data.task != "classification" or data.x_val.dim() != 4:
+    data = load_dataset(task.needs("dataset"), knobs.dataset_options)
+    if not data.is_image or data.task != "classification" or len(data.input_shape) != 3:
         return None
     model = build_model(task.model, data, knobs.model, knobs.declared.get("model"))
     model.load_state_dict(state_dict)
@@ -40,13 +40,14 @@ def grad_cam(task: Task, params: dict[str, Any], state_dict: dict[str, Any],
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         return None
-    x = data.x_val[:count].float()
+    x, labels = data.sample("val", count)  # a stream's first items: only these are read
+    x = x.float()
     with torch.no_grad():
         predictions = model(x).argmax(dim=1)
     cam = LayerGradCam(model, convs[-1]).attribute(x, target=predictions)
     heat = LayerAttribution.interpolate(cam, tuple(x.shape[-2:])).relu().squeeze(1)
     return GradCam(images=_unit(x.mean(dim=1)).tolist(), heatmaps=_unit(heat).tolist(),
-                   labels=data.y_val[:count].tolist(), predictions=predictions.tolist())
+                   labels=labels.tolist(), predictions=predictions.tolist())
 
 
 def _unit(batch: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,10 @@ trial), a trainer on its context.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -104,21 +105,51 @@ def _registry(kind: str) -> Any:
     return TRAINERS
 
 
-def describe_knobs(knobs: type[BaseModel] | None) -> list[dict[str, Any]]:
-    """Each knob's name, type, default, bounds and description, for the registry API."""
+def describe_knobs(knobs: type[BaseModel] | None, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Each knob's name, type, default, bounds, choices and description (the registry API)."""
     if knobs is None:
         return []
     out = []
     for name, info in knobs.model_fields.items():
-        bounds = {}
-        for meta in info.metadata:
-            for key in ("ge", "gt", "le", "lt"):
-                if getattr(meta, key, None) is not None:
-                    bounds[key] = getattr(meta, key)
-        annotation = info.annotation
-        out.append({"name": name,
-                    "type": getattr(annotation, "__name__", None) or str(annotation),
-                    "default": None if info.is_required() else info.get_default(call_default_factory=True),
-                    "required": info.is_required(), "bounds": bounds,
+        if name in skip:
+            continue
+        bounds = {key: getattr(meta, key) for meta in info.metadata
+                  for key in ("ge", "gt", "le", "lt") if getattr(meta, key, None) is not None}
+        kind, choices = _type_name(info.annotation)
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        out.append({"name": name, "type": kind, "default": _plain(default),
+                    "required": info.is_required(), "bounds": bounds, "choices": choices,
                     "description": info.description or ""})
     return out
+
+
+def _type_name(annotation: Any) -> tuple[str, list[Any] | None]:
+    """'int', 'float', 'bool', 'str', 'categorical' (with its choices), or the annotation."""
+    if get_origin(annotation) is Literal:
+        return "categorical", list(get_args(annotation))
+    if isinstance(annotation, type):
+        return annotation.__name__, None
+    return str(annotation).replace("typing.", ""), None
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe view of a declared value (a callable by its name)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return getattr(value, "__name__", type(value).__name__)
+
+
+def describe_entry(entry: Any, knobs: type[BaseModel] | None = None,
+                   skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A registry entry for the API: its docstring's first line, knobs, what it declares."""
+    doc = entry.info.get("description") or (inspect.getdoc(entry.factory) or "").split("\n")[0]
+    # a command's argv stays on the server (it may name its folders); parts say only
+    # whether the probes can run
+    declares = {k: (v is not None if k == "parts" else v) for k, v in entry.info.items()
+                if k not in ("argv", "description")}
+    return {"description": doc, "knobs": describe_knobs(knobs or entry.knobs, skip),
+            "declares": _plain(declares)}

@@ -1,7 +1,10 @@
-"""User plugins: modules named in STAGETUNE_PLUGINS that register models and datasets.
+"""User plugins: modules that register models, datasets, trainers, losses and metrics.
 
-Every process that builds or validates requests imports them (the CLI, the service,
-the runner and each Ray worker), so a request only ever names registered things.
+A plugin is found two ways: its module is named in STAGETUNE_PLUGINS, or an installed
+distribution declares it as an entry point of the group `stagetune.plugins` (so that
+`pip install my-plugin` is enough). Every process that builds or validates requests
+imports them (the CLI, the service, the runner and each Ray worker), so a request only
+ever names registered things.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 from functools import lru_cache
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,9 +34,13 @@ class PluginSettings(BaseSettings):
         return [m.strip() for m in self.plugins.split(",") if m.strip()]
 
 
+ENTRY_POINT_GROUP = "stagetune.plugins"
+
+
 @lru_cache
 def load_plugins() -> tuple[str, ...]:
-    """Import every plugin module once per process; a missing one is a ConfigError."""
+    """Import every plugin module once per process, those of STAGETUNE_PLUGINS first; a
+    missing one is a ConfigError that says where it was named."""
     settings = PluginSettings()
     if settings.plugins_dir is not None and str(settings.plugins_dir) not in sys.path:
         sys.path.insert(0, str(settings.plugins_dir))
@@ -42,4 +50,13 @@ def load_plugins() -> tuple[str, ...]:
         except ImportError as exc:
             raise ConfigError(f"STAGETUNE_PLUGINS names '{module}', which cannot be imported "
                               f"({exc}); check the name and STAGETUNE_PLUGINS_DIR") from None
-    return tuple(settings.modules)
+    found = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            point.load()
+        except ImportError as exc:
+            owner = point.dist.name if point.dist is not None else "an installed package"
+            raise ConfigError(f"{owner} declares the stagetune plugin '{point.value}', which "
+                              f"cannot be imported ({exc}); reinstall or uninstall it") from None
+        found.append(point.value.split(":")[0])
+    return tuple(dict.fromkeys([*settings.modules, *found]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from workers.errors import ConfigError
+
 Metrics = dict[str, float]
 
 Mode = Literal["train", "init_check", "overfit", "lr_probe", "baseline"]
@@ -23,6 +25,15 @@ class Task:
     trainer: str | None = None  # a registered training function in place of the built-in loop
     loss: str | None = None  # a registered loss; None: the dataset's, else by its kind
     metrics: tuple[str, ...] = ()  # registered metrics reported besides the dataset's own
+
+    def needs(self, what: Literal["dataset", "model"]) -> str:
+        """The dataset or model the task names; a ConfigError when it names none (a
+        trainer's task may leave both out)."""
+        name = self.dataset if what == "dataset" else self.model
+        if name is None:
+            raise ConfigError(f"this needs a {what}, and the task names none (its trainer "
+                              f"brings its own); name one in task.{what}")
+        return name
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,10 @@ class TrialRequest:
     horizon: int | None = None  # epochs the LR schedule spans; None = `epochs`
     checkpoint_at: tuple[int, ...] = ()  # after these (absolute) epochs, hand a checkpoint to `save`
     resume: bytes | None = None  # a checkpoint (bytes from `save`) to continue from
+    # The metric early stopping and final["best"] follow (any metric the run reports) and
+    # its direction; None: the task's default (workers.objective.objective_for).
+    objective: str | None = None
+    direction: Literal["maximize", "minimize"] | None = None
 
 
 @dataclass

@@ -55,9 +55,11 @@ def _cache(request: Request) -> ReadCache:
 
 
 def _json(shape: Any, data: Any) -> bytes:
-    """Validate against the documented shape and serialise in one pass (FastAPI would do
-    both again for every request; cached bytes are served as they are)."""
-    return _adapter(shape).dump_json(data)
+    """Validate against the documented shape, then serialise (done here once, not by
+    FastAPI on every request: cached bytes are served as they are). Dumping plain dicts
+    without validating first would skip the check, and pydantic warns of it."""
+    adapter = _adapter(shape)
+    return adapter.dump_json(adapter.validate_python(data))
 
 
 @functools.cache

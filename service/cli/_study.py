@@ -28,6 +28,7 @@ COLOURS = {"passed": "green", "warned": "yellow", "failed": "red", "skipped": "d
 def validate(spec: SpecPath) -> None:
     """Check a spec: print 'ok', or every problem with the field it is in."""
     with one_line_errors():
+        load_plugins()  # the spec may name a plugin's model, dataset, trainer or knobs
         load_spec(spec)
     console.print("ok")
 
@@ -41,6 +42,7 @@ def run(spec: SpecPath, db: DbOption = None, json_: JsonFlag = False) -> None:
     """Run or resume a staged study on Ray ($RAY_ADDRESS, else a local Ray). Exit 0 when
     it completes, 2 when a gate stops it, 3 when it is cancelled, 1 on error."""
     with one_line_errors():
+        load_plugins()
         study = load_spec(spec)
     with one_line_errors(code=1):
         store = Store(db or get_settings().database_url)

@@ -22,6 +22,7 @@ from service.cli._common import (
     print_json,
 )
 from workers import Task, TrialRequest, TrialResult, execute
+from workers.plugins import load_plugins
 from workers.request import Metrics
 
 SetOption = Annotated[list[str] | None, typer.Option(
@@ -53,6 +54,8 @@ def train(
     json_: JsonFlag = False,
 ) -> None:
     """Train MODEL on DATASET and print its per-epoch curve."""
+    with one_line_errors():
+        load_plugins()  # before any name is looked up: a plugin's model is a name too
     request = TrialRequest(Task(dataset, model, pairs(dataset_option, "--dataset-option")),
                            params=pairs(set_, "--set"), epochs=epochs, seed=seed,
                            return_weights=save_weights is not None)
@@ -102,6 +105,8 @@ def probe(
     json_: JsonFlag = False,
 ) -> None:
     """Check a pipeline: initial loss, overfitting a tiny subset, or an LR range test."""
+    with one_line_errors():
+        load_plugins()
     request = TrialRequest(Task(dataset, model, pairs(dataset_option, "--dataset-option")),
                            params=pairs(set_, "--set"), mode=PROBE_MODES[which],  # type: ignore[arg-type]
                            seed=seed, options=pairs(option, "--option"))
@@ -124,9 +129,10 @@ def probe(
 
 def _print_history(result: TrialResult) -> None:
     table = Table(title=f"training: {result.status}")
-    columns = [c for c in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                           "val_rmse", "lr", "grad_norm", "samples_per_second")
-               if result.history and c in result.history[0]]
+    first = result.history[0] if result.history else {}
+    validation = sorted(c for c in first if c.startswith("val_") and c != "val_loss")
+    columns = [c for c in ("epoch", "train_loss", "train_accuracy", "val_loss", *validation,
+                           "lr", "grad_norm", "samples_per_second") if c in first]
     for column in columns:
         table.add_column(column, justify="right")
     for metrics in result.history:
@@ -140,5 +146,5 @@ def _print_history(result: TrialResult) -> None:
 
 
 def _short(metrics: Metrics) -> str:
-    metric = "val_accuracy" if "val_accuracy" in metrics else "val_rmse"
-    return f"train_loss {metrics['train_loss']:.3f}  {metric} {metrics[metric]:.4f}"
+    shown = [c for c in ("train_loss", "val_accuracy", "val_rmse") if c in metrics]
+    return "  ".join(f"{c} {metrics[c]:.4g}" for c in shown)

@@ -12,9 +12,9 @@ from plotly.subplots import make_subplots
 
 from studies.plots._registry import note, register_plot
 from studies.plots._source import PlotSource
+from studies.spec import stored_spec
 from studies.weights import fetch_weights
 from workers.explain import grad_cam
-from studies.spec import stored_spec
 
 IMAGES = 8
 

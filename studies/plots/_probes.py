@@ -53,7 +53,14 @@ def init_loss(source: PlotSource) -> go.Figure:
     if stage is None or "loss" not in stage.figures:
         return note("The init check has not run.")
     f = stage.figures
-    expected = f["expected_loss"]
+    expected = f.get("expected_loss")
+    if expected is None:  # a loss that states no expected value: the measurement alone
+        figure = go.Figure(go.Bar(x=["measured"], y=[f["loss"]], text=[f"{f['loss']:.3g}"],
+                                  marker_color=[VERDICT_COLOURS[stage.verdict]],
+                                  textposition="outside"))
+        figure.update_layout(title=f"Initial loss ({f.get('loss_name', 'loss')} states no "
+                                   "expected value)", yaxis_title="loss", height=340)
+        return figure
     figure = go.Figure(go.Bar(x=["measured", "expected"], y=[f["loss"], expected],
                               marker_color=[VERDICT_COLOURS[stage.verdict], "#90a4ae"],
                               text=[f"{f['loss']:.3g}", f"{expected:.3g}"], textposition="outside"))

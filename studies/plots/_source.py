@@ -11,7 +11,6 @@ from typing import Any
 
 import optuna
 
-from studies.runner import DIRECTIONS
 from studies.store import StageRecord, Store, StudyRecord
 from studies.views import TRIAL_STAGES, handed
 
@@ -54,21 +53,26 @@ class PlotSource:
 
     @cached_property
     def objective(self) -> tuple[str, str]:
-        """The objective and its direction. Unless the spec names one, it is the default
-        that the runner chose: accuracy (maximised) or RMSE (minimised), which the stages'
-        Optuna studies record as their direction."""
-        named = self.record.spec.get("task", {}).get("objective")
-        if named:
-            return named, DIRECTIONS[named]
+        """The objective and its direction, as the runner chose them: the stages' Optuna
+        studies record both (the metric as Optuna's metric name). Before any search stage
+        ran: the spec's objective, else accuracy."""
         storage = self.store.optuna_storage
         for stage in TRIAL_STAGES:
             try:
-                study_id = storage.get_study_id_from_name(f"{self.name}:{stage}")
+                study = optuna.load_study(study_name=f"{self.name}:{stage}", storage=storage)
             except KeyError:
                 continue
-            if storage.get_study_directions(study_id)[0] == optuna.study.StudyDirection.MINIMIZE:
-                return "val_rmse", "minimize"
-            return "val_accuracy", "maximize"
+            maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+            names = study.metric_names
+            metric = names[0] if names else None
+            if metric is None:  # a study stored before metric names were recorded
+                metric = "val_accuracy" if maximize else "val_rmse"
+            return metric, "maximize" if maximize else "minimize"
+        task = self.record.spec.get("task", {})
+        named = task.get("objective")
+        if named:
+            return named, task.get("direction") or ("minimize" if named.endswith(
+                ("loss", "rmse", "mae", "error")) else "maximize")
         return "val_accuracy", "maximize"
 
     def version(self) -> tuple[Any, ...]:

@@ -69,7 +69,10 @@ class StageContext:
         checkpoint_at."""
         return TrialRequest(self.task, params={**self.spec.fixed, **(params or {})},
                             epochs=epochs, mode=mode, seed=self.spec.seed if seed is None else seed,  # type: ignore[arg-type]
-                            options=options or {}, return_weights=weights, **training)
+                            options=options or {}, return_weights=weights,
+                            objective=self.objective or None,
+                            direction=self.direction or None,  # type: ignore[arg-type]
+                            **training)
 
     def tick(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:

@@ -42,7 +42,8 @@ class Coarse(Stage):
         study = ctx.store.optuna_study(
             ctx.spec.name, self.name, ctx.direction, _sampler(cfg.sampler, ctx.spec.seed),
             optuna.pruners.SuccessiveHalvingPruner(min_resource=levels[0],
-                                                   reduction_factor=cfg.reduction))
+                                                   reduction_factor=cfg.reduction),
+            metric=ctx.objective)
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
 

@@ -16,13 +16,13 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from studies.budget import Allowance
-from studies.diagnosis import diagnose
+from studies.diagnosis import Diagnosis, diagnose
 from studies.executor import Job
 from studies.search import Reporter, counted, fail_orphans, fail_waiting, tally, tell
 from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
 from studies.weights import keep_weights
 
-HEALTHY = ("saturated", "still_improving")
+HEALTHY = ("saturated", "still_improving", "not_diagnosed")
 # Search trials train with seed + trial number; confirm seeds start past any trial number,
 # so no confirm run repeats the very run its configuration was selected on.
 CONFIRM_SEED_OFFSET = 100_000
@@ -44,7 +44,7 @@ class Confirm(Stage):
             return StageOutcome("skipped", "The budget leaves no room to confirm: its share "
                                 "(stages.confirm.share) pays for less than one full run.")
         epochs = sizes["epochs"]
-        study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction)
+        study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction, metric=ctx.objective)
         fail_orphans(study)
         fail_waiting(study, "not run: its runner stopped before it began; it runs again")
         before = tally(study)
@@ -103,7 +103,7 @@ class Confirm(Stage):
         spread = statistics.stdev(values) if len(values) > 1 else 0.0  # type: ignore[type-var]
         median_run = runs[len(runs) // 2]
         curve = ctx.store.curves(ctx.spec.name, self.name).get(median_run.number, [])
-        diagnosis = diagnose(curve, ctx.objective, ctx.direction, ctx.handed.get("baseline"))
+        diagnosis = _diagnosis(curve, ctx)
         figures = {"configs": [{"params": configs[i], "mean": means[i],
                                 "values": [t.value for t in by_config[i]]} for i in by_config],
                    "winner": winner, "mean": means[winner], "std": spread,
@@ -140,3 +140,16 @@ def _covering(configs: list[dict[str, Any]]) -> dict[str, BaseDistribution]:
         else:
             out[name] = CategoricalDistribution(sorted(set(values), key=str))
     return out
+
+
+def _diagnosis(curve: list[dict[str, Any]], ctx: StageContext) -> Diagnosis:
+    """The winner's curves diagnosed; a trainer of the user's that reports less than the
+    built-in loop gets a sentence saying what its curves lack."""
+    missing = sorted({k for m in curve for k in ("train_loss", "val_loss", ctx.objective)
+                      if k not in m})
+    if missing:
+        return Diagnosis("not_diagnosed", "The curves cannot be diagnosed: the run did not "
+                         f"report {', '.join(missing)} each epoch.",
+                         "Report train_loss and val_loss with the objective each epoch to have "
+                         "the curves diagnosed.")
+    return diagnose(curve, ctx.objective, ctx.direction, ctx.handed.get("baseline"))

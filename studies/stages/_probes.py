@@ -1,4 +1,9 @@
-"""The stages before any search: a linear baseline, then the three probes."""
+"""The stages before any search: a linear baseline, then the three probes.
+
+A task with a trainer runs the probes on the parts its trainer exposes (model, loss and
+batches); the worker answers `skipped`, with what to expose, when it exposes none. A task
+with no dataset has no baseline: its trainer loads its own data.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,10 @@ class Baseline(Stage):
     name = "baseline"
 
     def run(self, ctx: StageContext) -> StageOutcome:
+        if ctx.spec.task.dataset is None:
+            return StageOutcome("skipped", "No dataset: the trainer loads its own data, so "
+                                "there is no linear baseline to compare with. Name the "
+                                "dataset in task.dataset to have one.")
         result, _ = run_probe(ctx, self.name, "baseline")
         value = result.final.get(ctx.objective, result.final.get("best"))
         hand_on = {"baseline": value}
@@ -40,6 +49,8 @@ class InitCheck(Stage):
     def run(self, ctx: StageContext) -> StageOutcome:
         result, epochs = run_probe(ctx, self.name, "init_check",
                                    {"batches": self.config.batches})
+        if result.status == "skipped":
+            return StageOutcome("skipped", result.message)
         return StageOutcome(result.status, result.message, figures=result.probe, epochs=epochs,
                             trial_seconds=result.seconds)
 
@@ -54,6 +65,8 @@ class Overfit(Stage):
         options = {"samples": self.config.samples, "steps": self.config.steps,
                    **probe_cap(ctx, self.name)}
         result, epochs = run_probe(ctx, self.name, "overfit", options)
+        if result.status == "skipped":
+            return StageOutcome("skipped", result.message)
         verdict, message = result.status, result.message
         if verdict == "failed" and result.probe.get("stopped_by") == "max_epochs":
             # the plan's share ran out while the loss still fell: no evidence of a broken
@@ -82,6 +95,8 @@ class LrProbe(Stage):
                        **probe_cap(ctx, self.name, 1 / len(families))}
             result, cost = run_probe(ctx, self.name, "lr_probe", options,
                                      params={"optimizer": optimizer})
+            if result.status == "skipped":  # a trainer without parts: so is every family
+                return StageOutcome("skipped", result.message)
             epochs, seconds = epochs + cost, seconds + result.seconds
             per_family[family] = {"optimizer": optimizer, "status": result.status,
                                   "message": result.message, **result.probe}

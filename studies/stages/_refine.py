@@ -47,7 +47,8 @@ class Refine(Stage):
                                    cfg.explore if region else 0.0, ctx.spec.seed)
         study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction, sampler,
                                        _pruner(cfg.pruner, cfg.epochs,
-                                               ctx.spec.stages.coarse.reduction))
+                                               ctx.spec.stages.coarse.reduction),
+                                       metric=ctx.objective)
         if not study.get_trials(deepcopy=False):
             self._seed_from_coarse(ctx, study, declared, plan.sizes["trials"])
         before = tally(study)

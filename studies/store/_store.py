@@ -3,6 +3,7 @@ through Optuna's RDBStorage on the same URL (one Optuna study per stage)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -235,11 +236,18 @@ class Store:
 
     def optuna_study(self, study: str, stage: str, direction: str,
                      sampler: optuna.samplers.BaseSampler | None = None,
-                     pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-        """The Optuna study `<study>:<stage>`, created on first use."""
-        return optuna.create_study(storage=self.optuna_storage, study_name=f"{study}:{stage}",
-                                   direction=direction,  # type: ignore[arg-type]
-                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+                     pruner: optuna.pruners.BasePruner | None = None,
+                     metric: str | None = None) -> optuna.Study:
+        """The Optuna study `<study>:<stage>`, created on first use; `metric` names its
+        objective in the store (Optuna's metric names), for the figures to read back."""
+        created = optuna.create_study(storage=self.optuna_storage, study_name=f"{study}:{stage}",
+                                      direction=direction,  # type: ignore[arg-type]
+                                      sampler=sampler, pruner=pruner, load_if_exists=True)
+        if metric is not None and created.metric_names != [metric]:
+            with warnings.catch_warnings():  # set_metric_names is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                created.set_metric_names([metric])
+        return created
 
     def events(self, study: str) -> list[tuple[str, str]]:
         with session_scope(self.url) as s:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -23,10 +24,12 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, db: str, data_dir: Path, tokens: str = "", port: int | None = None,
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, env: Mapping[str, str] | None = None) -> None:
         """`ray_address`: join that cluster (quicker); else the server starts its own Ray,
-        which also holds its runners' weights under `data_dir`."""
+        which also holds its runners' weights under `data_dir`. `env`: more environment
+        for the server, and so for the Ray it starts (e.g. PYTHONPATH to a plugin)."""
         self.db, self.data_dir, self.tokens = db, data_dir, tokens
+        self.env = dict(env or {})
         self.ray_address = ray_address
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -35,7 +38,7 @@ class Server:
 
     def start(self, timeout: float = 90) -> Server:
         env = {**os.environ, "STAGETUNE_DATA_DIR": str(self.data_dir),
-               "STAGETUNE_API_TOKENS": self.tokens}
+               "STAGETUNE_API_TOKENS": self.tokens, **self.env}
         env.pop("RAY_ADDRESS", None)
         if self.ray_address:
             env["RAY_ADDRESS"] = self.ray_address

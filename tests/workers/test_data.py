@@ -28,7 +28,8 @@ BUILTIN = [n for n in DATASETS.names() if DATASETS.get(n).__module__.startswith(
 # Datasets that only torchvision's checksummed download can provide: offline they must
 # say how to get them.
 NEEDS_DOWNLOAD = ("cifar10", "cifar100")
-OPTIONS = {"image_folder": {"path": "shapes", "image_size": 16}}
+# image_folder streams by default; tests/workers/test_streaming.py checks that path.
+OPTIONS = {"image_folder": {"path": "shapes", "image_size": 16, "stream": False}}
 IMAGE_CLASSES = ("circle", "square", "triangle")
 IMAGES_PER_CLASS = 8
 

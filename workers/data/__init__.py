@@ -18,33 +18,42 @@ if TYPE_CHECKING:
         SPLIT_OPTIONS,
         check_options,
         dataset_loaded,
+        dataset_options_model,
         load_dataset,
         register_dataset,
     )
+    from workers.data._stream import AnyDataset, StreamData, StreamingDataset, loader_workers
 
 __all__ = [
+    "AnyDataset",
     "DATASETS",
     "SPLIT_OPTIONS",
     "DataSettings",
     "Dataset",
     "RawData",
+    "StreamData",
+    "StreamingDataset",
     "TaskKind",
     "check_options",
     "data_file",
     "dataset_loaded",
+    "dataset_options_model",
     "get_data_settings",
+    "loader_workers",
     "load_dataset",
     "register_dataset",
 ]
 
 _BASE = ("Dataset", "RawData", "TaskKind")
-_REGISTRY = ("DATASETS", "SPLIT_OPTIONS", "check_options", "dataset_loaded", "load_dataset",
-             "register_dataset")
+_STREAM = ("AnyDataset", "StreamData", "StreamingDataset", "loader_workers")
+_REGISTRY = ("DATASETS", "SPLIT_OPTIONS", "check_options", "dataset_loaded",
+             "dataset_options_model", "load_dataset", "register_dataset")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _BASE or name in _REGISTRY:
-        from workers.data import _base, _registry, _tabular, _vision  # noqa: F401  (fill the registry)
+    if name in _BASE or name in _REGISTRY or name in _STREAM:
+        from workers.data import _base, _registry, _stream, _tabular, _vision  # noqa: F401  (fill the registry)
 
-        return getattr(_base if name in _BASE else _registry, name)
+        module = _base if name in _BASE else _stream if name in _STREAM else _registry
+        return getattr(module, name)
     raise AttributeError(f"module 'workers.data' has no attribute '{name}'")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-TaskKind = Literal["classification", "regression"]
+TaskKind = Literal["classification", "regression", "multilabel"]
+TASK_KINDS: tuple[str, ...] = ("classification", "regression", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,9 @@ class RawData:
     """What a dataset factory returns: its training arrays, before splitting.
 
     An official test split is never returned: validation is carved from `x`, so the
-    test split stays untouched by tuning.
+    test split stays untouched by tuning. `y` holds class indices (classification), numbers
+    (regression) or, for multilabel, 0/1 values of shape (N, L): L yes/no labels a sample
+    may have any number of.
     """
 
     x: np.ndarray
@@ -47,24 +49,49 @@ class Dataset:
     std: torch.Tensor
     is_image: bool
     target_std: float = 1.0
+    target_mean: float = 0.0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     @property
+    def train_size(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def val_size(self) -> int:
+        return len(self.x_val)
+
+    def sample(self, split: str = "train", n: int | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` items of `split` ('train' or 'val'; all when None): a seeded random draw with
+        `generator`, else the first n (the split is in random order). The same call on a
+        streamed dataset loads its sample, so probes read both kinds alike."""
+        if split not in ("train", "val"):
+            raise ValueError(f"sample: split must be 'train' or 'val' (got {split!r})")
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_val, self.y_val)
+        if generator is None:
+            return x[:n], y[:n]
+        idx = torch.randperm(len(x), generator=generator)[:n]
+        return x[idx], y[idx]
+
+    @property
     def num_outputs(self) -> int:
-        return self.num_classes if self.task == "classification" else 1
+        return 1 if self.task == "regression" else self.num_classes
 
     @property
     def expected_initial_loss(self) -> float:
-        """The loss of a model that knows nothing: prior entropy, or label variance for MSE."""
-        if self.task == "regression":
-            return float(self.y_train.var(unbiased=False))
-        return -sum(p * math.log(p) for p in self.label_prior if p > 0)
+        """The loss of a model that knows nothing, under the kind's default loss: the label
+        prior's entropy (cross-entropy), the mean per-label entropy (BCE) or the label
+        variance (MSE). `workers.losses.expected_loss` gives it for any other loss."""
+        from workers.losses import DEFAULT_LOSS, LOSSES  # the losses use this class
+
+        return float(LOSSES.entry(DEFAULT_LOSS[self.task]).info["expected"](self))
 
     def describe(self) -> str:
-        kind = f"{self.num_classes} classes" if self.task == "classification" else "regression"
+        kind = {"classification": f"{self.num_classes} classes",
+                "multilabel": f"{self.num_classes} labels"}.get(self.task, "regression")
         return (
             f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} validation, "
             f"input {self.input_shape}, {kind}"

@@ -7,7 +7,7 @@ import inspect
 import json
 import threading
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -16,18 +16,56 @@ from workers.config import describe_validation_error
 from workers.data._base import Dataset, RawData
 from workers.data._settings import DataSettings, get_data_settings
 from workers.data._split import check_split, make_dataset
+from workers.data._stream import StreamData, StreamingDataset, stream_dataset
 from workers.errors import ConfigError
 from workers.registry import Registry
 
-DatasetFactory = Callable[..., RawData]
+DatasetFactory = Callable[..., RawData | StreamData]
 
 DATASETS: Registry[DatasetFactory] = Registry("dataset")
-register_dataset = DATASETS.register
+
+
+def register_dataset(name: str, *, knobs: type[BaseModel] | None = None,
+                     loss: str | Callable[..., Any] | None = None, metrics: Sequence[str] = (),
+                     expected_loss: Callable[[Dataset], float] | None = None,
+                     **info: Any) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Decorate a factory returning RawData to register it as dataset `name`.
+
+    `knobs` (a pydantic model) are its options; `loss` the loss it trains with, a
+    registered name or a callable `(out, y) -> scalar tensor` (registered as loss `name`);
+    `metrics` the registered metrics reported for it (the first is the default objective);
+    `expected_loss(data)` what the loss is for a model that knows nothing, where the loss's
+    own rule does not fit. All of it is kept in the entry's info, so a spec can be checked
+    without loading the data.
+    """
+    from workers.losses import register_loss  # the losses import torch
+
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if loss is not None and not isinstance(loss, str) and not callable(loss):
+        raise ConfigError(f"dataset '{name}': loss must be a registered loss's name or a "
+                          f"function (out, y) -> loss (got {loss!r})")
+    if not all(isinstance(m, str) for m in metrics):
+        raise ConfigError(f"dataset '{name}': metrics must be registered metrics' names "
+                          f"(got {list(metrics)!r})")
+    if expected_loss is not None and not callable(expected_loss):
+        raise ConfigError(f"dataset '{name}': expected_loss must be a function of the "
+                          f"dataset returning a float (got {expected_loss!r})")
+    register = DATASETS.register(name, knobs=knobs, loss=name if callable(loss) else loss,
+                                 metrics=metrics, expected_loss=expected_loss, **info)
+
+    def decorator(factory: DatasetFactory) -> DatasetFactory:
+        register(factory)  # first: a duplicate dataset name leaves no loss behind
+        if callable(loss):
+            register_loss(name)(loss)
+        return factory
+
+    return decorator
+
 
 # Options every dataset takes; the rest go to the factory as keyword arguments.
 SPLIT_OPTIONS = ("val_fraction", "split_seed", "classes", "subset", "val_subset")
 
-_cache: dict[str, Dataset] = {}
+_cache: dict[str, Dataset | StreamingDataset] = {}
 _lock = threading.Lock()
 
 
@@ -42,7 +80,7 @@ def dataset_loaded(name: str, options: Mapping[str, Any] | None = None) -> bool:
 
 def load_dataset(
     name: str, options: Mapping[str, Any] | None = None, settings: DataSettings | None = None
-) -> Dataset:
+) -> Dataset | StreamingDataset:
     """Load `name` with `options`, once per process: later calls return the cached split."""
     factory = DATASETS.get(name)
     options = dict(options or {})
@@ -56,10 +94,12 @@ def load_dataset(
 
 def _load(
     name: str, factory: DatasetFactory, options: dict[str, Any], settings: DataSettings
-) -> Dataset:
+) -> Dataset | StreamingDataset:
     check_options(name, options)
     split = {k: options.pop(k) for k in SPLIT_OPTIONS if k in options}
     raw = factory(settings=settings, **options)
+    if isinstance(raw, StreamData):  # split by index; facts from a sample of items
+        return stream_dataset(name, raw, **split)
     return make_dataset(name, raw, **split)
 
 
@@ -80,6 +120,11 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
     except ValidationError as exc:
         raise ConfigError(f"dataset '{name}': {describe_validation_error(exc)}") from None
     check_split(name, **{k: getattr(checked, k) for k in SPLIT_OPTIONS if k != "classes"})
+
+
+def dataset_options_model(name: str) -> type[BaseModel] | None:
+    """The pydantic model of `name`'s options (None: its factory takes **kwargs)."""
+    return _options_model(name)
 
 
 @functools.cache

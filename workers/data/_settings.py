@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.errors import ConfigError
@@ -18,6 +19,8 @@ class DataSettings(BaseSettings):
     data_dir: Path = Path("data")
     allow_download: bool = False
     fashion_mnist_system_dir: Path = Path("/usr/share/datasets/fashion-mnist")
+    # DataLoader worker processes per streamed run; None: from the trial's CPU budget.
+    loader_workers: int | None = Field(None, ge=0, le=64)
 
 
 @lru_cache

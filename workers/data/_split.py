@@ -1,4 +1,8 @@
-"""Turn raw arrays into a seeded, stratified, normalised train/validation split."""
+"""Turn raw arrays into a seeded, stratified, normalised train/validation split.
+
+Classification splits are stratified by class; regression and multi-label splits are
+plain seeded ones (a stratified multi-label split would need every label combination on
+both sides)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from workers.data._base import Dataset, RawData
+from workers.data._base import TASK_KINDS, Dataset, RawData
 from workers.errors import ConfigError
 
 
@@ -32,9 +36,15 @@ def make_dataset(
                 val_subset=val_subset)
     x, y = raw.x, raw.y
     classification = raw.task == "classification"
+    if raw.task not in TASK_KINDS:
+        raise ConfigError(f"{name}: task kind must be one of {', '.join(TASK_KINDS)} "
+                          f"(got {raw.task!r})")
+    if raw.task == "multilabel":
+        _check_multilabel(name, y)
     if classes is not None:
         if not classification:
-            raise ConfigError(f"{name}: 'classes' applies to classification datasets only")
+            raise ConfigError(f"{name}: 'classes' applies to classification datasets only "
+                              f"({name} is {raw.task})")
         x, y = _select_classes(name, x, y, classes)
     if classification:
         _check_stratifiable(name, y, val_fraction)
@@ -57,6 +67,17 @@ def check_split(name: str, *, val_fraction: float = 0.2, split_seed: int = 0,
     for option, size in (("subset", subset), ("val_subset", val_subset)):
         if size is not None and size < 1:
             raise ConfigError(f"{name}: {option} must be at least 1 (got {size})")
+
+
+def _check_multilabel(name: str, y: np.ndarray) -> None:
+    """Multi-label targets: one row of 0/1 values per sample, at least one label."""
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape[1] < 1:
+        raise ConfigError(f"{name}: multilabel targets must have shape (samples, labels) "
+                          f"(got shape {y.shape})")
+    if not np.isin(y, (0, 1)).all():
+        raise ConfigError(f"{name}: multilabel targets must be 0 or 1 "
+                          f"(got values {np.unique(y)[:5].tolist()}...)")
 
 
 def _check_stratifiable(name: str, y: np.ndarray, val_fraction: float) -> None:
@@ -116,8 +137,14 @@ def _normalise(
         prior = torch.bincount(yt, minlength=num_classes).double() / len(yt)
         return Dataset(name, xt, yt, xv, yv, "classification", num_classes,
                        tuple(prior.tolist()), mean, std, raw.is_image)
+    if raw.task == "multilabel":
+        yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
+        yv = torch.as_tensor(np.asarray(y_val, dtype=np.float32))
+        prior = yt.double().mean(0)  # each label's share of positives
+        return Dataset(name, xt, yt, xv, yv, "multilabel", yt.shape[1],
+                       tuple(prior.tolist()), mean, std, raw.is_image)
     yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
     yv = torch.as_tensor(np.asarray(y_val, dtype=np.float32))
     y_mean, y_std = yt.mean(), yt.std().clamp_min(1e-6)
     return Dataset(name, xt, (yt - y_mean) / y_std, xv, (yv - y_mean) / y_std, "regression",
-                   1, (), mean, std, raw.is_image, float(y_std))
+                   1, (), mean, std, raw.is_image, float(y_std), float(y_mean))

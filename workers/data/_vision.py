@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import datasets as tvdatasets
 from torchvision.datasets.utils import extract_archive
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
+from torchvision.transforms.functional import pil_to_tensor
 
 from workers.data._base import RawData
 from workers.data._registry import register_dataset
 from workers.data._settings import DataSettings
+from workers.data._stream import StreamData
 from workers.errors import ConfigError, DataNotFoundError
 
 _IDX_FILES = (
@@ -21,6 +26,7 @@ _IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+_DECODED = (".jpg", ".jpeg", ".png", ".webp", ".gif")  # what torchvision.io decodes
 
 
 @register_dataset("mnist1d")
@@ -76,8 +82,15 @@ def cifar100(*, settings: DataSettings) -> RawData:
 
 
 @register_dataset("image_folder")
-def image_folder(*, settings: DataSettings, path: str = "", image_size: int = 32) -> RawData:
-    """A class-per-subfolder tree of images inside the data folder, resized to a square."""
+def image_folder(*, settings: DataSettings, path: str = "", image_size: int = 32,
+                 stream: bool = True) -> RawData | StreamData:
+    """A class-per-subfolder tree of images inside the data folder, resized to a square.
+
+    Streamed (the default), an image is decoded (torchvision.io) and resized only when a
+    batch needs it and stays uint8 until that batch is on the device, so any number of
+    images trains in bounded memory. `stream: false` loads them all up front as whole
+    tensors: the fast path for a folder that fits in memory.
+    """
     root = settings.data_dir.resolve()
     folder = (root / path).resolve()
     if not path or not folder.is_relative_to(root):
@@ -90,15 +103,26 @@ def image_folder(*, settings: DataSettings, path: str = "", image_size: int = 32
                                 "class per subfolder")
     if not 4 <= image_size <= 1024:
         raise ConfigError(f"image_folder: image_size must lie in [4, 1024] (got {image_size})")
-    transform = v2.Compose([
-        v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
-    data = tvdatasets.ImageFolder(str(folder), transform=transform)
+    data = tvdatasets.ImageFolder(str(folder), loader=_read_rgb,
+                                  transform=v2.Resize((image_size, image_size), antialias=True))
     if len(data.classes) < 2:
         raise ConfigError(f"image_folder: {path!r} needs at least two class subfolders")
-    x = torch.stack([img.expand(3, -1, -1) for img, _ in data]).numpy()
+    if stream:
+        return StreamData(data, task="classification", num_classes=len(data.classes),
+                          is_image=True)
+    x = torch.stack([img for img, _ in data]).numpy() * np.float32(1 / 255)
     return RawData(x, np.array(data.targets), "classification", is_image=True)
+
+
+def _read_rgb(path: str) -> torch.Tensor:
+    """An image file as uint8 (3, H, W): torchvision.io's decoders where they apply (the
+    same pixels as PIL's), PIL for the formats they lack (BMP, TIFF, PPM, ...)."""
+    if path.lower().endswith(_DECODED):
+        with warnings.catch_warnings():  # 0.29 points to torchcodec, which is not installed
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_image(path, mode=ImageReadMode.RGB)
+    with Image.open(path) as image:
+        return pil_to_tensor(image.convert("RGB"))
 
 
 def _torchvision_mnist(cls: type[tvdatasets.MNIST], root: Path) -> RawData:

@@ -6,9 +6,10 @@ from pydantic import BaseModel
 from torch import nn
 
 from workers.config import ModelConfig
-from workers.data import Dataset
-from workers.models import _convnet, _mlp, _resnet, _torchvision  # noqa: F401  (fill the registry)
+from workers.data import AnyDataset
+from workers.models import _convnet, _mlp, _resnet, _timm, _torchvision  # noqa: F401  (fill the registry)
 from workers.models._registry import MODELS, ModelFactory, register_model
+from workers.models._timm import timm_architectures
 from workers.models._torchvision import architectures
 from workers.models._transfer import (
     apply_transfer,
@@ -18,7 +19,7 @@ from workers.models._transfer import (
 )
 
 
-def build_model(name: str, data: Dataset, cfg: ModelConfig,
+def build_model(name: str, data: AnyDataset, cfg: ModelConfig,
                 knobs: BaseModel | None = None) -> nn.Module:
     """Build model `name` for `data`, then load weights and apply the transfer strategy.
     A model registered with knobs gets their values (`knobs`) as its third argument."""
@@ -46,4 +47,5 @@ __all__ = [
     "parameter_groups",
     "register_model",
     "set_train_mode",
+    "timm_architectures",
 ]

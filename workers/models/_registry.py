@@ -6,8 +6,6 @@ from collections.abc import Callable
 
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset
 from workers.registry import Registry
 
 # (data, cfg) -> module; a model registered with knobs=K is called (data, cfg, K instance)

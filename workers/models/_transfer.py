@@ -50,6 +50,7 @@ def load_weights(model: nn.Module, path: str, skip_head: bool) -> None:
                           f"({exc.__class__.__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    state = _wrapped(model, state)
     head_keys = _head_keys(model) if skip_head else set()
     own = {k: v for k, v in model.state_dict().items() if k not in head_keys}
     state = {k: v for k, v in state.items() if k not in head_keys}
@@ -61,6 +62,15 @@ def load_weights(model: nn.Module, path: str, skip_head: bool) -> None:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise ConfigError(f"weights file {path!r} does not match the model: {shown}")
     model.load_state_dict(state, strict=False)
+
+
+def _wrapped(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """A torchvision or timm network's own state_dict, keyed for our wrapper (`net.`)."""
+    own = model.state_dict()
+    if own and all(k.startswith("net.") for k in own) and \
+            not any(k.startswith("net.") for k in state):
+        return {f"net.{k}": v for k, v in state.items()}
+    return state
 
 
 def apply_transfer(model: nn.Module, cfg: ModelConfig, outputs: int) -> None:

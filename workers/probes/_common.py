@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from workers.config import ModelConfig, TrainConfig
-from workers.data import Dataset, load_dataset
+from workers.data import AnyDataset, load_dataset
 from workers.errors import ConfigError
 from workers.knobs import parse_task_params
 from workers.models import build_model
@@ -19,7 +19,7 @@ from workers.runtime import pick_device, seed_everything
 
 @dataclass
 class ProbeSetup:
-    data: Dataset
+    data: AnyDataset  # probes read it through `data.sample`, alike for both kinds
     train: TrainConfig
     arch: ModelConfig
     model: nn.Module
@@ -31,9 +31,9 @@ def prepare(request: TrialRequest, overrides: dict[str, Any] | None = None) -> P
     task = request.task
     knobs = parse_task_params(task, {**request.params, **(overrides or {})})
     train, arch = knobs.train, knobs.model
-    data = load_dataset(task.dataset, knobs.dataset_options)
+    data = load_dataset(task.needs("dataset"), knobs.dataset_options)
     generator = seed_everything(request.seed)
-    model = build_model(task.model, data, arch, knobs.declared.get("model"))
+    model = build_model(task.needs("model"), data, arch, knobs.declared.get("model"))
     device = pick_device(request.device)
     model.to(device)
     return ProbeSetup(data, train, arch, model, device, generator)

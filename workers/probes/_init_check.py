@@ -12,7 +12,9 @@ import math
 import torch
 from torch import nn
 
+from workers.data import AnyDataset
 from workers.models import count_parameters
+from workers.objective import initial_loss, loss_name
 from workers.probes._common import option, prepare, verdict
 from workers.request import TrialRequest, TrialResult
 from workers.train import loss_fn
@@ -26,9 +28,9 @@ def init_check(request: TrialRequest) -> TrialResult:
     batches = option(request, "batches", 4, OPTIONS)
     setup = prepare(request)
     data, model = setup.data, setup.model
-    n = min(len(data.x_train), batches * setup.train.batch_size)
-    idx = torch.randperm(len(data.x_train), generator=setup.generator)[:n]
-    x, y = data.x_train[idx].to(setup.device), data.y_train[idx].to(setup.device)
+    x, y = data.sample("train", batches * setup.train.batch_size, setup.generator)
+    x, y = x.to(setup.device), y.to(setup.device)
+    n = len(x)
 
     layers = [(name, m) for name, m in model.named_modules()
               if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
@@ -37,7 +39,8 @@ def init_check(request: TrialRequest) -> TrialResult:
         lambda _m, _i, out, name=name: stds.__setitem__(name, float(out.detach().float().std())))
         for name, m in layers]
     model.train()
-    criterion = loss_fn(data)
+    loss_used = loss_name(data, request.task.loss)
+    criterion = loss_fn(data, loss=loss_used)
     losses = [criterion(model(x[i:i + setup.train.batch_size]).float(),
                         y[i:i + setup.train.batch_size])
               for i in range(0, n, setup.train.batch_size)]
@@ -48,8 +51,10 @@ def init_check(request: TrialRequest) -> TrialResult:
         h.remove()
     grads = {name: float(m.weight.grad.norm()) for name, m in layers if m.weight.grad is not None}
 
-    value, expected = loss.item(), data.expected_initial_loss
-    status, message = _judge_loss(value, expected, data.task, data.num_classes)
+    value = loss.item()
+    expected, stated_by = initial_loss(data, request.task.loss)
+    status, message = _judge_loss(value, expected, loss_used,
+                                  _expected_what(loss_used, stated_by, data))
     grad_values = list(grads.values())
     ratio = grad_values[0] / grad_values[-1] if len(grad_values) > 1 and grad_values[-1] else 1.0
     grad_status, grad_message = _judge_gradients(ratio)
@@ -57,20 +62,39 @@ def init_check(request: TrialRequest) -> TrialResult:
         status = grad_status
     if grad_message:
         message = f"{message} {grad_message}"
-    result = verdict(status, message, epochs_equivalent=n / len(data.x_train), loss=value,
-                     expected_loss=expected, loss_ratio=value / expected,
+    result = verdict(status, message, epochs_equivalent=n / data.train_size, loss=value,
+                     loss_name=loss_used, expected_loss=expected,
+                     loss_ratio=None if expected is None else value / expected,
                      activation_std=stds, grad_norm=grads, grad_ratio_first_to_last=ratio)
     result.parameters = count_parameters(model)
     return result
 
 
-def _judge_loss(value: float, expected: float, task: str, classes: int) -> tuple[str, str]:
-    what = ("the label variance (MSE)" if task == "regression" else
-            f"the entropy of the label prior (ln {classes} = {math.log(classes):.3g} if balanced)")
+def _expected_what(loss: str, stated_by: str, data: AnyDataset) -> str:
+    """What the expected loss is, in words that name the loss."""
+    if stated_by == "dataset":
+        return f"the dataset's own expected {loss}"
+    classes = data.num_classes
+    return {
+        "cross_entropy": f"the cross-entropy of the label prior (ln {classes} = "
+                         f"{math.log(max(classes, 1)):.3g} if balanced)",
+        "bce_with_logits": "the binary cross-entropy of each label's prior, averaged over the "
+                           f"{classes} labels (ln 2 = 0.693 at 50%)",
+        "mse": "the label variance (MSE of predicting the mean)",
+        "huber": "the Huber loss of predicting the mean",
+    }.get(loss, f"the {loss} loss of a model that knows nothing")
+
+
+def _judge_loss(value: float, expected: float | None, loss: str,
+                what: str) -> tuple[str, str]:
     if not math.isfinite(value):
         return "failed", "The initial loss is not finite: check the inputs, labels and loss."
+    if expected is None:
+        return "passed", (f"Initial {loss} loss {value:.3g}, not judged: {what} is not stated; "
+                          "give register_loss an expected=fn(data) (or the dataset an "
+                          "expected_loss) to have it checked.")
     ratio = value / expected
-    base = f"Initial loss {value:.3g} against an expected {expected:.3g}, {what}"
+    base = f"Initial {loss} loss {value:.3g} against an expected {expected:.3g}, {what}"
     if 1 / LOSS_OK <= ratio <= LOSS_OK:
         return "passed", f"{base}: as it should be."
     if ratio > 1:

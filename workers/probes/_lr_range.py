@@ -46,7 +46,8 @@ def lr_probe(request: TrialRequest) -> TrialResult:
     if not 0 < lr_min < lr_max or iterations < 10 or max_epochs <= 0:
         raise ConfigError("lr_probe needs 0 < lr_min < lr_max, iterations >= 10 and max_epochs > 0")
     setup = prepare(request, {"schedule": "constant"})
-    n, bs = len(setup.data.x_train), min(setup.train.batch_size, len(setup.data.x_train))
+    n = setup.data.train_size
+    bs = min(setup.train.batch_size, n)
     if not math.isinf(max_epochs):  # fewer, bigger LR steps over the same range
         iterations = min(iterations, max(10, int(max_epochs * n / bs)))
     lrs = [lr_min * (lr_max / lr_min) ** (i / (iterations - 1)) for i in range(iterations)]
@@ -66,7 +67,9 @@ def _sweep(setup: ProbeSetup, lrs: list[float], bs: int, beta: float,
     # Each group keeps its ratio to the base LR (discriminative LRs stay discriminative).
     ratios = [g["lr"] / setup.train.lr if setup.train.lr else 1.0 for g in optimizer.param_groups]
     criterion = loss_fn(data, setup.train.label_smoothing)
-    x, y = data.x_train.to(setup.device), data.y_train.to(setup.device)
+    # Arrays whole; a stream's sample, as much as fits SAMPLE_BYTES (workers.data._stream).
+    x, y = data.sample("train")
+    x, y = x.to(setup.device), y.to(setup.device)
     set_train_mode(model)
     raw: list[float] = []
     avg, low = 0.0, math.inf

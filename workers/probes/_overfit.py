@@ -53,9 +53,9 @@ def overfit(request: TrialRequest) -> TrialResult:
                           f"(got {samples}, {steps}, {max_epochs})")
     setup = prepare(request, NO_REGULARISATION)
     data, model = setup.data, setup.model
-    x = data.x_train[:samples].to(setup.device)
-    y = data.y_train[:samples].to(setup.device)
-    n_train = len(data.x_train)
+    x, y = data.sample("train", samples)  # the first items: a split is in random order
+    x, y = x.to(setup.device), y.to(setup.device)
+    n_train = data.train_size
     target = fraction * data.expected_initial_loss
     budget = steps
     if not math.isinf(max_epochs):  # each full-batch step costs len(x) / n_train epochs

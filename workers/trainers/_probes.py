@@ -1,0 +1,249 @@
+"""init_check, overfit and lr_probe on a trainer's own parts (model, loss, batches).
+
+The probes' own judging runs unchanged; what differs is where the pieces come from: the
+model and loss from `parts(ctx)`, the data from the first of its batches, held in memory
+(a probe needs a few hundred samples), the optimizer from the trial's built-in knobs
+(lr, optimizer, ...: what the lr probe hands the search). Without parts a probe is
+skipped with a sentence that says what to expose.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from workers.config import TrainConfig
+from workers.errors import ConfigError
+from workers.models import count_parameters, set_train_mode
+from workers.optim import build_optimizer
+from workers.probes._common import option
+from workers.probes._init_check import _judge_gradients, _rank
+from workers.probes._init_check import _judge_loss as _judge_init_loss
+from workers.probes._lr_range import _judge as _judge_lr
+from workers.probes._overfit import NO_REGULARISATION, STOP_RULE, _fit
+from workers.probes._overfit import _judge as _judge_overfit
+from workers.request import TrialRequest, TrialResult
+from workers.trainers._context import TrainerContext
+from workers.trainers._parts import TrainerParts
+from workers.trainers._registry import TRAINERS
+from workers.trainers._run import make_context
+
+PROBE_MODES = ("init_check", "overfit", "lr_probe")
+OVERRIDES: dict[str, dict[str, Any]] = {"init_check": {}, "overfit": NO_REGULARISATION,
+                                        "lr_probe": {"schedule": "constant"}}
+
+
+def probe_trainer(request: TrialRequest) -> TrialResult:
+    """Run `request`'s probe on its trainer's parts, or skip it saying what to expose."""
+    name = request.task.trainer
+    assert name is not None
+    entry = TRAINERS.entry(name)
+    parts_fn = entry.info.get("parts")
+    if parts_fn is None:
+        return TrialResult("skipped", message=skip_reason(name, entry.info.get("kind"),
+                                                           request.mode))
+    ctx = make_context(request, overrides=OVERRIDES[request.mode])
+    parts = _parts(name, parts_fn, ctx)
+    parts.model.to(ctx.device)
+    probe = {"init_check": _init_check, "overfit": _overfit, "lr_probe": _lr_probe}
+    result: TrialResult = probe[request.mode](request, ctx, parts)
+    result.parameters = count_parameters(parts.model)
+    return result
+
+
+def skip_reason(name: str, kind: str | None, mode: str) -> str:
+    if kind == "command":
+        return (f"Skipped: trainer '{name}' is a command, whose model stagetune cannot "
+                f"reach, so {mode} cannot run; register a Python trainer with parts=... to "
+                "have it probed.")
+    return (f"Skipped: trainer '{name}' exposes no parts. Register it with "
+            "parts=fn(ctx) -> TrainerParts(model, loss, batches) (a fresh model, its loss "
+            f"and an iterable of (x, y) batches) so that {mode} runs on them.")
+
+
+def _parts(name: str, parts_fn: Callable[[TrainerContext], Any], ctx: TrainerContext
+           ) -> TrainerParts:
+    parts = parts_fn(ctx)
+    if not isinstance(parts, TrainerParts):
+        raise ConfigError(f"trainer '{name}': parts(ctx) returned {type(parts).__name__}; "
+                          "return TrainerParts(model, loss, batches)")
+    if not isinstance(parts.model, nn.Module):
+        raise ConfigError(f"trainer '{name}': TrainerParts.model must be a torch.nn.Module "
+                          f"(got {type(parts.model).__name__})")
+    if not callable(parts.loss):
+        raise ConfigError(f"trainer '{name}': TrainerParts.loss must be a function "
+                          "loss(out, y) -> scalar tensor")
+    return parts
+
+
+def take(batches: Iterable[Any], n: int, device: torch.device, name: str = "trainer"
+         ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The first `n` samples of `batches` (fewer if it runs out) on `device`, and the
+    size of its first batch."""
+    xs, ys, count, size = [], [], 0, 0
+    for batch in batches:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2
+                and all(isinstance(t, torch.Tensor) for t in batch)):
+            raise ConfigError(f"trainer '{name}': TrainerParts.batches must yield (x, y) "
+                              f"pairs of tensors (got {type(batch).__name__})")
+        x, y = batch
+        size = size or len(x)
+        xs.append(x)
+        ys.append(y)
+        count += len(x)
+        if count >= n:
+            break
+    if count < 2:
+        raise ConfigError(f"trainer '{name}': TrainerParts.batches yielded {count} samples; "
+                          "the probes need at least 2")
+    return torch.cat(xs)[:n].to(device), torch.cat(ys)[:n].to(device), size
+
+
+def expected_loss(parts: TrainerParts, y: torch.Tensor) -> tuple[float | None, str, str]:
+    """What a model that knows nothing scores under the parts' loss, what that is, and
+    the loss's name."""
+    loss = parts.loss
+    if parts.expected_loss is not None:
+        return float(parts.expected_loss), "as the trainer states", _name(loss)
+    if isinstance(loss, nn.CrossEntropyLoss) or loss is F.cross_entropy:
+        counts = torch.bincount(y.long().flatten()).float()
+        prior = counts[counts > 0] / counts.sum()
+        return (float(-(prior * prior.log()).sum()), "the entropy of the sample's label prior",
+                "cross-entropy")
+    if isinstance(loss, nn.BCEWithLogitsLoss) or loss is F.binary_cross_entropy_with_logits:
+        p = y.float().mean(0).clamp(1e-6, 1 - 1e-6)
+        return (float((-(p * p.log() + (1 - p) * (1 - p).log())).mean()),
+                "the mean per-label entropy", "BCE")
+    if isinstance(loss, nn.MSELoss) or loss is F.mse_loss:
+        return float(y.float().var(unbiased=False)), "the label variance", "MSE"
+    return None, "", _name(loss)
+
+
+def _name(loss: Any) -> str:
+    return str(getattr(loss, "__name__", type(loss).__name__))
+
+
+def _init_check(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts
+                ) -> TrialResult:
+    batches = option(request, "batches", 4, ("batches",))
+    x, y, size = take(parts.batches, batches * max(ctx.train.batch_size, 1), ctx.device,
+                      ctx.trainer)
+    model = parts.model
+    layers = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    stds: dict[str, float] = {}
+    hooks = [m.register_forward_hook(
+        lambda _m, _i, out, n=n: stds.__setitem__(n, float(out.detach().float().std())))
+        for n, m in layers]
+    model.train()
+    losses = [parts.loss(model(x[i:i + size]), y[i:i + size]) for i in range(0, len(x), size)]
+    loss = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in losses]).mean()
+    if loss.requires_grad:
+        loss.backward()
+    for h in hooks:
+        h.remove()
+    grads = {n: float(m.weight.grad.norm()) for n, m in layers if m.weight.grad is not None}
+    value = loss.item()
+    expected, what, name = expected_loss(parts, y)
+    status, message = _judge_loss(value, expected, what, name)
+    values = list(grads.values())
+    ratio = values[0] / values[-1] if len(values) > 1 and values[-1] else 1.0
+    grad_status, grad_message = _judge_gradients(ratio)
+    if _rank(grad_status) > _rank(status):
+        status = grad_status
+    message = f"{message} {grad_message}".strip()
+    return TrialResult(status, message=message, probe={
+        "epochs_equivalent": 0.0, "loss": value, "expected_loss": expected,
+        "loss_ratio": value / expected if expected else None, "activation_std": stds,
+        "grad_norm": grads, "grad_ratio_first_to_last": ratio, "samples": len(x)})
+
+
+def _judge_loss(value: float, expected: float | None, what: str, name: str
+                ) -> tuple[str, str]:
+    """The built-in init check's judgement; without an expected value, only its note."""
+    if expected is None and math.isfinite(value):
+        return "passed", (f"Initial {name} loss {value:.3g}, not judged: the trainer's loss "
+                          "states no expected value; give TrainerParts(expected_loss=...) to "
+                          "have it checked.")
+    return _judge_init_loss(value, expected, name, what)
+
+
+def _overfit(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts) -> TrialResult:
+    allowed = ("samples", "steps", "target_fraction", "max_epochs")
+    samples = option(request, "samples", 64, allowed)
+    steps = option(request, "steps", 300, allowed)
+    fraction = option(request, "target_fraction", 0.02, allowed)
+    x, y, _ = take(parts.batches, samples, ctx.device, ctx.trainer)
+    model = parts.model
+    optimizer = build_optimizer(model, ctx.train, ctx.arch)
+    expected, _, _ = expected_loss(parts, y)
+    with torch.no_grad():  # without a stated expectation: a fraction of the first loss
+        first = float(parts.loss(model(x), y))
+    target = fraction * (expected if expected is not None else first)
+    losses, stopped_by = _fit(model, optimizer, parts.loss, x, y, target, steps)
+    stopped_by = "steps" if stopped_by == "budget" else stopped_by
+    result = _judge_overfit(losses, target, len(x), steps, stopped_by)
+    result.probe |= {"target_loss": target, "samples": len(x), "steps": len(losses),
+                     "epochs_equivalent": 0.0, "stop_rule": STOP_RULE, "stopped_by": stopped_by,
+                     "stopped_early": len(losses) < steps,
+                     "plateau_at": len(losses) if stopped_by == "plateau" else None}
+    return result
+
+
+def _lr_probe(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts) -> TrialResult:
+    allowed = ("iterations", "lr_min", "lr_max", "smoothing", "diverge_factor", "max_epochs")
+    iterations = option(request, "iterations", 100, allowed)
+    lr_min = option(request, "lr_min", 1e-7, allowed)
+    lr_max = option(request, "lr_max", 10.0, allowed)
+    beta = option(request, "smoothing", 0.98, allowed)
+    diverge = option(request, "diverge_factor", 4.0, allowed)
+    if not 0 < lr_min < lr_max or iterations < 10:
+        raise ConfigError("lr_probe needs 0 < lr_min < lr_max and iterations >= 10")
+    bs = max(ctx.train.batch_size, 1)
+    x, y, _ = take(parts.batches, min(bs * iterations, 4096), ctx.device, ctx.trainer)
+    bs = min(bs, len(x))
+    lrs = [lr_min * (lr_max / lr_min) ** (i / (iterations - 1)) for i in range(iterations)]
+    raw = _sweep(ctx.train, ctx, parts, x, y, bs, lrs, beta, diverge)
+    result = _judge_lr(lrs[:len(raw)], raw, ctx.train)
+    result.probe |= {"epochs_equivalent": 0.0, "iterations": iterations}
+    return result
+
+
+def _sweep(train: TrainConfig, ctx: TrainerContext, parts: TrainerParts, x: torch.Tensor,
+           y: torch.Tensor, bs: int, lrs: list[float], beta: float, diverge: float
+           ) -> list[float]:
+    """One step per lr on batches of the sample, as the built-in probe's sweep."""
+    model = parts.model
+    optimizer = build_optimizer(model, train, ctx.arch)
+    ratios = [g["lr"] / train.lr if train.lr else 1.0 for g in optimizer.param_groups]
+    generator = torch.Generator().manual_seed(ctx.seed)
+    set_train_mode(model)
+    raw: list[float] = []
+    avg, low = 0.0, math.inf
+    order, pos = torch.randperm(len(x), generator=generator), 0
+    for i, lr in enumerate(lrs):
+        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
+            group["lr"] = lr * ratio
+        if pos + bs > len(x):
+            order, pos = torch.randperm(len(x), generator=generator), 0
+        idx = order[pos:pos + bs].to(x.device)
+        pos += bs
+        loss = parts.loss(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            break
+        raw.append(value)
+        avg = beta * avg + (1 - beta) * value
+        ema = avg / (1 - beta ** (i + 1))
+        low = min(low, ema)
+        if i > 5 and ema > diverge * low:
+            break
+    return raw
