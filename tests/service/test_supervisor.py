@@ -137,7 +137,9 @@ def test_a_restarted_service_stops_the_runners_its_predecessor_left(
     server = Server(db, tmp_path / "data", ray_address=ray_local).start()
     try:
         with Client(server.url) as api:
-            api.submit(long_study("outlives", trials=2, epochs=2))
+            # long enough to be running still when the service is down: a study that
+            # ends while the service shuts down has its runner stopped by that service
+            api.submit(long_study("outlives", trials=2, epochs=15))
             wait_for_status(api, "outlives", ("running",), 120)
         server.stop()
         store = Store(db)
