@@ -32,6 +32,15 @@ class StudySummary(BaseModel):
     updated_at: datetime | None
 
 
+class Fix(BaseModel):
+    """A suggested spec edit: the knobs to set (a value, or bounds such as
+    {"high": 1e-3}), why, and the case it is for (e.g. {"optimizer": "sgd"})."""
+
+    set: dict[str, Any]
+    why: str = ""
+    when: dict[str, Any] | None = None
+
+
 class StageOut(BaseModel):
     name: str
     status: str
@@ -45,6 +54,7 @@ class StageOut(BaseModel):
     planned: dict[str, Any] | None = None  # the plan's share: epochs, seconds, sizes
     trial_seconds: float = 0.0  # its trials' own run time, summed
     rungs: list[dict[str, Any]] | None = None  # coarse: per rung, trials reached and promoted
+    fixes: list[Fix] = []  # spec edits a person can apply, from the stage's findings
 
 
 class Best(BaseModel):

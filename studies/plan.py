@@ -3,8 +3,8 @@
 With `budget: {epochs: B}` (and/or `seconds: S`, shared the same way):
 
 - the probes get caps in epoch equivalents: init_check 1% of B, overfit 5%, the LR
-  probe 6% (split among the optimizer families it probes); the baseline is a linear model
-  and costs no epochs;
+  probe 6% (split among the optimizer families it probes); the data check (hashes of a
+  sample) and the baseline (a linear model) cost no epochs;
 - confirm gets at most `confirm.share` (15%) of B: as many E-epoch runs as fit, spread
   over `seeds` seeds of the `top` configurations (fewer of each when few runs fit, none
   when not even one fits);
@@ -78,7 +78,8 @@ def make_plan(spec: StudySpec) -> dict[str, StagePlan]:
     if budget is None:
         return _from_sections(spec, levels, per_config, confirm_epochs)
 
-    plan: dict[str, StagePlan] = {"baseline": StagePlan(0.0, None)}
+    plan: dict[str, StagePlan] = {"data_check": StagePlan(0.0, None),
+                                  "baseline": StagePlan(0.0, None)}
     b_epochs, b_seconds = budget.epochs, budget.seconds
     used = {"epochs": 0.0, "seconds": 0.0}
 
@@ -109,8 +110,8 @@ def make_plan(spec: StudySpec) -> dict[str, StagePlan]:
     r_s = left_s - (c_s or 0.0) if left_s is not None else None
     plan["refine"] = StagePlan(r_e, r_s, {
         "trials": _explicit(stages.refine, "trials") or UNBOUNDED_TRIALS, "epochs": full})
-    return {name: plan[name] for name in ("baseline", *PROBE_SHARES, "coarse", "refine", "confirm")
-            if name in plan}
+    return {name: plan[name] for name in ("data_check", "baseline", *PROBE_SHARES, "coarse",
+                                          "refine", "confirm") if name in plan}
 
 
 def _confirm_plan(spec: StudySpec, epochs: int, share: Any) -> StagePlan:
@@ -136,6 +137,7 @@ def _from_sections(spec: StudySpec, levels: list[int], per_config: float,
         "confirm": s.confirm.top * s.confirm.seeds * confirm_epochs,
     }
     return {
+        "data_check": StagePlan(),
         "baseline": StagePlan(),
         "init_check": StagePlan(),
         "overfit": StagePlan(),

@@ -204,6 +204,17 @@ Trials = Annotated[int, Field(ge=1, le=MAX_TRIALS)]
 Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
 
 
+class DataCheckStage(_Strict):
+    """Sample-based checks of the splits before any training (workers.data_check). Exact
+    copies of validation samples in training above `leak_share` of validation fail it,
+    and stop the study; `allow_leaks` turns that failure into a warning."""
+
+    enabled: bool = True
+    allow_leaks: bool = False
+    leak_share: float = Field(0.01, ge=0, le=1)
+    samples: int = Field(20_000, ge=100, le=1_000_000)  # read per split at most
+
+
 class BaselineStage(_Strict):
     enabled: bool = True
 
@@ -273,6 +284,7 @@ class Budget(_Strict):
 
 
 class Stages(_Strict):
+    data_check: DataCheckStage = DataCheckStage()
     baseline: BaselineStage = BaselineStage()
     init_check: InitCheckStage = InitCheckStage()
     overfit: OverfitStage = OverfitStage()
@@ -364,6 +376,19 @@ def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
 def _raise_if(problems: list[tuple[str, str]]) -> None:
     if problems:
         raise SpecError("; ".join(f"{w}: {m}" if w else m for w, m in problems), problems)
+
+
+def same_spec(stored: dict[str, Any], given: dict[str, Any]) -> bool:
+    """Whether two specs say the same, each read with today's defaults: a spec stored by
+    an older version lacks the fields added since (a new stage, new task fields), and
+    still resumes."""
+    if stored == given:
+        return True
+    try:
+        return stored_spec(stored).model_dump(mode="json") == \
+            stored_spec(given).model_dump(mode="json")
+    except SpecError:  # one no longer validates: it is not the same
+        return False
 
 
 def stored_spec(data: dict[str, Any]) -> StudySpec:

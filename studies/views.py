@@ -91,6 +91,7 @@ def _stage(stage: StageRecord, store: Store, study: str) -> dict[str, Any]:
                            "started_at": utc(stage.started_at), "finished_at": utc(stage.finished_at)}
     out["planned"] = stage.planned
     out["trial_seconds"] = stage.trial_seconds
+    out["fixes"] = list(stage.figures.get("fixes") or [])  # spec edits, as data
     if stage.name in TRIAL_STAGES:
         counts = {name: 0 for name in STATES}
         trials = store.trials(study, stage.name)

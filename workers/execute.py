@@ -11,6 +11,7 @@ import torch
 from workers import probes
 from workers.baseline import run_baseline
 from workers.data import load_dataset
+from workers.data_check import check_data
 from workers.errors import ConfigError
 from workers.knobs import parse_task_params
 from workers.models import build_model, count_parameters
@@ -37,7 +38,9 @@ def execute(request: TrialRequest, report: Report | None = None,
     if request.horizon is not None and request.horizon < request.epochs:
         raise ConfigError(f"horizon {request.horizon} is shorter than epochs {request.epochs}: "
                           "the LR schedule must span at least every epoch trained")
-    if request.task.trainer is not None and request.mode != "baseline":
+    if request.mode == "data_check":  # the task's dataset, whoever trains on it
+        result = check_data(request)
+    elif request.task.trainer is not None and request.mode != "baseline":
         result = _trainer(request, report, save)  # the user's own loop, or its parts probed
     elif request.mode == "train":
         result = _train(request, report, save)

@@ -9,8 +9,8 @@ from workers.errors import ConfigError
 
 Metrics = dict[str, float]
 
-Mode = Literal["train", "init_check", "overfit", "lr_probe", "baseline"]
-MODES: tuple[str, ...] = ("train", "init_check", "overfit", "lr_probe", "baseline")
+Mode = Literal["train", "init_check", "overfit", "lr_probe", "baseline", "data_check"]
+MODES: tuple[str, ...] = ("train", "init_check", "overfit", "lr_probe", "baseline", "data_check")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The staged protocol: each stage is a small class registered in STAGES, in order."""
 
-from studies.stages import _coarse, _confirm, _probes, _refine  # noqa: F401  (fill the registry)
+from studies.stages import _coarse, _confirm, _data_check, _probes, _refine  # noqa: F401  (fill the registry)
 from studies.stages._base import (
     STAGES,
     VERDICTS,
@@ -10,7 +10,8 @@ from studies.stages._base import (
     register_stage,
 )
 
-ORDER = ("baseline", "init_check", "overfit", "lr_probe", "coarse", "refine", "confirm")
+ORDER = ("data_check", "baseline", "init_check", "overfit", "lr_probe", "coarse", "refine",
+         "confirm")
 
 __all__ = ["ORDER", "STAGES", "VERDICTS", "Stage", "StageContext", "StageOutcome",
            "register_stage"]

@@ -90,10 +90,39 @@ class StageOutcome:
     hand_on: dict[str, Any] = field(default_factory=dict)
     epochs: float = 0.0
     trial_seconds: float = 0.0  # the stage's trials' (or probe's) own run time, summed
+    # Spec edits a person can apply, as data: {"set": {knob: value}, "why": ...,
+    # "when": {...}}; kept in `figures["fixes"]` too, so they are stored with the stage.
+    fixes: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS} (got {self.verdict!r})")
+        if self.fixes:
+            self.figures = {**self.figures, "fixes": self.fixes}
+        else:
+            self.fixes = list(self.figures.get("fixes") or [])
+
+
+def spec_edits(fixes: list[dict[str, Any]]) -> str:
+    """The fixes in words, for a stage's sentence: "Suggested spec edits: norm: batch (why)."."""
+    if not fixes:
+        return ""
+    parts = []
+    for item in fixes:
+        knobs = ", ".join(f"{k}: {_value(v)}" for k, v in item.get("set", {}).items())
+        when = ", ".join(f"{k} {v}" for k, v in (item.get("when") or {}).items())
+        parts.append(f"{knobs}{f' for {when}' if when else ''} ({item.get('why', '')})")
+    return "Suggested spec edits: " + "; ".join(parts) + "."
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict):  # a bound or a range
+        return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 class Stage(ABC):

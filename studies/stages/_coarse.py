@@ -20,8 +20,14 @@ from studies.lr_ranges import probed_space
 from studies.search import Proposal, SearchPlan, run_trials, tally, top_trials
 from studies.space import dims, dump_region, knobs, narrow, suggest
 from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
-
-CHANCE_MARGIN = 0.02  # within this of chance level, a trial learned nothing
+from studies.stages._chance import (
+    at_chance,
+    best_value,
+    chance_bound,
+    chance_trials,
+    stray_reach,
+    stuck_at_chance,
+)
 
 
 def fmt_params(params: dict[str, Any]) -> str:
@@ -31,7 +37,9 @@ def fmt_params(params: dict[str, Any]) -> str:
 
 @register_stage
 class Coarse(Stage):
-    """If every trial fails, it stops the study, since there is nothing to refine."""
+    """If every trial fails, it stops the study, since there is nothing to refine; so it
+    does when the baseline and the trials all stay at chance level (`studies.stages._chance`):
+    the labels do not match the inputs, and no search can fix that."""
 
     name, gate = "coarse", True
 
@@ -64,18 +72,16 @@ class Coarse(Stage):
             "diverged_fraction": done.diverged / max(done.total, 1),
             "rungs": rung_table(trials, levels, ctx.direction),
             "searched": dump_region({d: p for d, p in _flat(space).items()})}
-        chance = ctx.handed.get("chance")
-        if chance is not None:
-            hopeless = [t for t in trials if _best(t) is not None
-                        and _best(t) <= chance + CHANCE_MARGIN]  # type: ignore[operator]
-            figures["chance"] = chance
-            figures["chance_fraction"] = len(hopeless) / max(done.total, 1)
+        stuck = _chance_level(ctx, trials, figures)
         if not done.completed:
-            return StageOutcome("failed", f"All {done.total} coarse trials were pruned, failed "
-                                "or diverged before the last rung: check the failures' messages, "
-                                "and narrow the space (a smaller lr range first).", figures,
-                                epochs=done.epochs, trial_seconds=done.seconds)
-        return self._judge(ctx, study, space, trials, levels, figures, done)
+            return StageOutcome("failed", stuck or (
+                f"All {done.total} coarse trials were pruned, failed or diverged before the "
+                "last rung: check the failures' messages, and narrow the space (a smaller lr "
+                "range first)."), figures, epochs=done.epochs, trial_seconds=done.seconds)
+        outcome = self._judge(ctx, study, space, trials, levels, figures, done)
+        if stuck:  # what it found is kept, for a spec that says to go on past a failed gate
+            outcome.verdict, outcome.message = "failed", stuck
+        return outcome
 
     def _judge(self, ctx: StageContext, study: optuna.Study, space: dict[str, Any],
                trials: list[FrozenTrial], levels: list[int], figures: dict[str, Any],
@@ -122,10 +128,36 @@ def _flat(space: dict[str, Any]) -> dict[str, Any]:
     return {d.name: d.param for d in dims(space)}
 
 
-def _best(trial: FrozenTrial) -> float | None:
-    """The highest value a trial reached (chance level is an accuracy: higher is better)."""
-    values = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
-    return max(values) if values else None
+def _chance_level(ctx: StageContext, trials: list[FrozenTrial], figures: dict[str, Any]
+                  ) -> str | None:
+    """Record how many trials stayed at chance level; the sentence that stops the study
+    when the baseline and the scored trials did, but for a few lucky strays
+    (`studies.stages._chance.stuck_at_chance`)."""
+    chance, baseline = ctx.handed.get("chance"), ctx.handed.get("baseline")
+    if chance is None:  # no baseline ran, or its objective has no chance level
+        return None
+    direction = ctx.direction
+    bound = chance_bound(ctx.handed, direction)
+    scored, hopeless = chance_trials(trials, bound, direction)
+    figures |= {"chance": chance, "chance_bound": bound, "chance_trials": len(hopeless),
+                "chance_fraction": len(hopeless) / max(figures["trials"], 1)}
+    _, lucky = chance_trials(scored, stray_reach(chance, bound), direction)  # strays too
+    if not stuck_at_chance(len(scored), len(hopeless), len(lucky)) \
+            or not at_chance(baseline, bound, direction):
+        return None
+    strays = len(scored) - len(hopeless)
+    values = [v for v in (best_value(t, direction) for t in scored) if v is not None]
+    best = max(values) if direction == "maximize" else min(values)
+    name = ctx.objective.removeprefix("val_")
+    what = f"Validation {name}" if name != ctx.objective else ctx.objective
+    reach = stray_reach(chance, bound)
+    noise = (f"; {strays} above {bound:.3g}, what luck alone reaches, but within {reach:.3g}"
+             if strays else "")
+    return (f"{what} stays at chance level (best {best:.3g} against chance {chance:.3g} over "
+            f"{len(scored)} trials, baseline {baseline:.3g}{noise}): the labels carry no "
+            "information about the inputs; check that labels and inputs are paired (shuffled "
+            "or misaligned labels, a wrong label column, augmentation that destroys the "
+            "signal).")
 
 
 def rung_values(trials: list[FrozenTrial], epoch: int) -> list[tuple[FrozenTrial, float]]:

@@ -17,7 +17,9 @@ from studies.stages._base import (
     probe_cap,
     register_stage,
     run_probe,
+    spec_edits,
 )
+from studies.stages._chance import at_chance, chance_bound
 
 
 @register_stage
@@ -32,12 +34,22 @@ class Baseline(Stage):
                                 "there is no linear baseline to compare with. Name the "
                                 "dataset in task.dataset to have one.")
         result, _ = run_probe(ctx, self.name, "baseline")
-        value = result.final.get(ctx.objective, result.final.get("best"))
+        final = result.final
+        value = final.get(ctx.objective, final.get("best"))
         hand_on = {"baseline": value}
-        if "chance" in result.final:
-            hand_on["chance"] = result.final["chance"]
-        return StageOutcome("passed", result.message, figures=dict(result.final),
-                            hand_on=hand_on)
+        if "chance" in final and final.get("objective") == ctx.objective:
+            # chance level of the study's own objective only: coarse compares trials with it
+            hand_on |= {"chance": final["chance"], "chance_bound": final.get("chance_bound")}
+            bound = chance_bound(hand_on, ctx.direction)
+            if at_chance(value, bound, ctx.direction):
+                return StageOutcome("warned", (
+                    f"The linear baseline scores {value:.3g}, at chance level "
+                    f"({final['chance']:.3g}; luck alone reaches {bound:.3g} on this "
+                    "validation split): the inputs carry no linear information about the "
+                    "labels. If the networks stay at chance too, coarse stops the study: "
+                    f"check that labels and inputs are paired. {result.message}"),
+                    figures=dict(final), hand_on=hand_on)
+        return StageOutcome("passed", result.message, figures=dict(final), hand_on=hand_on)
 
 
 @register_stage
@@ -51,8 +63,7 @@ class InitCheck(Stage):
                                    {"batches": self.config.batches})
         if result.status == "skipped":
             return StageOutcome("skipped", result.message)
-        return StageOutcome(result.status, result.message, figures=result.probe, epochs=epochs,
-                            trial_seconds=result.seconds)
+        return _outcome(result.status, result.message, result.probe, epochs, result.seconds)
 
 
 @register_stage
@@ -74,8 +85,7 @@ class Overfit(Stage):
             verdict = "warned"
             message += (" It was stopped by its share of the budget while the loss still fell, "
                         "so this is not a failure: a larger budget lets it finish.")
-        return StageOutcome(verdict, message, figures=result.probe, epochs=epochs,
-                            trial_seconds=result.seconds)
+        return _outcome(verdict, message, result.probe, epochs, result.seconds)
 
 
 @register_stage
@@ -114,5 +124,17 @@ class LrProbe(Stage):
         if len(passed) < len(per_family):
             message += " Where the probe found no range, the search keeps the spec's lr range."
         verdict = "passed" if len(passed) == len(per_family) else "warned" if passed else "failed"
+        fixes = [f for v in per_family.values() for f in v.get("fixes", [])]
         return StageOutcome(verdict, message, figures=figures, hand_on=hand_on, epochs=epochs,
-                            trial_seconds=seconds)
+                            trial_seconds=seconds, fixes=fixes)
+
+
+def _outcome(verdict: str, message: str, figures: dict[str, Any], epochs: float,
+             seconds: float) -> StageOutcome:
+    """A probe's stage outcome: its fixes as data (`StageOutcome.fixes`) and, where the
+    verdict is not passed, in words at the end of its sentence."""
+    fixes = list(figures.get("fixes") or [])
+    if fixes and verdict != "passed":
+        message = f"{message} {spec_edits(fixes)}"
+    return StageOutcome(verdict, message, figures=figures, epochs=epochs,
+                        trial_seconds=seconds, fixes=fixes)

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from studies.errors import StoreError, StudyConflictError, StudyNotFoundError
+from studies.spec import same_spec
 from studies.store._engine import get_engine, migrate, retry_connects, session_scope, store_error
 from studies.store._tables import EventRow, StageRow, StudyRow, TrialMetricRow, utcnow
 
@@ -74,7 +75,7 @@ class Store:
         """Create the study, or return the stored one if it has the same spec (a resume)."""
         with session_scope(self.url) as s:
             row = s.scalar(select(StudyRow).where(StudyRow.name == name))
-            if row is not None and row.spec != spec:
+            if row is not None and not same_spec(row.spec, spec):
                 raise StudyConflictError(
                     f"study '{name}' already exists with a different spec; give the new one "
                     "another name, or run the stored spec to resume it")

@@ -102,7 +102,7 @@ def messages(study: dict[str, Any]) -> dict[str, str]:
 def assert_completed(study: dict[str, Any]) -> None:
     assert study["status"] == "completed", (study["message"], messages(study))
     found = verdicts(study)
-    assert list(found) == ["baseline", *PROBES, "coarse", "refine", "confirm"]
+    assert list(found) == ["data_check", "baseline", *PROBES, "coarse", "refine", "confirm"]
     for stage in ("coarse", "refine", "confirm"):  # every search stage ran
         assert found[stage] in ("passed", "warned"), (stage, messages(study)[stage])
 
@@ -256,6 +256,6 @@ def test_each_studys_dashboard_renders(server: Server, studies: dict[str, dict[s
         assert assert_every_figure_rendered(page) == figures
         if "/trials/" not in path:
             assert page.inner_text("#status") == "completed"
-            assert page.locator("#stages tbody tr").count() == 7
+            assert page.locator("#stages tbody tr").count() == 8  # data_check .. confirm
         assert errors == [], f"{path}: {errors}"
         page.close()

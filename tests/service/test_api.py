@@ -45,10 +45,10 @@ def test_a_digits_study_submitted_over_http_completes(store_url: str, tmp_path: 
             assert created["id"] == "http-digits" and created["status"] == "pending"
             study = wait_for_status(api, "http-digits", ("completed", "stopped", "failed"), 240)
             assert study["status"] == "completed", study["message"]
-            assert [s["verdict"] for s in study["stages"]] != [None] * 7
+            assert [s["verdict"] for s in study["stages"]] != [None] * 8
             assert study["best"]["value"] >= 0.9 and study["baseline"] > 0.5
             assert study["compute"]["epochs"] > 0
-            assert study["stages"][4]["trials"]["complete"] == 4  # coarse
+            assert study["stages"][5]["trials"]["complete"] == 4  # coarse
 
             trials = api.trials("http-digits", limit=500)
             assert trials["total"] == 4 + 3 + 2
@@ -61,7 +61,7 @@ def test_a_digits_study_submitted_over_http_completes(store_url: str, tmp_path: 
             assert {t["stage"] for t in refine["items"]} == {"refine"} and refine["total"] == 3
             # successive halving and continuation are visible: coarse's one rung, and the
             # refine trials that picked up coarse survivors after their epoch 1
-            coarse = study["stages"][4]
+            coarse = study["stages"][5]
             assert coarse["planned"]["sizes"]["rungs"] == [1]
             assert coarse["rungs"] == [{"epoch": 1, "reached": 4, "promoted": None, "finished": 4}]
             assert all(t["rungs"] == [0] for t in trials["items"][:4])

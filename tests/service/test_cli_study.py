@@ -64,7 +64,7 @@ def test_run_json_completes_and_resumes_as_a_no_op(tmp_path: Path, ray_local: st
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["study"] == "cli-quick" and result["status"] == "completed"
-    assert [s["name"] for s in result["stages"]][0] == "baseline"
+    assert [s["name"] for s in result["stages"]][:2] == ["data_check", "baseline"]
     assert all({"name", "verdict", "message"} <= set(s) for s in result["stages"])
     assert set(result["best"]) == {"params", "value"} and "lr" in result["best"]["params"]
     assert result["baseline"] > 0.5

@@ -95,7 +95,7 @@ def test_every_page_of_a_finished_study_loads_and_every_figure_renders(
         if path == f"/studies/{STUDY}":
             assert page.inner_text("#status") == "completed"
             assert page.inner_text("#diagnosis-kind")  # the winner's diagnosis is shown
-            assert page.locator("#stages tbody tr").count() == 7
+            assert page.locator("#stages tbody tr").count() == 8  # data_check .. confirm
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "study-page.png"), full_page=True)
         if path == "/":

@@ -63,8 +63,9 @@ def test_a_full_digits_study_completes_through_the_runner_actor(store_url: str,
     stop_runner(actor)
 
     assert report["status"] == "completed", report["message"]
-    assert [s["name"] for s in report["stages"]] == ["baseline", "init_check", "overfit",
-                                                     "lr_probe", "coarse", "refine", "confirm"]
+    assert [s["name"] for s in report["stages"]] == ["data_check", "baseline", "init_check",
+                                                     "overfit", "lr_probe", "coarse", "refine",
+                                                     "confirm"]
     assert all(s["verdict"] in ("passed", "warned") for s in report["stages"]), report["stages"]
     assert report["best"]["value"] >= 0.98 and report["best"]["value"] > report["baseline"]
     assert report["compute"]["epochs"] > 0 and report["compute"]["seconds"] > 0

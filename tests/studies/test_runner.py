@@ -38,13 +38,14 @@ def test_logits_scaled_by_50_stop_the_study_at_init_check(tmp_path: Path) -> Non
     assert "too high" in report.message and report.message.startswith("init_check:")
 
 
-def test_a_model_that_cannot_learn_stops_at_overfit(tmp_path: Path) -> None:
+def test_a_model_that_cannot_learn_stops_before_any_training(tmp_path: Path) -> None:
     spec = spec_from_example("digits", name="frozen", **{"task.model": "frozen_convnet"})
     report = Runner(spec, Store(f"sqlite:///{tmp_path / 'f.db'}")).run()
     assert report.status == "stopped"
     verdicts = {s["name"]: s["verdict"] for s in report.stages}
-    assert verdicts["overfit"] == "failed" and verdicts["coarse"] is None
-    assert "cannot" in report.message
+    # no parameter takes a gradient: init_check sees it before overfit spends a step
+    assert verdicts["init_check"] == "failed" and verdicts["overfit"] is None
+    assert "requires a gradient" in report.message and report.message.startswith("init_check:")
 
 
 def test_continue_on_failure_goes_past_a_failed_gate(tmp_path: Path) -> None:

@@ -2,20 +2,34 @@
 
 It also walks the layers once: activation std per layer on the forward pass and
 the weight-gradient norm per layer on the backward pass, so that vanishing or
-exploding signals through depth show up before a single step is taken.
+exploding signals through depth show up before a single step is taken. The same pass
+names quieter causes (`workers.probes._causes`), each its own sentence: outputs that
+are already probabilities, units a ReLU never turns on, a first layer whose activations
+show unnormalised inputs, no gradient at all (frozen or detached), an lr of 0.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from workers.config import ModelConfig
 from workers.data import AnyDataset
 from workers.models import count_parameters
 from workers.objective import initial_loss, loss_name
+from workers.probes import _causes as causes
 from workers.probes._common import option, prepare, verdict
+from workers.probes._signals import (
+    LAYERS,
+    Record,
+    are_probabilities,
+    gradient_state,
+    recording,
+)
 from workers.request import TrialRequest, TrialResult
 from workers.train import loss_fn
 
@@ -30,44 +44,62 @@ def init_check(request: TrialRequest) -> TrialResult:
     data, model = setup.data, setup.model
     x, y = data.sample("train", batches * setup.train.batch_size, setup.generator)
     x, y = x.to(setup.device), y.to(setup.device)
-    n = len(x)
-
-    layers = [(name, m) for name, m in model.named_modules()
-              if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
-    stds: dict[str, float] = {}
-    hooks = [m.register_forward_hook(
-        lambda _m, _i, out, name=name: stds.__setitem__(name, float(out.detach().float().std())))
-        for name, m in layers]
-    model.train()
     loss_used = loss_name(data, request.task.loss)
-    criterion = loss_fn(data, loss=loss_used)
-    losses = [criterion(model(x[i:i + setup.train.batch_size]).float(),
-                        y[i:i + setup.train.batch_size])
-              for i in range(0, n, setup.train.batch_size)]
-    loss = torch.stack(losses).mean()
-    if loss.requires_grad:  # a fully frozen model has no gradient to measure
+    loss, record, probabilities = _measure(model, loss_fn(data, loss=loss_used), x, y,
+                                           setup.train.batch_size, loss_used)
+    detached = not loss.requires_grad
+    if not detached:  # a frozen or detached model has no gradient to measure
         loss.backward()
-    for h in hooks:
-        h.remove()
-    grads = {name: float(m.weight.grad.norm()) for name, m in layers if m.weight.grad is not None}
+    grads = {name: float(m.weight.grad.norm()) for name, m in model.named_modules()
+             if isinstance(m, LAYERS) and m.weight.grad is not None}
 
     value = loss.item()
     expected, stated_by = initial_loss(data, request.task.loss)
+    ratio_to_expected = None if expected is None else value / expected
+    first = record.first_layer()
+    scale = None if first is None else causes.input_scale(
+        first[0], first[1], float(x.float().std()),
+        ratio_to_expected is not None and ratio_to_expected > LOSS_OK, setup.arch)
     status, message = _judge_loss(value, expected, loss_used,
-                                  _expected_what(loss_used, stated_by, data))
+                                  _expected_what(loss_used, stated_by, data),
+                                  cause="the inputs are not normalised (below)" if scale else None)
     grad_values = list(grads.values())
     ratio = grad_values[0] / grad_values[-1] if len(grad_values) > 1 and grad_values[-1] else 1.0
     grad_status, grad_message = _judge_gradients(ratio)
-    if _rank(grad_status) > _rank(status):
-        status = grad_status
-    if grad_message:
-        message = f"{message} {grad_message}"
-    result = verdict(status, message, epochs_equivalent=n / data.train_size, loss=value,
-                     loss_name=loss_used, expected_loss=expected,
-                     loss_ratio=None if expected is None else value / expected,
-                     activation_std=stds, grad_norm=grads, grad_ratio_first_to_last=ratio)
+    findings = causes.collect([
+        causes.probabilities(loss_used, data.num_classes) if probabilities else None,
+        causes.no_gradient(*gradient_state(model), detached),
+        causes.zero_lr(setup.train),
+        causes.dead_units(record.dead_share(), setup.arch),
+        scale])
+    grad_fixes = gradient_fixes(ratio, setup.arch)
+    if ratio < 1 / GRAD_OK and any(f.cause in ("dead_units", "zero_gradients") for f in findings):
+        grad_message, grad_fixes = (f"Gradients vanish through depth (first layer {ratio:.1e}x "
+                                    "the last), because of the cause below."), []
+    status = causes.worst(status, grad_status, *(f.status for f in findings))
+    message = " ".join(m for m in [message, grad_message, *(f.sentence for f in findings)] if m)
+    result = verdict(status, message, epochs_equivalent=len(x) / data.train_size, loss=value,
+                     loss_name=loss_used, expected_loss=expected, loss_ratio=ratio_to_expected,
+                     activation_std=record.activation_std, dead_units=record.dead_share(),
+                     grad_norm=grads, grad_ratio_first_to_last=ratio,
+                     **causes.figures(findings, grad_fixes))
     result.parameters = count_parameters(model)
     return result
+
+
+def _measure(model: nn.Module, criterion: Callable[..., torch.Tensor], x: torch.Tensor,
+             y: torch.Tensor, bs: int, loss: str) -> tuple[torch.Tensor, Record, bool]:
+    """The mean loss over batches of `bs` in train mode (still in the graph), what the
+    layers showed on the way, and whether every batch's outputs were probabilities."""
+    model.train()
+    losses, probabilities = [], True
+    with recording(model) as record:
+        for i in range(0, len(x), bs):
+            record.new_forward()
+            out = model(x[i:i + bs]).float()
+            probabilities = probabilities and are_probabilities(out, loss)
+            losses.append(criterion(out, y[i:i + bs]))
+    return torch.stack(losses).mean(), record, probabilities
 
 
 def _expected_what(loss: str, stated_by: str, data: AnyDataset) -> str:
@@ -86,7 +118,9 @@ def _expected_what(loss: str, stated_by: str, data: AnyDataset) -> str:
 
 
 def _judge_loss(value: float, expected: float | None, loss: str,
-                what: str) -> tuple[str, str]:
+                what: str, cause: str | None = None) -> tuple[str, str]:
+    """The verdict on the initial loss; `cause`, when a measurement names why the loss is
+    too high, replaces the generic fix."""
     if not math.isfinite(value):
         return "failed", "The initial loss is not finite: check the inputs, labels and loss."
     if expected is None:
@@ -98,8 +132,8 @@ def _judge_loss(value: float, expected: float | None, loss: str,
     if 1 / LOSS_OK <= ratio <= LOSS_OK:
         return "passed", f"{base}: as it should be."
     if ratio > 1:
-        fix = ("the outputs are too large at initialisation; scale down the last layer's "
-               "weights or use a standard init")
+        fix = cause or ("the outputs are too large at initialisation; scale down the last "
+                        "layer's weights or use a standard init")
         return ("warned" if ratio <= LOSS_WARN else "failed"), f"{base} is {ratio:.1f}x too high: {fix}."
     fix = "the model predicts the labels before training; look for labels leaking into inputs"
     return ("warned" if ratio >= 1 / LOSS_WARN else "failed"), f"{base} is {1 / ratio:.1f}x too low: {fix}."
@@ -114,6 +148,27 @@ def _judge_gradients(ratio: float) -> tuple[str, str]:
                         "add normalisation or skip connections, or use kaiming init.")
     return status, (f"Gradients explode through depth (first layer {ratio:.1e}x the last): "
                     "add normalisation, lower the init scale or clip gradients.")
+
+
+def gradient_fixes(ratio: float, arch: ModelConfig) -> list[dict[str, Any]]:
+    """Knob edits for gradients that vanish or explode through depth."""
+    if 1 / GRAD_OK <= ratio <= GRAD_OK:
+        return []
+    fixes = []
+    if arch.norm == "none":
+        fixes.append(causes.fix("normalisation keeps each layer's signal near unit scale",
+                                norm="batch"))
+    if ratio < 1:
+        if not arch.residual:
+            fixes.append(causes.fix("skip connections carry the gradient past each block",
+                                    residual=True))
+        if arch.init == "default":
+            fixes.append(causes.fix("kaiming init keeps the gradient's scale through ReLU layers",
+                                    init="kaiming"))
+    else:
+        fixes.append(causes.fix("clipping bounds each step while the scale is off",
+                                grad_clip=1.0))
+    return fixes
 
 
 def _rank(status: str) -> int:

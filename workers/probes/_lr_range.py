@@ -4,7 +4,9 @@ The suggestion is the lr where the loss bottoms out, on a curve smoothed without
 divided by 3 for SGD and by 10 for adaptive optimizers (see DIVISOR and `suggest`;
 bench/lr_probe_accuracy.py measures it against a grid of trained lrs). fastai's valley
 rule and the steepest point are reported too; the libraries that have them (fastai,
-pytorch-lightning) are not worth a dependency for forty lines.
+pytorch-lightning) are not worth a dependency for forty lines. The minimum and the
+steepest point ignore the sweep's first tenth (at least the smoothing half-window,
+`ignored_first`): at lrs of 1e-7 a loss that moves is batch noise, not descent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from workers.config import TrainConfig
 from workers.errors import ConfigError
 from workers.models import count_parameters, set_train_mode
 from workers.optim import build_optimizer
+from workers.probes._causes import fix
 from workers.probes._common import ProbeSetup, option, prepare, verdict
 from workers.request import TrialRequest, TrialResult
 from workers.train import loss_fn
@@ -27,6 +30,7 @@ from workers.train import loss_fn
 # smoothing and diverge_factor: the running average that ends the sweep once it diverges.
 OPTIONS = ("iterations", "lr_min", "lr_max", "smoothing", "diverge_factor", "max_epochs")
 SPAN = 0.3  # decades either side of a point that the centred average covers
+IGNORE_SHARE = 0.1  # the sweep's first tenth: too few steps for a falling loss to mean much
 # The suggestion is the loss minimum's lr divided by this. SGD's step is lr x gradient,
 # so it shrinks as the loss falls and an lr that is best in the probe's first steps stays
 # good; adaptive optimizers step about lr per weight whatever the gradient, so the lr
@@ -114,23 +118,39 @@ def _judge(lrs: list[float], raw: list[float], train: TrainConfig) -> TrialResul
     low, high = suggested / 10, lr_at_min
     steepest, valley = steepest_descent(lrs, smoothed), valley_rule(lrs, smoothed)
     edge = (" The loss still fell at the top of the range, so this is a lower bound: raise "
-            "lr_max." if int(np.argmin(smoothed)) == len(lrs) - 1 else "")
+            "lr_max." if lr_at_min == lrs[-1] else "")
     return verdict(
         "passed",
         f"The loss bottoms out at lr {lr_at_min:.2g}; suggested lr {suggested:.2g} (1/{divisor:g} "
         f"of that, the rule for {train.optimizer}), search range {low:.2g} to {high:.2g}.{edge}",
         suggested_lr=suggested, steepest_lr=steepest, valley_lr=valley, lr_at_min_loss=lr_at_min,
-        lr_range=[low, high], rule=f"min/{divisor:g}", **figures,
+        lr_range=[low, high], rule=f"min/{divisor:g}", ignored_first=ignored_first(lrs),
+        fixes=[fix(f"the range where the loss falls fastest for {train.optimizer}, from the LR "
+                   "range test", when={"optimizer": train.optimizer},
+                   lr={"low": low, "high": high, "log": True})], **figures,
     )
 
 
+def ignored_first(lrs: list[float]) -> int:
+    """How many points at the start of the sweep the steepest point and the minimum
+    ignore: the first IGNORE_SHARE of them, and at least the centred average's half-window
+    (its first values average fewer, one-sided neighbours), always leaving three."""
+    if len(lrs) < 2:
+        return 0
+    per_decade = (len(lrs) - 1) / math.log10(lrs[-1] / lrs[0])
+    skip = max(round(SPAN * per_decade), math.ceil(IGNORE_SHARE * len(lrs)))
+    return max(0, min(skip, len(lrs) - 3))
+
+
 def suggest(lrs: list[float], smoothed: list[float], optimizer: str) -> tuple[float, float]:
-    """The suggested lr and the lr at the loss minimum: the minimum over DIVISOR[optimizer].
+    """The suggested lr and the lr at the loss minimum (after the `ignored_first` points):
+    the minimum over DIVISOR[optimizer].
 
     `smoothed` should come from `centred_average`: the usual EMA (beta 0.98) lags some
     50 steps, four decades of lr at 100 steps over 1e-7..10, and drags the minimum along.
     """
-    lr_at_min = lrs[int(np.argmin(smoothed))]
+    skip = ignored_first(lrs)
+    lr_at_min = lrs[skip + int(np.argmin(smoothed[skip:]))]
     return lr_at_min / DIVISOR[optimizer], lr_at_min
 
 
@@ -146,12 +166,14 @@ def centred_average(lrs: list[float], losses: list[float], span: float = SPAN) -
 
 
 def steepest_descent(lrs: list[float], losses: list[float]) -> float:
-    """The LR where the smoothed loss falls fastest against log LR, before its minimum."""
-    end = int(np.argmin(losses)) + 1
-    if end < 3:
-        return lrs[0]
-    slope = np.gradient(np.array(losses[:end]), np.log(np.array(lrs[:end])))
-    return lrs[int(np.argmin(slope))]
+    """The LR where the smoothed loss falls fastest against log LR, before its minimum,
+    after the `ignored_first` points: the noise of the first steps is no descent."""
+    skip = ignored_first(lrs)
+    end = skip + int(np.argmin(losses[skip:])) + 1
+    if end - skip < 3:
+        return lrs[end - 1]
+    slope = np.gradient(np.array(losses[skip:end]), np.log(np.array(lrs[skip:end])))
+    return lrs[skip + int(np.argmin(slope))]
 
 
 def valley_rule(lrs: list[float], losses: list[float]) -> float:

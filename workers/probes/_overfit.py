@@ -3,21 +3,28 @@
 It stops at the first of: the loss reaches the target (passed), the loss has
 plateaued (see `plateaued`), the step budget or the `max_epochs` cost cap is spent,
 or the loss is no longer finite. A model that cannot learn thus costs some thirty
-steps, not the whole budget.
+steps, not the whole budget, and none where a measurement settles it first: outputs
+that are already probabilities, an lr of 0, nothing trainable (before any step), or
+no gradient reaching any weight (after the first backward). A failure names its cause
+when it can: those, a loss floor (a plateau far above the target), dead units.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from workers.errors import ConfigError
 from workers.models import count_parameters, set_train_mode
+from workers.objective import loss_name
 from workers.optim import build_optimizer
-from workers.probes._common import option, prepare, verdict
+from workers.probes import _causes as causes
+from workers.probes._common import ProbeSetup, option, prepare, verdict
+from workers.probes._signals import Record, are_probabilities, gradient_state, recording
 from workers.request import TrialRequest, TrialResult
 from workers.train import loss_fn
 
@@ -29,7 +36,9 @@ NO_REGULARISATION = {"dropout": 0.0, "weight_decay": 0.0, "augment": "none",
 # entropy for 30-60 steps, gaining 0.1-0.3% per 25 steps, before their loss falls.
 MIN_STEPS, WINDOW, MIN_GAIN = 30, 25, 0.001
 WHY = {"plateau": "the loss plateaued", "max_epochs": "the max_epochs cost cap",
-       "not_finite": "the loss is not finite", "steps": "the step budget"}
+       "not_finite": "the loss is not finite", "steps": "the step budget",
+       "zero_gradients": "every gradient is zero", "detached": "the loss has no gradient"}
+FIT_LOSS = 0.1  # with every sample right, a loss below this share of the expected one passes
 STOP_RULE = (f"after at least {MIN_STEPS} steps, stop once the best loss of the last {WINDOW} "
              f"steps is not {MIN_GAIN:.1%} below the best loss before them")
 
@@ -56,41 +65,109 @@ def overfit(request: TrialRequest) -> TrialResult:
     x, y = data.sample("train", samples)  # the first items: a split is in random order
     x, y = x.to(setup.device), y.to(setup.device)
     n_train = data.train_size
-    target = fraction * data.expected_initial_loss
+    expected = data.expected_initial_loss
+    target = fraction * expected
     budget = steps
     if not math.isinf(max_epochs):  # each full-batch step costs len(x) / n_train epochs
         budget = min(steps, max(1, int(max_epochs * n_train / len(x))))
-    try:
-        optimizer = build_optimizer(model, setup.train, setup.arch)
-    except ConfigError as exc:  # nothing trainable: the probe's answer, not an input error
-        result = verdict("failed", f"The model cannot learn: {exc}.", losses=[], target_loss=target,
-                         steps=0, epochs_equivalent=0.0, stop_rule=STOP_RULE, stopped_by="frozen",
-                         stopped_early=True)
-        result.parameters = count_parameters(model)
-        return result
+    figures = {"target_loss": target, "samples": len(x), "stop_rule": STOP_RULE}
+    loss_used = loss_name(data, request.task.loss)
+    early, optimizer, record = _before_fitting(setup, x, loss_used, figures)
+    if early is not None:
+        return early
+    assert optimizer is not None and record is not None
 
-    losses, stopped_by = _fit(model, optimizer, loss_fn(data), x, y, target, budget)
+    losses, stopped_by = _fit(model, optimizer, loss_fn(data, loss=loss_used), x, y, target,
+                              budget, check=_first_step_check)
     if stopped_by == "budget":
         stopped_by = "steps" if budget == steps else "max_epochs"
-    result = _judge(losses, target, len(x), steps, stopped_by)
-    result.probe |= {"target_loss": target, "samples": len(x), "steps": len(losses),
-                     "epochs_equivalent": len(losses) * len(x) / n_train, "stop_rule": STOP_RULE,
+    with torch.no_grad():
+        accuracy = subset_accuracy(model(x).float(), y, loss_used)
+    found = causes.collect([
+        causes.no_gradient(*gradient_state(model), stopped_by == "detached")
+        if stopped_by in ("zero_gradients", "detached") else None,
+        causes.dead_units(record.dead_share(), setup.arch)])
+    result = _judge(losses, target, len(x), steps, stopped_by, accuracy=accuracy,
+                    expected=expected, explained=bool(found))
+    if result.status != "passed":
+        result.message = " ".join([result.message, *(f.sentence for f in found)])
+        result.status = causes.worst(result.status, *(f.status for f in found))
+        result.probe |= causes.figures(found)
+    result.probe |= {**figures, "steps": len(losses),
+                     "epochs_equivalent": len(losses) * len(x) / n_train,
                      "stopped_by": stopped_by, "stopped_early": len(losses) < steps,
-                     "plateau_at": len(losses) if stopped_by == "plateau" else None}
+                     "plateau_at": len(losses) if stopped_by == "plateau" else None,
+                     "subset_accuracy": accuracy, "dead_units": record.dead_share()}
     result.parameters = count_parameters(model)
     return result
 
 
+def _before_fitting(setup: ProbeSetup, x: torch.Tensor, loss: str, figures: dict[str, Any]
+                    ) -> tuple[TrialResult | None, torch.optim.Optimizer | None, Record | None]:
+    """What settles the probe before a step (nothing trainable, outputs that are already
+    probabilities, an lr of 0), else the optimizer and what one forward showed."""
+    model = setup.model
+    try:
+        optimizer = build_optimizer(model, setup.train, setup.arch)
+    except ConfigError:  # nothing trainable: the probe's answer, not an input error
+        return _stopped_at_once(causes.no_gradient(0, 0, False), model, figures, "frozen"), \
+            None, None
+    set_train_mode(model)
+    with torch.no_grad(), recording(model) as record:  # the outputs' form and dead units
+        out = model(x).float()
+    if are_probabilities(out, loss):
+        finding = causes.probabilities(loss, setup.data.num_classes)
+        return _stopped_at_once(finding, model, figures), None, None
+    if all(group["lr"] == 0 for group in optimizer.param_groups):
+        return _stopped_at_once(causes.zero_lr(setup.train), model, figures), None, None
+    return None, optimizer, record
+
+
+def _stopped_at_once(finding: causes.Finding | None, model: nn.Module,
+                     figures: dict[str, Any], stopped_by: str | None = None) -> TrialResult:
+    """Failed before a step: a measurement already shows the loss cannot fall."""
+    assert finding is not None
+    result = verdict("failed", f"The model cannot learn, so no step was taken. "
+                     f"{finding.sentence}", losses=[], steps=0, epochs_equivalent=0.0,
+                     stopped_by=stopped_by or finding.cause,
+                     stopped_early=True, **figures, **causes.figures([finding]))
+    result.parameters = count_parameters(model)
+    return result
+
+
+def _first_step_check(step: int, model: nn.Module) -> str | None:
+    """After the first backward: no gradient reaches any weight, so no step can help."""
+    if step == 0 and gradient_state(model)[1] == 0:
+        return "zero_gradients"
+    return None
+
+
+def subset_accuracy(out: torch.Tensor, y: torch.Tensor, loss: str) -> float | None:
+    """The share of the subset a classifier gets right (every label, for multi-label)."""
+    if loss == "cross_entropy" and out.ndim == 2 and y.ndim == 1:
+        return float((out.argmax(1) == y).float().mean())
+    if loss == "bce_with_logits" and out.shape == y.shape:
+        return float(((out > 0) == (y > 0.5)).all(1).float().mean())
+    return None
+
+
 def _fit(model: nn.Module, optimizer: torch.optim.Optimizer,
          criterion: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-         target: float, budget: int) -> tuple[list[float], str]:
-    """Full-batch steps on the subset until a stop condition holds; the losses and why."""
+         target: float, budget: int,
+         check: Callable[[int, nn.Module], str | None] | None = None) -> tuple[list[float], str]:
+    """Full-batch steps on the subset until a stop condition holds; the losses and why.
+    `check(step, model)`, after each backward, may name a reason to stop at once."""
     set_train_mode(model)
     losses: list[float] = []
-    for _ in range(budget):
+    for step in range(budget):
         loss = criterion(model(x).float(), y)
+        if not loss.requires_grad:  # a detached graph: backward would raise
+            return [loss.item()], "detached"
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        stop = check(step, model) if check is not None else None
+        if stop is not None:
+            return [loss.item()], stop
         optimizer.step()
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
@@ -103,19 +180,42 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def _judge(losses: list[float], target: float, samples: int, steps: int,
-           stopped_by: str) -> TrialResult:
+           stopped_by: str, accuracy: float | None = None,
+           expected: float | None = None, explained: bool = False) -> TrialResult:
+    """Passed at the target; or, for a classifier, with every sample right and the loss
+    below FIT_LOSS of the expected initial loss (a linear softmax on separable samples
+    gets there, then creeps toward zero as its weights grow: no sign of a broken
+    pipeline). Otherwise warned or failed, naming a loss floor when it plateaued, and its
+    usual suspects unless a measured cause (`explained`) follows the sentence."""
     finite = [v for v in losses if math.isfinite(v)]
     first, best = losses[0], min(finite, default=math.inf)
     ran = len(losses)
     if best <= target:
         return verdict("passed", f"The loss on {samples} samples fell from {first:.3g} to "
                        f"{best:.3g} in {ran} steps: the pipeline can learn.", losses=losses)
+    if accuracy == 1.0 and expected is not None and best <= FIT_LOSS * expected:
+        return verdict("passed", f"The loss on {samples} samples fell from {first:.3g} to "
+                       f"{best:.3g} in {ran} steps, every sample classified right: the "
+                       f"pipeline can learn (the target {target:.3g} is for the loss, which "
+                       "keeps falling slowly once every sample is right).", losses=losses)
     stop = "" if ran == steps else f" (stopped after {ran} of {steps} steps: {WHY[stopped_by]})"
+    floor = ""
+    if stopped_by == "plateau":
+        floor = (f" The loss plateaued at {best:.3g}, {best / target:.0f}x the target: the model "
+                 "cannot go below it.")
+        if not explained:
+            floor += (" Look for outputs squashed before the loss (a softmax, sigmoid or "
+                      "clamp in the model's last layer), contradicting labels in the subset, "
+                      "or too little capacity.")
     if best <= 0.2 * first:
         return verdict("warned", f"The loss on {samples} samples fell from {first:.3g} to "
                        f"{best:.3g} but not below {target:.3g}{stop}: give it more steps, a "
-                       "larger learning rate or more capacity.", losses=losses)
+                       f"larger learning rate or more capacity.{floor}", losses=losses)
+    if stopped_by in ("zero_gradients", "detached"):
+        return verdict("failed", f"The loss on {samples} samples cannot fall: no gradient "
+                       f"reaches the weights (stopped at step {ran}).", losses=losses)
+    generic = ("" if floor else " Check the learning rate, frozen weights, the loss and the "
+               "labels.")
     return verdict("failed", f"The loss on {samples} samples stayed near {first:.3g} (best "
-                   f"{best:.3g}) over {ran} steps{stop}: the model cannot fit even a tiny subset. "
-                   "Check the learning rate, frozen weights, the loss and the labels.",
-                   losses=losses)
+                   f"{best:.3g}) over {ran} steps{stop}: the model cannot fit even a tiny subset."
+                   f"{floor}{generic}", losses=losses)
