@@ -170,14 +170,18 @@ def test_a_large_stream_loads_and_trains_in_bounded_memory() -> None:
     process = psutil.Process()
     before = process.memory_info().rss
     data = load_dataset("noise_stream")  # 80,000 training items: 0.98 GB as float32 tensors
+    loaded = process.memory_info().rss
     batches = batches_for(data, 256, torch.device("cpu"), workers=1)
-    for step, (x, _) in enumerate(batches.epoch(torch.Generator().manual_seed(0))):
-        assert x.shape == (256, 3, 32, 32) and x.dtype == torch.float32
-        if step == 5:
-            steady = process.memory_info().rss
-        if step == 60:
-            break
-    now = process.memory_info().rss
-    # Nothing accumulates batch after batch, and the whole is a fraction of the tensors.
-    assert now - steady < 64 * 2**20, f"RSS grew by {(now - steady) / 2**20:.0f} MiB in 55 steps"
-    assert now - before < 300 * 2**20, f"RSS grew by {(now - before) / 2**20:.0f} MiB"
+    peak, steps = loaded, 0
+    for epoch in range(2):  # 600 batches: 1.8 GB streamed, nearly twice the whole tensors
+        for step, (x, _) in enumerate(batches.epoch(torch.Generator().manual_seed(epoch))):
+            assert x.shape == (256, 3, 32, 32) and x.dtype == torch.float32
+            peak, steps = max(peak, process.memory_info().rss), steps + 1
+            if step == 299:
+                break
+    # Loading reads only a sample; then memory levels off (the allocator keeps some
+    # hundreds of MiB of freed batches) instead of growing with what was streamed.
+    assert loaded - before < 300 * 2**20, f"loading took {(loaded - before) / 2**20:.0f} MiB"
+    assert steps == 600
+    assert peak - loaded < 512 * 2**20, (f"RSS grew by {(peak - loaded) / 2**20:.0f} MiB over "
+                                         f"{steps} batches of 3 MiB")

@@ -1,0 +1,191 @@
+"""Planted bugs: broken datasets and models that a new user could write by mistake, for
+bench/planted_bugs.py and tests/studies/test_planted_bugs.py.
+
+Every one is digits (scikit-learn's 8×8 images, the data of examples/digits.yaml) or the
+convnet of that spec, with one thing wrong. Datasets are registered as `planted_<bug>`,
+models as `planted_<bug>`; `BUGS` in bench/planted_bugs.py says which stage should catch
+each and with what words. Load it like any plugin (`STAGETUNE_PLUGINS=planted`,
+`STAGETUNE_PLUGINS_DIR=bench/plugins`) or import it once per process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from workers.config import ModelConfig
+from workers.data import Dataset, DataSettings, RawData, register_dataset
+from workers.models import MODELS, register_model
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """digits as (N, 1, 8, 8) float32 images and integer labels, as the built-in has them."""
+    bunch = load_digits()
+    return bunch.images[:, None].astype(np.float32), bunch.target.astype(np.int64)
+
+
+def _images(x: np.ndarray, y: np.ndarray) -> RawData:
+    return RawData(x, y, "classification", is_image=True)
+
+
+# --- datasets: the data is wrong, the model is the healthy convnet --------------------------
+
+
+@register_dataset("planted_shuffled_labels")
+def shuffled_labels(*, settings: DataSettings) -> RawData:
+    """Labels permuted against the images (a shuffle of one array and not the other)."""
+    x, y = _digits()
+    return _images(x, np.random.default_rng(0).permutation(y))
+
+
+@register_dataset("planted_leaked_val")
+def leaked_val(*, settings: DataSettings) -> RawData:
+    """Every image in twice (a dataset concatenated with itself before the split), so
+    about 80% of validation rows have their copy in training."""
+    x, y = _digits()
+    return _images(np.concatenate([x, x]), np.concatenate([y, y]))
+
+
+@register_dataset("planted_conflicting_labels")
+def conflicting_labels(*, settings: DataSettings) -> RawData:
+    """The first 300 images in again with the next class as their label (a merge of two
+    annotation passes that disagree)."""
+    x, y = _digits()
+    return _images(np.concatenate([x, x[:300]]), np.concatenate([y, (y[:300] + 1) % 10]))
+
+
+@register_dataset("planted_nan_features")
+def nan_features(*, settings: DataSettings) -> RawData:
+    """5% of the images miss three pixels (NaN, as a failed decode or an empty cell
+    leaves them); the channel's mean and std, and so every standardised value, turn NaN."""
+    x, y = _digits()
+    x = x.copy()
+    rows = np.random.default_rng(0).choice(len(x), size=len(x) // 20, replace=False)
+    x[rows, 0, 3, 2:5] = np.nan
+    return _images(x, y)
+
+
+@register_dataset("planted_nan_table")
+def nan_table(*, settings: DataSettings) -> RawData:
+    """digits as a 64-feature table in which 5% of the rows miss three features (NaN, as
+    pandas reads an empty CSV cell); the study's model is the mlp, which reads tables."""
+    x, y = _digits()
+    table = x.reshape(len(x), -1).copy()
+    rows = np.random.default_rng(0).choice(len(table), size=len(table) // 20, replace=False)
+    table[np.ix_(rows, np.array([20, 28, 36]))] = np.nan
+    return RawData(table, y, "classification")
+
+
+@register_dataset("planted_constant_inputs")
+def constant_inputs(*, settings: DataSettings) -> RawData:
+    """Every image blank (a preprocessing step that overwrote the pixels with zeros)."""
+    x, y = _digits()
+    return _images(np.zeros_like(x), y)
+
+
+@register_dataset("planted_labels_from_one")
+def labels_from_one(*, settings: DataSettings) -> RawData:
+    """Labels 1..10 instead of 0..9 (an off-by-one from a 1-based label file): the model
+    gets an 11th output for a class 0 that never occurs."""
+    x, y = _digits()
+    return _images(x, y + 1)
+
+
+@register_dataset("planted_label_from_input")
+def label_from_input(*, settings: DataSettings) -> RawData:
+    """The wrong label column: the label is whether the centre pixel is above its median,
+    a column of the inputs themselves, so the task is trivial and says nothing about the
+    digit."""
+    x, _ = _digits()
+    centre = x[:, 0, 3, 4]
+    return _images(x, (centre > np.median(centre)).astype(np.int64))
+
+
+# --- models: the data is right, the model is wrong ------------------------------------------
+
+
+class _Wrap(nn.Module):
+    """`inner` with a function applied to its input (`before`) or to its output."""
+
+    def __init__(self, inner: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor],
+                 before: bool = False) -> None:
+        super().__init__()
+        self.inner, self.fn, self.before = inner, fn, before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.fn(x)) if self.before else self.fn(self.inner(x))
+
+
+def _convnet(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    return MODELS.get("convnet")(data, cfg)
+
+
+def _plain_mlp(data: Dataset, cfg: ModelConfig, depth: int, act: type[nn.Module]
+               ) -> nn.Sequential:
+    """Linear layers of `cfg.width` units and `act`, no normalisation, PyTorch's init."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    features = math.prod(data.input_shape)
+    for _ in range(depth):
+        layers += [nn.Linear(features, cfg.width), act()]
+        features = cfg.width
+    return nn.Sequential(*layers, nn.Linear(features, data.num_outputs))
+
+
+@register_model("planted_softmax_twice")
+def softmax_twice(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet ending in a softmax, fed to cross-entropy, which applies its own."""
+    return _Wrap(_convnet(data, cfg), lambda out: out.softmax(-1))
+
+
+@register_model("planted_logits_x50")
+def logits_x50(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet's logits multiplied by 50 (a temperature divided instead of multiplied)."""
+    return _Wrap(_convnet(data, cfg), lambda out: 50 * out)
+
+
+@register_model("planted_frozen")
+def frozen(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet with every parameter frozen (requires_grad_(False) left from a
+    feature-extraction experiment)."""
+    return _convnet(data, cfg).requires_grad_(False)
+
+
+@register_model("planted_detached")
+def detached(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet's output detached from the graph (a .detach() left in forward)."""
+    return _Wrap(_convnet(data, cfg), lambda out: out.detach())
+
+
+@register_model("planted_input_ignored")
+def input_ignored(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet fed zeros instead of its input (the wrong variable in forward): it can
+    learn the class prior and nothing else."""
+    return _Wrap(_convnet(data, cfg), torch.zeros_like, before=True)
+
+
+@register_model("planted_dead_relu")
+def dead_relu(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """A two-layer ReLU MLP whose first layer's biases are -10: its units never turn on."""
+    model = _plain_mlp(data, cfg, 2, nn.ReLU)
+    first = model[1]
+    assert isinstance(first, nn.Linear)
+    nn.init.constant_(first.bias, -10.0)
+    return model
+
+
+@register_model("planted_unnormalised")
+def unnormalised(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """A two-layer ReLU MLP (no normalisation) that multiplies its input by 255, as code
+    written for raw 0..255 pixels that undoes the loader's standardisation does."""
+    return _Wrap(_plain_mlp(data, cfg, 2, nn.ReLU), lambda x: 255 * x, before=True)
+
+
+@register_model("planted_deep_sigmoid")
+def deep_sigmoid(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """Twelve sigmoid layers, no normalisation, no skip connections: gradients vanish."""
+    return _plain_mlp(data, cfg, 12, nn.Sigmoid)

@@ -1,0 +1,34 @@
+"""Three of bench/planted_bugs.py's planted bugs, the cheapest, through the same staged
+study the benchmark runs: each stops at the stage it belongs to, with a sentence that
+names its cause, before a fifth of an epoch is spent."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import planted_bugs  # noqa: E402  (registers bench/plugins/planted.py's datasets and models)
+
+
+@pytest.mark.parametrize(("bug", "stage", "words"), [
+    ("leaked_val", "data_check", "validation samples are exact copies of training samples"),
+    ("softmax_twice", "init_check", "The model outputs probabilities"),
+    ("lr_zero", "init_check", "The learning rate is 0"),
+])
+def test_a_planted_bug_stops_the_study_at_its_stage_with_its_cause(
+        tmp_path: Path, bug: str, stage: str, words: str) -> None:
+    report = planted_bugs.run_study(planted_bugs.BUGS[bug], 60, tmp_path)
+    assert report.status == "stopped", report.message
+    assert report.message.startswith(f"{stage}: ") and words in report.message
+    judged = planted_bugs.judge(report, planted_bugs.BUGS[bug])
+    assert judged["caught_at"] == stage and judged["right_stage"]
+    assert words in judged["sentence"]
+    assert judged["epochs_to_flag"] == pytest.approx(report.compute["epochs"], abs=1e-3)
+    assert report.compute["epochs"] < 0.2  # init_check's 0.18 epoch-equivalents at most
+    verdicts = [s["verdict"] for s in report.stages]
+    after = verdicts[verdicts.index("failed") + 1:]
+    assert after and after == [None] * len(after)  # nothing ran after the failed gate
