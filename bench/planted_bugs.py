@@ -20,8 +20,8 @@ For every bug the report gives:
 - *ended*: how the study ended (completed, or stopped by a gate, with the stage), and its
   total epochs.
 
-    python bench/planted_bugs.py                      # every bug, budget 60 (~3 min, 2 CPUs)
-    python bench/planted_bugs.py --budgets 60,150 --jobs 2
+    python bench/planted_bugs.py                      # every bug, budget 60 (~2 min, 2 CPUs)
+    python bench/planted_bugs.py --budgets 60,150 --jobs 2   # the results file (~2-4 min)
     python bench/planted_bugs.py --bugs softmax_twice,lr_zero --no-write
 
 Threads are 1 per process; `--jobs` runs that many studies side by side in separate
@@ -298,14 +298,12 @@ def findings(rows: list[dict[str, Any]], healthy: dict[int, float]) -> str:
         head = f"- `{name}` ({mine[0]['what']})"
         missing = [r for r in mine if not meets_goal(r, healthy[r["budget"]])]
         if missing:
-            said = "; ".join(f"budget {r['budget']}: {shortfall(r, healthy[r['budget']])}"
-                             for r in missing)
-            short.append(f"{head}: {said}. {NOTES.get(name, '')}".rstrip())
+            short.append(f"{head}: {shortfall(missing, healthy)} {NOTES.get(name, '')}".rstrip())
         gone = [r for r in mine if r not in missing and r["stopped_at"] != r["caught_at"]]
         if gone:
             went_on.append(f"{head}: " + "; ".join(
                 f"budget {r['budget']}: {went_on_text(r, healthy[r['budget']])}" for r in gone)
-                + f" {NOTES.get(name, '')}".rstrip())
+                + f". {NOTES.get(name, '')}".rstrip())
         if name in CAVEATS:
             other.append(f"{head}: {CAVEATS[name]}")
     for r in [r for r in rows if r["bug"] == HEALTHY.name]:
@@ -315,8 +313,7 @@ def findings(rows: list[dict[str, Any]], healthy: dict[int, float]) -> str:
                 if stage == "confirm" and r["verdicts"].get("refine") not in ALARMS + ("passed",):
                     note = ""  # the note is about a confirm skipped after refine ran
                 other.append(f"- the healthy study at budget {r['budget']}: {stage} {verdict}: "
-                             f"\"{r['messages'][stage]}\" {note}"
-                             .rstrip())
+                             f"\"{r['messages'][stage]}\" {note}".rstrip())
     return "\n\n".join([
         "**Short of the goal** (missed, named at the wrong stage, misnamed or late):\n\n"
         + ("\n".join(short) or "- none"),
@@ -325,31 +322,40 @@ def findings(rows: list[dict[str, Any]], healthy: dict[int, float]) -> str:
         "**Other observations**:\n\n" + ("\n".join(other) or "- none")])
 
 
-def shortfall(r: dict[str, Any], healthy: float) -> str:
-    share = rate(r, healthy)
-    if not r["caught_at"]:
-        alarm = (f"the first alarm, {r['first_alarm']}, says \"{r['sentence']}\""
-                 if r["first_alarm"] else "no stage warned or failed")
-        return (f"**missed**: no warned or failed stage names the cause; {alarm}; the study "
-                f"{r['status']} after {r['epochs_total']:.1f} epochs"
-                + (f" ({share:.1%} of the healthy study's at the alarm)" if share is not None
-                   and r["first_alarm"].split(" ")[0] in r["expected"] else ""))
-    if not r["right_stage"]:
-        return f"named at {r['caught_at']}, not at {' or '.join(r['expected'])}"
-    return f"named at {r['caught_at']}, but late: {share:.1%} of the healthy study's epochs"
+def shortfall(rows: list[dict[str, Any]], healthy: dict[int, float]) -> str:
+    """One bug's shortfall over the budgets where it falls short (`rows`)."""
+    def cost(r: dict[str, Any]) -> str:
+        share = rate(r, healthy[r["budget"]])
+        at = "" if share is None else f", the alarm at {r['epochs_to_flag']:.2f} ({share:.1%})"
+        base = "" if r["baseline"] is None else f", baseline {r['baseline']:.3f}"
+        return f"budget {r['budget']}: {r['status']} after {r['epochs_total']:.1f} epochs{at}{base}"
+
+    costs = "; ".join(cost(r) for r in rows)
+    first = rows[0]
+    if not first["caught_at"]:
+        loud = next((r for r in rows if r["first_alarm"]), None)
+        alarm = ("no stage warned or failed" if loud is None else
+                 f"the first alarm, {loud['first_alarm']}, says \"{loud['sentence']}\"")
+        if len({r["first_alarm"] for r in rows}) > 1:
+            alarm += " (first alarm by budget: " + ", ".join(
+                f"{r['budget']}: {r['first_alarm'] or 'none'}" for r in rows) + ")"
+        return f"**missed**: no warned or failed stage names the cause; {alarm} ({costs})."
+    if not first["right_stage"]:
+        return f"named at {first['caught_at']}, not at {' or '.join(first['expected'])} ({costs})."
+    return f"named at {first['caught_at']}, but late ({costs})."
 
 
 def went_on_text(r: dict[str, Any], healthy: float) -> str:
     flagged = f"{r['caught_at']} {r['verdict']} after {r['epochs_to_flag']:.2f} epochs"
     if r["status"] == "completed":
         return (f"{flagged}, and the study completed, spending {r['epochs_total']:.1f} epochs "
-                f"({r['epochs_total'] / healthy:.0%} of the healthy study's).")
+                f"({r['epochs_total'] / healthy:.0%} of the healthy study's)")
     if r["status"] == "failed":
         return (f"{flagged}; then {r['stopped_at']} raised, and the study ended *failed* with "
-                f"\"{r['stop_message'][:120]}...\" rather than a gate's diagnosis.")
+                f"\"{r['stop_message'][:120]}...\" rather than a gate's diagnosis")
     return (f"{flagged}; the study stopped only at {r['stopped_at']}, after "
             f"{r['epochs_total']:.1f} epochs ({r['epochs_total'] / healthy:.0%} of the healthy "
-            "study's).")
+            "study's)")
 
 
 # Why a bug falls short, or is flagged but not stopped, from reading the stages' code
