@@ -1,19 +1,19 @@
 """Zero false alarms: healthy built-in models on built-in datasets, at default knobs, get no
 warned or failed verdict from the data check, init_check, overfit or the LR probe.
 
-Every built-in model meets every built-in dataset that is on this machine, through
+Every built-in model meets every built-in dataset on this machine, through
 `workers.execute` with each probe's default options (what a study without a budget
-sends). A pair is left out, with the reason in its skip message, only when:
+sends); torchvision and timm with a small architecture each (`VARIANTS`). A pair is
+skipped, saying why, only when:
 
-- the model refuses the dataset's input shape with a ConfigError (a CNN on a table):
-  submit refuses that spec, so no verdict could be wrong;
+- the model refuses the dataset's input shape with a ConfigError (a CNN on a table): that
+  error, which names the model to use instead, is the answer, not a verdict;
 - the dataset is not on the machine (MNIST and CIFAR are never downloaded here);
-- the pair is in `FULL_ONLY`: a deep model's 100-step LR sweep on 28x28 images takes
-  10-40 s on one CPU thread. The same model runs here on digits, mnist1d and an image
-  folder; `STAGETUNE_FALSE_ALARMS=full` runs those pairs too (and the default resnet18
-  architectures of torchvision and timm).
+- a model other than mlp and convnet meets 28x28 or larger images: its 100-step LR sweep
+  there takes 10-90 s on one CPU thread. `STAGETUNE_FALSE_ALARMS=full` runs those pairs
+  too, and adds torchvision's and timm's default architecture, resnet18 (some 7 minutes).
 
-A warning a pair deserves would be listed in `DESERVED` with the sentence that says so
+A warning a pair deserves goes in `DESERVED` with the words of the sentence that says so
 and why; a false alarm found and not yet fixed, in `KNOWN_FALSE_ALARMS` (strict xfail).
 """
 
@@ -34,9 +34,10 @@ from workers.data import DATASETS, get_data_settings, load_dataset
 from workers.errors import ConfigError, DataNotFoundError
 from workers.knobs import parse_task_params
 from workers.models import MODELS, build_model
+from workers.request import Mode
 
 FULL = os.environ.get("STAGETUNE_FALSE_ALARMS", "") == "full"
-PROBES = ("init_check", "overfit", "lr_probe")
+PROBES: tuple[Mode, ...] = ("init_check", "overfit", "lr_probe")
 
 # What the package ships; tests register plugins of their own (tests/conftest.py).
 BUILTIN_DATASETS = [n for n in DATASETS.names()
@@ -57,37 +58,43 @@ PNGS_PER_CLASS = 30
 LINKED = ("FashionMNIST", "MNIST", "cifar-10-batches-py", "cifar-100-python")
 
 # Each model's architecture: torchvision's and timm's default, resnet18 (11M
-# parameters), costs 25-40 s per LR sweep on one CPU thread, so the suite runs a small
+# parameters), costs 10-35 s per LR sweep on one CPU thread, so the suite runs a small
 # architecture of each and the full run adds the default.
 VARIANTS: dict[str, list[dict[str, Any]]] = {
     "torchvision": [{"arch": "mobilenet_v3_small"}] + ([{"arch": "resnet18"}] if FULL else []),
     "timm": [{"arch": "test_resnet"}] + ([{"arch": "resnet18"}] if FULL else []),
 }
+# Architectures beyond those, only on the datasets named: where an alarm was found.
+EXTRA: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+    ("torchvision", {"arch": "shufflenet_v2_x0_5"}, ("digits",)),
+]
 LARGE_IMAGES = ("fashion_mnist", "mnist", "cifar10", "cifar100")
-CHEAP_ON_LARGE_IMAGES = ("mlp", "convnet")  # the others are FULL_ONLY there
+CHEAP_ON_LARGE_IMAGES = ("mlp", "convnet")  # the others run there only in the full run
 
 # (model id, dataset, probe) -> (verdict, words its sentence must hold): none so far.
 DESERVED: dict[tuple[str, str, str], tuple[str, str]] = {}
-# (model id, dataset, probe) -> what goes wrong; strict, so a fix shows up.
-KNOWN_FALSE_ALARMS: dict[tuple[str, str, str], str] = {}
+# (model id, dataset, probe) -> what goes wrong; strict, so the fix shows up.
+KNOWN_FALSE_ALARMS: dict[tuple[str, str, str], str] = {
+    ("torchvision-shufflenet_v2_x0_5", "digits", "lr_probe"): (
+        "lr_probe fails ('No learning rate in the range made the loss fall: check the "
+        "pipeline') on a healthy pipeline: the smoothed loss falls 2.38 -> 2.29 (4%, the rule "
+        "wants 10%) before it diverges at lr ~7e-3, while overfit passes in 17 steps and "
+        "training reaches 62% in 5 epochs at lr 1e-2; the same net passes on image_folder "
+        "and fashion_mnist (mobilenet_v2, regnet_x/y_400mf alike on digits)"),
+}
 
 
-def _model_cases() -> list[tuple[str, str, dict[str, Any]]]:
-    cases = []
-    for name in BUILTIN_MODELS:
-        for options in VARIANTS.get(name, [{}]):
-            label = f"{name}-{options['arch']}" if "arch" in options else name
-            cases.append((label, name, options))
-    return cases
-
-
-MODEL_CASES = _model_cases()
+def _label(model: str, options: dict[str, Any]) -> str:
+    return f"{model}-{options['arch']}" if "arch" in options else model
 
 
 def _probe_params() -> list[Any]:
+    cases = [(_label(m, o), m, o, BUILTIN_DATASETS) for m in BUILTIN_MODELS
+             for o in VARIANTS.get(m, [{}])]
+    cases += [(_label(m, o), m, o, list(only)) for m, o, only in EXTRA]
     out = []
-    for label, model, options in MODEL_CASES:
-        for dataset in BUILTIN_DATASETS:
+    for label, model, options, datasets in cases:
+        for dataset in datasets:
             for probe in PROBES:
                 key = (label, dataset, probe)
                 marks = []
@@ -115,6 +122,7 @@ def data_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             Image.fromarray((pixels * (255 / 16)).astype(np.uint8)).save(folder / f"{i}.png")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STAGETUNE_DATA_DIR", str(root))
+        patch.setenv("STAGETUNE_ALLOW_DOWNLOAD", "false")  # offline, as CI is
         get_data_settings.cache_clear()
         yield root
     get_data_settings.cache_clear()
@@ -149,7 +157,7 @@ def test_the_data_check_passes_every_builtin_dataset(dataset: str, data_folder: 
 
 @pytest.mark.parametrize(("model", "options", "dataset", "probe", "key"), _probe_params())
 def test_a_probe_raises_no_alarm_on_a_healthy_model(
-    model: str, options: dict[str, Any], dataset: str, probe: str, key: tuple[str, str, str],
+    model: str, options: dict[str, Any], dataset: str, probe: Mode, key: tuple[str, str, str],
     data_folder: Path,
 ) -> None:
     task = _task(dataset, model, options)
