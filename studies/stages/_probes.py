@@ -123,7 +123,9 @@ class LrProbe(Stage):
                         else " The search uses this range for lr.")
         if len(passed) < len(per_family):
             message += " Where the probe found no range, the search keeps the spec's lr range."
-        verdict = "passed" if len(passed) == len(per_family) else "warned" if passed else "failed"
+        failed = [f for f, v in per_family.items() if v["status"] == "failed"]
+        verdict = ("passed" if len(passed) == len(per_family)
+                   else "failed" if failed and not passed else "warned")
         fixes = [f for v in per_family.values() for f in v.get("fixes", [])]
         return StageOutcome(verdict, message, figures=figures, hand_on=hand_on, epochs=epochs,
                             trial_seconds=seconds, fixes=fixes)

@@ -30,6 +30,8 @@ from workers.train import loss_fn
 # smoothing and diverge_factor: the running average that ends the sweep once it diverges.
 OPTIONS = ("iterations", "lr_min", "lr_max", "smoothing", "diverge_factor", "max_epochs")
 SPAN = 0.3  # decades either side of a point that the centred average covers
+NO_FALL = 0.01  # a smoothed loss that never falls 1% below its start: nothing learns
+CLEAR_FALL = 0.1  # below 10%, the curve has too little shape to place a range
 IGNORE_SHARE = 0.1  # the sweep's first tenth: too few steps for a falling loss to mean much
 # The suggestion is the loss minimum's lr divided by this. SGD's step is lr x gradient,
 # so it shrinks as the loss falls and an lr that is best in the probe's first steps stays
@@ -110,9 +112,18 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer,
 def _judge(lrs: list[float], raw: list[float], train: TrainConfig) -> TrialResult:
     smoothed = centred_average(lrs, raw)
     figures = {"lrs": lrs, "losses": smoothed, "raw_losses": raw}
-    if len(lrs) < 10 or min(smoothed) > 0.9 * smoothed[0]:
+    if len(lrs) < 10 or min(smoothed) >= (1 - NO_FALL) * smoothed[0]:
         return verdict("failed", "No learning rate in the range made the loss fall: check the "
                        "pipeline (the overfit probe says more) or widen lr_min/lr_max.", **figures)
+    if min(smoothed) > (1 - CLEAR_FALL) * smoothed[0]:
+        # it learns, slowly: some networks on tiny inputs fall a few percent in a sweep's
+        # hundred steps before they diverge, yet train well; overfit judges whether it can
+        fell = 1 - min(smoothed) / smoothed[0]
+        return verdict("warned", f"The loss fell only {fell:.0%} in the range test "
+                       f"({smoothed[0]:.3g} to {min(smoothed):.3g}) before it stopped at lr "
+                       f"{lrs[-1]:.2g}: too little to place a range, so the search keeps the spec's "
+                       "lr range. The network learns slowly in its first steps; more "
+                       "iterations place it better.", **figures)
     suggested, lr_at_min = suggest(lrs, smoothed, train.optimizer)
     divisor = DIVISOR[train.optimizer]
     low, high = suggested / 10, lr_at_min
