@@ -20,8 +20,6 @@ from workers.config import KNOWN_PARAMS, ModelConfig, TrainConfig, describe_vali
 from workers.errors import ConfigError
 from workers.request import Task
 
-KINDS = ("model", "dataset", "trainer")
-
 
 @dataclass(frozen=True)
 class TrialKnobs:
