@@ -22,13 +22,13 @@ import httpx
 import pytest
 import torch
 import yaml
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from service.client import Client
 from studies.plots import PLOTS
 from tests.service.server import Server
 from tests.service.test_api import wait_for_status
-from tests.service.test_dashboard import CHROMIUM, assert_every_figure_rendered, visit
+from tests.service.test_dashboard import assert_every_figure_rendered, visit
 from workers.data import DATASETS, DataSettings, StreamData
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "plugin"
@@ -74,16 +74,6 @@ def studies(server: Server) -> dict[str, dict[str, Any]]:
         for spec in SPECS.values():
             assert api.submit(spec)["status"] == "pending"
         return {stem: wait_for_status(api, name, ENDED, 300) for stem, name in NAMES.items()}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 def trials(server: Server, stem: str) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from service.client import Client
 from studies.plots import PLOTS
@@ -18,7 +18,6 @@ from tests.service.server import STAGETUNE, Server
 from tests.service.test_api import long_study, wait_for_status
 from tests.studies.ray_support import digits_spec, wait_until
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/install.sh installs it
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 STUDY = "dash-digits"
 ALL_RENDERED = "[...document.querySelectorAll('.plot')].every(d => d.dataset.rendered)"
@@ -49,16 +48,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 def visit(browser: Browser, url: str, offline: bool = False) -> tuple[Page, list[str]]:

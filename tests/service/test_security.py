@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Response, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Response
 
 from service.app import create_app
 from service.auth import SESSION_COOKIE, Sessions
@@ -29,7 +29,6 @@ from service.web.pages import safe_next
 from tests.service.server import Server, free_port
 from tests.service.test_api import long_study
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "alpha-token-0123"
 MAX_FAILURES, WINDOW_S = 5, 4
 TARGET = "csrf-target"  # a running study that the attacker tries to cancel
@@ -83,16 +82,6 @@ def attacker() -> Iterator[Attacker]:
     site = Attacker()
     yield site
     site.http.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 def log_in(context: BrowserContext, server: Server, next: str = "/", kept: str = "/") -> Page:
