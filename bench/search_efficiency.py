@@ -84,6 +84,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from studies.space import to_distributions  # noqa: E402
 from studies.spec import load_spec  # noqa: E402
+from studies.stages._chance import learning  # noqa: E402
 from workers import StagetuneError, Task, TrialRequest, execute  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_efficiency.md"
@@ -227,20 +228,24 @@ def spec_dict(name: str, cfg: SpaceConfig, seed: int) -> dict[str, Any]:
             "fixed": cfg.fixed, "seed": seed}
 
 
-def run_staged(name: str, cfg: SpaceConfig, seed: int, work: Path) -> Run:
+def run_staged(name: str, cfg: SpaceConfig, seed: int, work: Path, diagnose: bool = True,
+               strategy: str = "stagetune") -> Run:
+    """A staged study; `diagnose` False turns diagnosis-based pruning off in coarse and
+    refine (bench/diagnosis_pruning.py compares the two)."""
     from studies.runner import Runner  # needs studies.diagnosis (confirm stage)
     from studies.store import Store
 
     spec = load_spec(spec_dict(name, cfg, seed) | {
         "budget": {"epochs": cfg.budget},
-        "stages": {"refine": {"epochs": cfg.epochs}},
+        "stages": {"coarse": {"diagnose": diagnose},
+                   "refine": {"epochs": cfg.epochs, "diagnose": diagnose}},
         "resources": {"max_concurrent": 1},
     })
     db = work / f"{spec.name}-{os.getpid()}-{time.time_ns()}.db"
     store = Store(f"sqlite:///{db}")
     started = time.perf_counter()
     report = Runner(spec, store).run()
-    run = Run(name, "stagetune", seed, budget=cfg.budget, seconds=time.perf_counter() - started)
+    run = Run(name, strategy, seed, budget=cfg.budget, seconds=time.perf_counter() - started)
     per_stage = count_staged(run, store, spec.name)
     if run.spent > run.budget + EPS:
         logging.getLogger(__name__).error("%s seed %d: stagetune spent %.3f epochs, budget %d",
@@ -276,7 +281,11 @@ def count_staged(run: Run, store: Any, study: str) -> dict[str, float]:
                     run.see(1.0, value)
                 if status == "diverged":
                     run.see(1.0, None)  # the epoch it diverged in
-                run.trial(status, len(rows) + (status == "diverged"),
+                partial = trial.user_attrs.get("epochs", 0) - len(rows) \
+                    if status == "hopeless" else 0.0
+                if partial > 0:
+                    run.see(partial, None)  # stopped within an epoch, on its vital signs
+                run.trial(status, len(rows) + (status == "diverged") + partial,
                           best_of([v for v in rows if v is not None]), stage=stage.name,
                           number=trial.number, continues=trial.user_attrs.get("continues"))
         per_stage[stage.name] = round(run.spent - before, 3)
@@ -286,8 +295,10 @@ def count_staged(run: Run, store: Any, study: str) -> dict[str, float]:
 # -- Optuna peers ------------------------------------------------------------------------
 
 
-def run_peer(name: str, cfg: SpaceConfig, strategy: str, seed: int) -> Run:
-    """Ask-run-tell with `strategy`'s sampler (and pruner) until the budget is spent."""
+def run_peer(name: str, cfg: SpaceConfig, strategy: str, seed: int, vitals: bool = False) -> Run:
+    """Ask-run-tell with `strategy`'s sampler (and pruner) until the budget is spent;
+    `vitals` adds diagnosis-based pruning (bench/diagnosis_pruning.py): the worker stops a
+    trial its vital signs call hopeless, and a first epoch at chance level stops it too."""
     sampler: optuna.samplers.BaseSampler = (
         optuna.samplers.RandomSampler(seed=seed) if strategy == "random"
         else optuna.samplers.TPESampler(seed=seed))
@@ -298,10 +309,10 @@ def run_peer(name: str, cfg: SpaceConfig, strategy: str, seed: int) -> Run:
     study = optuna.create_study(study_name=f"{name}-{strategy}-s{seed}", direction="maximize",
                                 sampler=sampler, pruner=pruner)
     distributions = to_distributions(load_spec(spec_dict(name, cfg, seed)).space)
-    run = Run(name, strategy, seed, budget=cfg.budget)
+    run = Run(name, strategy + ("_vitals" if vitals else ""), seed, budget=cfg.budget)
     started = time.perf_counter()
     while run.spent + 1 <= run.budget + EPS:  # room for at least one more epoch
-        peer_trial(run, cfg, study, study.ask(distributions), seed)
+        peer_trial(run, cfg, study, study.ask(distributions), seed, vitals)
         if run.states.get("failed", 0) > 20:  # failed trials spend nothing: never-ending
             raise RuntimeError(f"{name}: {strategy}'s trials keep failing; see the log")
     run.seconds = time.perf_counter() - started
@@ -309,23 +320,25 @@ def run_peer(name: str, cfg: SpaceConfig, strategy: str, seed: int) -> Run:
 
 
 def peer_trial(run: Run, cfg: SpaceConfig, study: optuna.Study, trial: optuna.Trial,
-               seed: int) -> None:
+               seed: int, vitals: bool = False) -> None:
     """Train one asked trial, counting its epochs into `run`, and tell the study."""
     values: list[float] = []
-    why = {"pruned": False, "budget": False}
+    why = {"pruned": False, "budget": False, "chance": False}
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
         value = metrics["val_accuracy"]
         run.see(1.0, value)
         values.append(value)
-        if run.strategy == "tpe_hyperband":
+        if run.strategy.startswith("tpe_hyperband"):
             trial.report(value, epoch)
             why["pruned"] = trial.should_prune()
+        why["chance"] = vitals and epoch == 1 and value <= cfg.chance and epoch < cfg.epochs \
+            and not learning(metrics)
         why["budget"] = run.spent + 1 > run.budget + EPS
-        return why["pruned"] or why["budget"]
+        return why["pruned"] or why["chance"] or why["budget"]
 
     request = TrialRequest(cfg.task(), params={**cfg.fixed, **trial.params}, epochs=cfg.epochs,
-                           seed=seed * 10_000 + trial.number)
+                           seed=seed * 10_000 + trial.number, vitals=vitals)
     try:
         result = execute(request, report)
     except StagetuneError as exc:  # a bad draw: recorded, never fatal
@@ -336,7 +349,12 @@ def peer_trial(run: Run, cfg: SpaceConfig, study: optuna.Study, trial: optuna.Tr
     status = result.status
     if status == "diverged":
         run.see(1.0, None)  # the epoch it diverged in
-    if status == "diverged" or not values:
+    if status == "hopeless":
+        run.see(result.partial, None)  # stopped within an epoch, on its vital signs
+    if status == "hopeless" or why["chance"]:
+        status = "hopeless"
+        study.tell(trial, state=TrialState.PRUNED)  # TPE ranks it below every scored trial
+    elif status == "diverged" or not values:
         study.tell(trial, state=TrialState.FAIL)
     elif why["pruned"]:
         status = "pruned"
@@ -344,7 +362,7 @@ def peer_trial(run: Run, cfg: SpaceConfig, study: optuna.Study, trial: optuna.Tr
     else:
         status = "cut_by_budget" if why["budget"] and status == "stopped" else status
         study.tell(trial, max(values))
-    run.trial(status, len(values) + (result.status == "diverged"), best_of(values),
+    run.trial(status, len(values) + (result.status == "diverged") + result.partial, best_of(values),
               number=trial.number, params=trial.params,
               parameters=getattr(result, "parameters", None))
 

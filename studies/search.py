@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from studies.budget import Allowance
 from studies.executor import Job, Outcome
 from studies.stages._base import StageContext
+from studies.stages._chance import at_chance, chance_bound, learning
 from studies.store import is_database_error
 from studies.weights import TrialCheckpoints
 
@@ -64,6 +65,7 @@ class SearchPlan:
     horizon: int  # the epochs its LR schedule spans
     checkpoint_at: tuple[int, ...] = ()
     prune: bool = False
+    diagnose: bool = False  # stop hopeless trials early (see `Reporter`)
     stop: Callable[[], bool] = field(default=lambda: False)
 
 
@@ -127,10 +129,11 @@ def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Al
             stop_at = proposal.start + granted
             request = ctx.request(
                 "train", proposal.params, stop_at, seed=ctx.spec.seed + trial.number,
-                horizon=plan.horizon, resume=proposal.resume,
+                horizon=plan.horizon, resume=proposal.resume, vitals=plan.diagnose,
                 checkpoint_at=tuple(e for e in plan.checkpoint_at if proposal.start < e <= stop_at))
+            chance = hopeless_bound(ctx) if plan.diagnose and proposal.start == 0 else None
             report = Reporter(ctx, stage, trial, plan.prune, allowance, granted, stop_at,
-                              values=list(proposal.replayed))
+                              values=list(proposal.replayed), chance=chance)
             yield Job(trial, request, report, TrialCheckpoints(trial) if request.checkpoint_at
                       else None)
 
@@ -141,12 +144,26 @@ def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Al
     return tally(study)
 
 
+def hopeless_bound(ctx: StageContext) -> float | None:
+    """The chance-level bound a fresh trial's first epoch must beat (None: the objective
+    has none, or no baseline measured it)."""
+    if ctx.handed.get("chance") is None:
+        return None
+    return chance_bound(ctx.handed, ctx.direction)
+
+
 @dataclass
 class Reporter:
     """A trial's per-epoch callback: charge and record the epoch, report it to Optuna, and
     answer whether to stop (pruned, or its reservation or the stage's seconds spent). A
     database error costs the epoch's record, not the trial: `tell` writes the missed epochs
-    from the trial's history once the database answers."""
+    from the trial's history once the database answers.
+
+    Diagnosis-based pruning: with `chance` (a fresh trial of a stage that diagnoses), a
+    first epoch no better than chance level, whose training loss fell less than 10%, stops
+    the trial as hopeless in any rung's place (an accuracy pruner keeps the best of a bad
+    lot); the worker itself stops one
+    whose vital signs say so within its first epoch (`workers.vitals`)."""
 
     ctx: StageContext
     stage: str
@@ -159,6 +176,8 @@ class Reporter:
     epochs: int = 0  # charged: every epoch run, repeats after a lost worker included
     missed: bool = False
     cut: bool = False  # stopped because the budget ran out
+    chance: float | None = None
+    hopeless: str = ""  # why it was stopped as hopeless
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.epochs += 1
@@ -179,6 +198,12 @@ class Reporter:
             log.warning("trial %d: epoch %d not recorded yet (%s)", self.trial.number, epoch, exc)
             self.missed, pruned = True, False
         more = epoch < self.stop_at
+        if self.chance is not None and len(self.values) == 1 and more and not learning(metrics) \
+                and at_chance(self.values[0], self.chance, self.ctx.direction):
+            self.hopeless = (f"hopeless: {self.ctx.objective} {self.values[0]:.4g} after its "
+                             f"first epoch is no better than chance level (bound "
+                             f"{self.chance:.4g}), and its training loss fell under 10%")
+            return True
         if pruned and more:  # a prune at its last epoch says only that no rung follows
             return True
         # Epochs run again after a lost worker count too; under an epoch budget they may
@@ -196,9 +221,11 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
     trial: optuna.Trial = outcome.job.key
     result = outcome.result
     report = outcome.job.report
-    charged = report.epochs if isinstance(report, Reporter) else 0
+    charged: float = report.epochs if isinstance(report, Reporter) else 0
     if result is not None and result.status == "diverged" and result.epoch:
         charged += 1  # the epoch it diverged in, abandoned before it could report
+    if result is not None and result.status == "hopeless":
+        charged += result.partial  # stopped within an epoch, on its vital signs
     if isinstance(report, Reporter) and report.allowance is not None:
         report.allowance.settle(report.granted, min(charged, report.granted))
     trial.set_user_attr("epochs", charged)
@@ -218,6 +245,8 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
     if isinstance(report, Reporter) and report.missed:
         ctx.store.record_history(ctx.spec.name, report.stage, trial.number, result.history)
     cut = isinstance(report, Reporter) and report.cut
+    if isinstance(report, Reporter) and report.hopeless and result.status == "stopped":
+        result.status, result.message = "hopeless", report.hopeless
     trial.set_user_attr("status", "cut_by_budget" if cut else result.status)
     trial.set_user_attr("seconds", round(result.seconds, 3))
     trial.set_user_attr("parameters", getattr(result, "parameters", 0))
@@ -231,7 +260,7 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
               if math.isfinite(m.get(ctx.objective, math.nan))]
     if isinstance(report, Reporter):
         values += report.values  # with what a continued trial brought along
-    if result.status == "stopped" and not cut:
+    if result.status in ("stopped", "hopeless") and not cut:
         study.tell(trial, state=TrialState.PRUNED)
     elif result.status == "diverged" or not values:
         log.warning("trial %d %s with %s: %s", trial.number, result.status, trial.params,

@@ -245,6 +245,7 @@ class CoarseStage(_Strict):
     sampler: Literal["qmc", "random"] = "qmc"
     reduction: int = Field(3, ge=2, le=10)
     widen: bool = False  # may narrowing extend a range past the declared one?
+    diagnose: bool = True  # stop hopeless trials on their vital signs (studies.search)
 
 
 class RefineStage(_Strict):
@@ -259,6 +260,7 @@ class RefineStage(_Strict):
     warm_start: int = Field(3, ge=0, le=1000)  # coarse survivors continued
     explore: float = Field(0.25, ge=0, le=1)  # share of proposals drawn from the whole space
     patience: int = Field(0, ge=0, le=10_000)  # stop after this many trials without a new best
+    diagnose: bool = True  # stop hopeless trials on their vital signs (studies.search)
 
 
 class ConfirmStage(_Strict):

@@ -75,7 +75,7 @@ def _train(request: TrialRequest, report: Report | None, save: Save | None) -> T
     scoring = scoring_for(task, data, request.objective, request.direction)
     outcome = train(model, data, train_cfg, model_cfg, request.epochs, device, generator, report,
                     horizon=request.horizon, checkpoint_at=request.checkpoint_at, save=save,
-                    resume=request.resume, scoring=scoring)
+                    resume=request.resume, scoring=scoring, watch=request.vitals)
     metric, direction = scoring.objective, scoring.direction
     final: dict[str, Any] = dict(outcome.history[-1]) if outcome.history else {}
     values = [m[metric] for m in outcome.history]
@@ -87,7 +87,8 @@ def _train(request: TrialRequest, report: Report | None, save: Save | None) -> T
     log.info("trial %s on %s/%s: %s %s", request.params, task.dataset, task.model,
              outcome.status, outcome.message)
     result = TrialResult(outcome.status, outcome.history, final, outcome.message, outcome.epoch,
-                         parameters=count_parameters(model), start_epoch=outcome.start_epoch)
+                         parameters=count_parameters(model), start_epoch=outcome.start_epoch,
+                         partial=outcome.partial)
     if request.return_weights:
         result.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return result

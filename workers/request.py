@@ -60,12 +60,13 @@ class TrialRequest:
     # its direction; None: the task's default (workers.objective.objective_for).
     objective: str | None = None
     direction: Literal["maximize", "minimize"] | None = None
+    vitals: bool = False  # train: stop a fresh run early when its vital signs say it is hopeless
 
 
 @dataclass
 class TrialResult:
-    """What came of a request. `status` is completed, early_stopped, stopped, diverged
-    (train) or passed, warned, failed (probes); `final` holds the last epoch's metrics
+    """What came of a request. `status` is completed, early_stopped, stopped, hopeless,
+    diverged (train) or passed, warned, failed (probes); `final` holds the last epoch's metrics
     plus the best objective value; `probe` holds a probe's figures; `worker` says where
     it ran (node, pid, device, whether the data was already in memory). A resumed run's
     `history` and `final` cover the epochs this call trained, after `start_epoch`."""
@@ -81,6 +82,7 @@ class TrialResult:
     worker: dict[str, Any] = field(default_factory=dict)
     parameters: int = 0  # the model's parameter count, frozen ones included
     start_epoch: int = 0  # the epoch a resumed run continued after; 0 = a fresh run
+    partial: float = 0.0  # hopeless: the share of epoch `epoch` it ran before it stopped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,6 +28,7 @@ from workers.models import set_train_mode
 from workers.objective import Scoring, loss_name, scoring_for
 from workers.optim import build_optimizer, build_scheduler
 from workers.request import Metrics
+from workers.vitals import Vitals, check_step
 
 Report = Callable[[int, Metrics], bool]
 """Called after each epoch with its metrics; returning True stops the run (pruning)."""
@@ -41,13 +42,15 @@ CHECK_EVERY = 20  # steps between divergence checks (each check syncs with the d
 
 @dataclass
 class TrainOutcome:
-    """How a run ended: completed, early_stopped, stopped (by the caller) or diverged."""
+    """How a run ended: completed, early_stopped, stopped (by the caller), hopeless (its
+    vital signs) or diverged."""
 
     status: str
     history: list[Metrics] = field(default_factory=list)
     message: str = ""
     epoch: int | None = None
     start_epoch: int = 0  # the epoch a resumed run continued after
+    partial: float = 0.0  # the share of epoch `epoch` run before a mid-epoch stop (hopeless)
 
 
 def objective_metric(data: AnyDataset, scoring: Scoring | None = None) -> tuple[str, str]:
@@ -102,13 +105,15 @@ def train(
     save: Save | None = None,
     resume: bytes | None = None,
     scoring: Scoring | None = None,
+    watch: bool = False,
 ) -> TrainOutcome:
     """Train `model` on `data` up to epoch `epochs`; never raises on divergence.
 
     The LR schedule spans `horizon` epochs (default `epochs`). With `resume` (bytes
     that `save` was handed after epoch k) the run goes on with epoch k + 1. `scoring`
     (workers.objective.scoring_for) names the loss, the metrics and the objective that
-    early stopping follows; by default the dataset's.
+    early stopping follows; by default the dataset's. With `watch`, a fresh run whose
+    vital signs say it is hopeless stops early with status "hopeless" (workers.vitals).
     """
     # Setup: the batches (whole tensors on the device, or a stream through DataLoader
     # workers), optimizer over trainable groups, per-step schedule.
@@ -132,6 +137,8 @@ def train(
     if resume is not None:  # after the seeded setup, so the checkpoint's RNG states win
         state = checkpoint.restore(resume, model, optimizer, scheduler, generator, shape)
     outcome = TrainOutcome("completed", start_epoch=state.epoch)
+    at = check_step(train_cfg, steps) if watch and resume is None else None
+    vitals = Vitals(model, train_cfg, at) if at is not None and at <= steps * epochs else None
 
     try:  # the DataLoader's workers end with the run, whichever way it ends
         for epoch in range(state.epoch + 1, epochs + 1):
@@ -145,11 +152,19 @@ def train(
             for step, (xb, yb) in enumerate(batches.epoch(generator)):
                 if augment is not None:
                     xb = augment(xb)
+                if vitals is not None:
+                    vitals.before_forward()
                 with autocast:
                     out = model(xb)
+                if vitals is not None:
+                    vitals.after_forward()
                 loss = criterion(out.float(), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if vitals is not None:
+                    vitals.after_backward(loss)
+                    if vitals.due and (why := vitals.reason()) is not None:
+                        return _hopeless(outcome, epoch, (step + 1) / steps, why)
                 # The gradient norm is measured every step when clipping, else every CHECK_EVERY
                 # steps: a norm over all gradients costs ~5% of a small model's step.
                 if train_cfg.grad_clip:
@@ -180,6 +195,8 @@ def train(
 
             # Evaluate and record; the early-stopping count is updated now so a checkpoint has it.
             metrics: Metrics = {"epoch": epoch, "train_loss": train_loss}
+            if epoch == 1 and state.first_loss is not None:  # studies.search.learning reads it
+                metrics["first_train_loss"] = state.first_loss
             if data.task == "classification":
                 metrics["train_accuracy"] = float(correct) / seen
             metrics |= evaluate(model, data, batches, scoring=scoring)
@@ -215,6 +232,12 @@ def train(
         return outcome
     finally:
         batches.close()
+
+
+def _hopeless(outcome: TrainOutcome, epoch: int, share: float, why: str) -> TrainOutcome:
+    outcome.status, outcome.epoch, outcome.message = "hopeless", epoch, why
+    outcome.partial = share
+    return outcome
 
 
 def _diverged(outcome: TrainOutcome, epoch: int, loss: float, first: float) -> TrainOutcome:

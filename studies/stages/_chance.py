@@ -27,6 +27,7 @@ FALLBACK_MARGIN = 0.02
 # (6 standard errors): one trial beyond it learned something, and nothing is stopped.
 STRAY_SHARE = 0.1
 STRAY_REACH = 2.0
+LEARNING_FALL = 0.10  # see `learning`
 
 
 def chance_bound(handed: Mapping[str, Any], direction: str) -> float:
@@ -70,3 +71,14 @@ def stuck_at_chance(scored: int, hopeless: int, lucky: int) -> bool:
 def stray_reach(chance: float, bound: float) -> float:
     """How far a stray may pass the bound and still count as luck."""
     return chance + STRAY_REACH * (bound - chance)
+
+
+def learning(metrics: dict[str, float]) -> bool:
+    """Whether a fresh run's first epoch shows it learning: its mean training loss at
+    least `LEARNING_FALL` below its first batch's (`first_train_loss`, which the training
+    loop reports with epoch 1). A run at chance level that learns is a slow starter (a high
+    lr settling down), not hopeless."""
+    first, mean = metrics.get("first_train_loss"), metrics.get("train_loss")
+    if first is None or mean is None or not (math.isfinite(first) and first > 0):
+        return True  # nothing to judge by: not called hopeless
+    return mean <= (1 - LEARNING_FALL) * first

@@ -63,7 +63,8 @@ class Coarse(Stage):
                             # a full trial's schedule, or coarse's own if the spec made
                             # its last rung longer than a full trial
                             horizon=max(ctx.spec.stages.refine.epochs, levels[-1]),
-                            checkpoint_at=tuple(levels), prune=True)
+                            checkpoint_at=tuple(levels), prune=True,
+                            diagnose=ctx.spec.stages.coarse.diagnose)
         done = run_trials(ctx, self.name, study, allowance, search, propose)
         trials = study.get_trials(deepcopy=False)
         figures: dict[str, Any] = {
@@ -73,14 +74,19 @@ class Coarse(Stage):
             "rungs": rung_table(trials, levels, ctx.direction),
             "searched": dump_region({d: p for d, p in _flat(space).items()})}
         stuck = _chance_level(ctx, trials, figures)
+        # Past a chance-level stop (a spec that says to go on), refine does not diagnose:
+        # every trial would be stopped as hopeless, and the user asked for a result.
+        marked = {"chance_stuck": True} if stuck else {}
         if not done.completed:
             return StageOutcome("failed", stuck or (
                 f"All {done.total} coarse trials were pruned, failed or diverged before the "
                 "last rung: check the failures' messages, and narrow the space (a smaller lr "
-                "range first)."), figures, epochs=done.epochs, trial_seconds=done.seconds)
+                "range first)."), figures, marked, epochs=done.epochs,
+                trial_seconds=done.seconds)
         outcome = self._judge(ctx, study, space, trials, levels, figures, done)
         if stuck:  # what it found is kept, for a spec that says to go on past a failed gate
             outcome.verdict, outcome.message = "failed", stuck
+            outcome.hand_on |= marked
         return outcome
 
     def _judge(self, ctx: StageContext, study: optuna.Study, space: dict[str, Any],
@@ -139,15 +145,19 @@ def _chance_level(ctx: StageContext, trials: list[FrozenTrial], figures: dict[st
     direction = ctx.direction
     bound = chance_bound(ctx.handed, direction)
     scored, hopeless = chance_trials(trials, bound, direction)
+    _, lucky = chance_trials(scored, stray_reach(chance, bound), direction)  # strays too
+    # Stopped on their vital signs before a first score: they learnt nothing either.
+    stalled = [t for t in trials if t.user_attrs.get("status") == "hopeless"
+               and best_value(t, direction) is None]
+    values = [v for v in (best_value(t, direction) for t in scored) if v is not None]
+    scored, hopeless, lucky = scored + stalled, hopeless + stalled, lucky + stalled
     figures |= {"chance": chance, "chance_bound": bound, "chance_trials": len(hopeless),
                 "chance_fraction": len(hopeless) / max(figures["trials"], 1)}
-    _, lucky = chance_trials(scored, stray_reach(chance, bound), direction)  # strays too
     if not stuck_at_chance(len(scored), len(hopeless), len(lucky)) \
             or not at_chance(baseline, bound, direction):
         return None
     strays = len(scored) - len(hopeless)
-    values = [v for v in (best_value(t, direction) for t in scored) if v is not None]
-    best = max(values) if direction == "maximize" else min(values)
+    best = (max(values) if direction == "maximize" else min(values)) if values else chance
     name = ctx.objective.removeprefix("val_")
     what = f"Validation {name}" if name != ctx.objective else ctx.objective
     reach = stray_reach(chance, bound)

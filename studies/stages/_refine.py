@@ -69,6 +69,7 @@ class Refine(Stage):
         search = SearchPlan(trials=plan.sizes["trials"], epochs=cfg.epochs, horizon=cfg.epochs,
                             checkpoint_at=tuple(e for e in levels if e < cfg.epochs),
                             prune=cfg.pruner != "none",
+                            diagnose=cfg.diagnose and not ctx.handed.get("chance_stuck"),
                             stop=_stop_rule(ctx, study, cfg.patience))
         done = run_trials(ctx, self.name, study, allowance, search, propose)
         fail_waiting(study, "not run: refine ended first (its budget share was spent, or a "
