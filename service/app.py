@@ -19,6 +19,9 @@ from service.api import health_router, plots_router, registry_router, studies_ro
 from service.auth import require_token
 from service.cache import ReadCache
 from service.figures import FigureCache
+from service.logs import configure_logging
+from service.metrics import install_metrics
+from service.metrics import router as metrics_router
 from service.settings import Settings, get_settings
 from service.supervisor import Supervisor
 from service.web import pages_router
@@ -26,6 +29,7 @@ from service.web.docs import router as docs_router
 from service.web.security import install_security
 from studies.cluster import connect
 from studies.store import Store
+from studies.study_end import Hooks, hook_actor
 from workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
@@ -38,10 +42,13 @@ def create_app(settings: Settings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings)  # after uvicorn's own set-up, which it adjusts
         load_plugins()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # figures build in-memory studies
         store = Store(settings.database_url)  # runs the migrations
         connect(settings.ray_address)
+        if Hooks.from_settings(settings).any:
+            hook_actor()  # up before any study ends: see studies/study_end.py
         supervisor = Supervisor(store)  # resumes running studies whose runner is gone
         supervisor.start()
         app.state.store, app.state.supervisor = store, supervisor
@@ -60,10 +67,12 @@ def create_app(settings: Settings | None = None,
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_security(app, settings)  # CSRF guard and security headers, outside BodyLimit
+    install_metrics(app)  # outermost: counts every answer, the guards' refusals too
     secured = [Depends(require_token)]
     app.include_router(studies_router, prefix="/api", dependencies=secured)
     app.include_router(registry_router, prefix="/api", dependencies=secured)
     app.include_router(plots_router, prefix="/api", dependencies=secured)
+    app.include_router(metrics_router, dependencies=secured)  # a scraper sends a token too
     app.include_router(health_router)
     app.include_router(pages_router)  # pages check the token themselves: a login, not a 401
     app.include_router(docs_router)

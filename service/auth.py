@@ -15,11 +15,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from service.errors import ApiError
 from service.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="one of STAGETUNE_API_TOKENS")
@@ -126,5 +125,5 @@ def require_token(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
                   ) -> None:
     if not authenticated(request):
-        raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required "
+        raise HTTPException(401, "a valid 'Authorization: Bearer <token>' header is required "
                        "(or log in at /login in a browser)", {"WWW-Authenticate": "Bearer"})

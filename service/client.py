@@ -1,4 +1,5 @@
-"""A small typed client for the REST API (what `stagetune submit|status|cancel` use).
+"""A small typed client for the REST API (what the `stagetune` commands that talk to a
+service use). It imports no torch: a machine that only submits studies needs none.
 
     from service.client import Client
     with Client("http://127.0.0.1:8000", token="...") as api:
@@ -8,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 import httpx
 
 from workers import StagetuneError
+
+MAX_PAGE = 500  # the most items the API gives in one page
 
 
 class ApiError(StagetuneError):
@@ -54,8 +58,26 @@ class Client:
     def study(self, study_id: str) -> dict[str, Any]:
         return self._call("GET", f"/api/studies/{study_id}")
 
-    def trials(self, study_id: str, **filters: Any) -> dict[str, Any]:
-        return self._call("GET", f"/api/studies/{study_id}/trials", params=filters)
+    def trials(self, study_id: str, stage: str | None = None, state: str | None = None,
+               offset: int = 0, limit: int = 50, sort: str | None = None,
+               order: str | None = None, **filters: Any) -> dict[str, Any]:
+        """One page of a study's trials (`items`, `total`, `offset`, `limit`); `stage` and
+        `state` filter, `sort` names a column (number, stage, state, value, duration,
+        epochs, or `param:<name>`) and `order` is asc or desc."""
+        params = {"stage": stage, "state": state, "offset": offset, "limit": limit,
+                  "sort": sort, "order": order, **filters}
+        return self._call("GET", f"/api/studies/{study_id}/trials",
+                          params={k: v for k, v in params.items() if v is not None})
+
+    def all_trials(self, study_id: str, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every trial that `filters` (as `trials` takes them) select, a page at a time."""
+        offset = 0
+        while True:
+            got = self.trials(study_id, offset=offset, limit=MAX_PAGE, **filters)
+            yield from got["items"]
+            offset += len(got["items"])
+            if not got["items"] or offset >= got["total"]:
+                return
 
     def trial(self, study_id: str, number: int) -> dict[str, Any]:
         return self._call("GET", f"/api/studies/{study_id}/trials/{number}")

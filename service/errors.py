@@ -7,32 +7,29 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException
+from optuna.artifacts.exceptions import ArtifactNotFound
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.schemas import Message, ValidationErrors
 from studies.errors import SpecError, StoreError, StudyConflictError, StudyNotFoundError
+from studies.spec_schema import spec_components
 from workers import StagetuneError
 
 
-class ApiError(Exception):
-    """An error with its HTTP status, raised by the endpoints themselves."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
-
-
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
-
     @app.exception_handler(SpecError)
     async def _spec(_: Request, exc: SpecError) -> JSONResponse:
         # shaped like FastAPI's own 422s: one entry per problem, with the field's path
         detail = [{"loc": ["body", *[p for p in where.split(".") if p]], "msg": what or where,
                    "type": "spec"} for where, what in exc.problems]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(ArtifactNotFound)
+    async def _artifact_missing(_: Request, exc: ArtifactNotFound) -> JSONResponse:
+        # written by Ray nodes whose data folder this service does not see; no path named
+        return JSONResponse({"detail": "the study's stored weights are not in this service's "
+                             "data folder: the service and the Ray nodes that ran the study "
+                             "must share STAGETUNE_DATA_DIR"}, status_code=404)
 
     @app.exception_handler(StudyNotFoundError)
     async def _not_found(_: Request, exc: StudyNotFoundError) -> JSONResponse:
@@ -51,15 +48,15 @@ def install(app: FastAPI) -> None:
     async def _input(_: Request, exc: StagetuneError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's, and the router's own 404/405
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         allowed = _methods(request.app, request.url.path) if exc.status_code == 405 else []
         if allowed:  # Starlette's Allow names the methods of the first matching route only
             return JSONResponse({"detail": exc.detail}, status_code=405,
                                 headers={**(exc.headers or {}), "Allow": ", ".join(allowed)})
         return await http_exception_handler(request, exc)
 
-    _document_statuses(app)
+    _document(app)
 
 
 def _methods(app: FastAPI, path: str) -> list[str]:
@@ -78,10 +75,11 @@ def _methods(app: FastAPI, path: str) -> list[str]:
 _HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-def _document_statuses(app: FastAPI) -> None:
-    """Add to the OpenAPI schema what the handlers above answer on any operation: 401 where
-    the bearer token is checked, 422 where input is read (FastAPI documents 422 only for
-    parameters it parses itself)."""
+def _document(app: FastAPI) -> None:
+    """Add to the OpenAPI schema what FastAPI cannot see: what the handlers above answer on
+    any operation (401 where the bearer token is checked, 422 where input is read: FastAPI
+    documents 422 only for parameters it parses itself), and the study spec's schema, which
+    `POST /api/studies` reads from its raw body (JSON or YAML)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -92,6 +90,7 @@ def _document_statuses(app: FastAPI) -> None:
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(model_schema.pop("$defs", {}))
                 schemas.setdefault(model.__name__, model_schema)
+            _add_components(schemas, spec_components())
             secured = bool(app.state.settings.tokens)
             for operations in schema.get("paths", {}).values():
                 for operation in operations.values():
@@ -99,6 +98,13 @@ def _document_statuses(app: FastAPI) -> None:
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_components(schemas: dict[str, Any], added: dict[str, Any]) -> None:
+    clash = sorted(name for name in added if schemas.get(name, added[name]) != added[name])
+    if clash:  # two models of one name: a reference would point at the wrong one
+        raise RuntimeError(f"OpenAPI components defined twice, differently: {', '.join(clash)}")
+    schemas.update(added)
 
 
 def _add_statuses(operation: dict[str, Any], secured: bool) -> None:

@@ -8,6 +8,7 @@ import os
 import ray
 
 from workers.errors import StagetuneError
+from workers.settings import get_settings
 
 NAMESPACE = "stagetune"  # runner actors are named in it, so any process can find them
 # A local Ray keeps an idle worker process for a minute, not Ray's default second: trials
@@ -26,14 +27,30 @@ def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    dashboard = ray_dashboard() if not address else False  # a joined cluster has its own
     try:  # "local": a new Ray of our own, never another process's local one
-        ray.init(address=address or "local", namespace=NAMESPACE, include_dashboard=False,
+        ray.init(address=address or "local", namespace=NAMESPACE, include_dashboard=dashboard,
                  logging_level=logging.WARNING, log_to_driver=False, configure_logging=False,
                  _system_config=None if address else LOCAL_RAY_CONFIG)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ClusterError(f"cannot start or join {where}: {exc}; check RAY_ADDRESS "
                            "(unset it to start a local Ray)") from None
+
+
+def ray_dashboard() -> bool:
+    """Whether a Ray that stagetune starts runs Ray's dashboard (STAGETUNE_RAY_DASHBOARD,
+    off by default: it is one more server, on port 8265, with no login of its own). It
+    needs Ray's full install; asked for without it, a ClusterError says how to get it."""
+    if not get_settings().ray_dashboard:
+        return False
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401  (what Ray's own check imports)
+    except ImportError as exc:
+        raise ClusterError(f"STAGETUNE_RAY_DASHBOARD is on, but Ray's dashboard is not "
+                           f"installed ({exc}); pip install 'stagetune[ray-dashboard]' "
+                           "(ray[default]), or turn it off") from None
+    return True
 
 
 def head_node_id() -> str:

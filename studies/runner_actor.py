@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 import optuna
@@ -23,6 +25,7 @@ from studies.ray_executor import RayExecutor
 from studies.runner import Runner
 from studies.spec import StudySpec
 from studies.store import Store, is_database_error, retry_seconds, set_retry_seconds
+from studies.study_end import study_ended
 from workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,17 @@ class StudyRunner:
         return stored_spec(self.store.study(self.study).spec)
 
     def _run(self, spec: StudySpec) -> None:
+        """Run the study, then what is configured to follow its end (an MLflow export, a
+        webhook; studies/study_end.py), before the thread ends: `wait_for` sees the study
+        running until they are done."""
+        self._drive(spec)
+        study_ended(self.store.url, self.study, self._result)  # never raises
+
+    def _drive(self, spec: StudySpec) -> None:
         """Run the study; after a database error, resume it from the store with backoff
-        for up to `retry_seconds()`, then record it failed with the reason."""
+        for up to `retry_seconds()`, then record it failed with the reason. (Not tenacity:
+        its delays count from the first attempt, and a study runs for hours before its
+        first database error; this window starts at the first error.)"""
         assert self._executor is not None
         first_error, delay = 0.0, 1.0
         while True:
@@ -140,6 +152,11 @@ class StudyRunner:
         return {"running": running, "stages": dict(self._progress), "result": self._result,
                 "trials": executor.running() if executor else [],
                 "peak_running": executor.peak_running if executor else 0}
+
+    def stack(self) -> str:
+        """Where the study's thread is now, for a report on a study that does not end."""
+        frame = sys._current_frames().get(self._thread.ident or -1) if self._thread else None
+        return "".join(traceback.format_stack(frame)) if frame is not None else ""
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The study's report once the run ends; None if `timeout` passes first."""

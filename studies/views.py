@@ -4,7 +4,9 @@ by the REST API, the CLI and (next) the dashboards."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import operator
+import re
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
@@ -165,3 +167,134 @@ def _finite(value: Any) -> Any:
     return value
 
 
+
+
+# -- the trial table: server-side sort and filter -------------------------------------------
+
+Numbered = tuple[int, str, optuna.trial.FrozenTrial]  # (study-wide number, stage, trial)
+SORT_COLUMNS = ("number", "stage", "state", "value", "duration", "epochs")
+FIELDS = (*SORT_COLUMNS, "status")  # what a `q` comparison may name, beside parameters
+_OPERATORS = ("<=", ">=", "!=", "==", "<", ">", "=")
+_TERM = re.compile(r"^(.+?)(<=|>=|!=|==|<|>|=)(.*)$")
+
+
+class TrialQueryError(ValueError):
+    """A sort column or filter term that names nothing; `field` is the query parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def select_trials(trials: Sequence[Numbered], *, stage: str | None = None,
+                  state: str | None = None, q: str = "", sort: str = "number",
+                  order: str = "asc") -> list[Numbered]:
+    """The trials that pass the filters, sorted by `sort` (a column of SORT_COLUMNS or
+    `param:<name>`), ties in number order; trials without the value come last either way.
+
+    `q` holds terms that must all match: `name<op>value` compares a parameter or a field
+    (value, epochs, duration, number, stage, state, status) with <, <=, >, >=, = or !=,
+    as numbers when both sides are; any other term is a case-insensitive substring of a
+    parameter's `name=value`, the status or the reason."""
+    names = parameter_names(trials)
+    column = _sort_column(sort, names)
+    tests = [_term(term, names) for term in q.split()]
+    picked = [row for row in trials if (stage is None or row[1] == stage)
+              and (state is None or STATE_NAMES[row[2].state] == state)
+              and all(test(row) for test in tests)]
+    keyed = [(_sort_key(TRIAL_STAGES.index(row[1]) if column == "stage"  # in run order
+                        else _field(row, column)), row) for row in picked]
+    present = sorted((k for k in keyed if k[0] is not None), key=lambda k: k[0],  # type: ignore[arg-type, return-value]
+                     reverse=order == "desc")  # a stable sort, even reversed
+    return [row for _, row in present] + [row for key, row in keyed if key is None]
+
+
+def parameter_names(trials: Sequence[Numbered]) -> list[str]:
+    return sorted({p for _, _, t in trials for p in t.params})
+
+
+def _sort_column(sort: str, names: Sequence[str]) -> str:
+    if sort in SORT_COLUMNS:
+        return sort
+    if sort.startswith("param:") and sort[len("param:"):] in names:
+        return sort[len("param:"):]
+    allowed = ", ".join([*SORT_COLUMNS, *(f"param:{n}" for n in names)])
+    raise TrialQueryError("sort", f"cannot sort by '{sort[:80]}'; sort by one of: {allowed}")
+
+
+def _field(row: Numbered, name: str) -> Any:
+    number, stage, trial = row
+    attrs = trial.user_attrs
+    if name == "number":
+        return number
+    if name == "stage":
+        return stage
+    if name == "state":
+        return STATE_NAMES[trial.state]
+    if name == "status":
+        return attrs.get("status")
+    if name == "value":
+        return _finite(trial.value)
+    if name == "epochs":
+        return attrs.get("epochs")
+    if name == "duration":
+        seconds = attrs.get("seconds")
+        if seconds is None and trial.datetime_start and trial.datetime_complete:
+            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        return seconds
+    return trial.params.get(name)
+
+
+def _sort_key(value: Any) -> tuple[int, float, str] | None:
+    """Numbers before text (a categorical parameter may mix them); None: no value."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def _term(term: str, names: Sequence[str]) -> Any:
+    """A test of one row for one term of `q`."""
+    for name in sorted([*names, *FIELDS], key=len, reverse=True):  # lr[optimizer=sgd] first
+        for op in _OPERATORS:
+            if term.startswith(name + op):
+                return _comparison(name, op, term[len(name) + len(op):])
+    parsed = _TERM.match(term)
+    if parsed:
+        known = ", ".join(FIELDS) + (f" or a parameter ({', '.join(names)})" if names else "")
+        raise TrialQueryError("q", f"'{parsed.group(1)[:80]}' in the filter names nothing: "
+                              f"compare {known}")
+    needle = term.lower()
+    return lambda row: (any(needle in f"{k}={v}".lower() for k, v in row[2].params.items())
+                        or needle in str(row[2].user_attrs.get("status") or "").lower()
+                        or needle in str(row[2].user_attrs.get("message") or "").lower())
+
+
+def _comparison(name: str, op: str, text: str) -> Any:
+    wanted = _number(text)
+    if wanted is None and op not in ("=", "==", "!="):
+        raise TrialQueryError("q", f"'{name}{op}{text[:80]}': {op} compares numbers, and "
+                              f"'{text[:80]}' is not one")
+    compare = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+               "=": operator.eq, "==": operator.eq, "!=": operator.ne}[op]
+
+    def test(row: Numbered) -> bool:
+        value = _field(row, name)
+        if value is None:
+            return op == "!="
+        if wanted is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return bool(compare(float(value), wanted))
+        if op in ("=", "==", "!="):
+            return bool(compare(str(value).lower(), text.lower()))
+        return False
+
+    return test
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -13,25 +13,13 @@ import importlib
 import sys
 from functools import lru_cache
 from importlib.metadata import entry_points
-from pathlib import Path
-
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.errors import ConfigError
+from workers.settings import Settings
 
-
-class PluginSettings(BaseSettings):
-    """STAGETUNE_PLUGINS: comma-separated module names; STAGETUNE_PLUGINS_DIR: a folder
-    put on the import path first (the compose file mounts one)."""
-
-    model_config = SettingsConfigDict(env_prefix="STAGETUNE_", extra="ignore")
-
-    plugins: str = ""
-    plugins_dir: Path | None = None
-
-    @property
-    def modules(self) -> list[str]:
-        return [m.strip() for m in self.plugins.split(",") if m.strip()]
+# STAGETUNE_PLUGINS (comma-separated module names) and STAGETUNE_PLUGINS_DIR (a folder put on
+# the import path first; the compose file mounts one) are fields of the one Settings.
+PluginSettings = Settings
 
 
 ENTRY_POINT_GROUP = "stagetune.plugins"
@@ -41,7 +29,7 @@ ENTRY_POINT_GROUP = "stagetune.plugins"
 def load_plugins() -> tuple[str, ...]:
     """Import every plugin module once per process, those of STAGETUNE_PLUGINS first; a
     missing one is a ConfigError that says where it was named."""
-    settings = PluginSettings()
+    settings = Settings()  # read afresh: this function's own cache makes it once a process
     if settings.plugins_dir is not None and str(settings.plugins_dir) not in sys.path:
         sys.path.insert(0, str(settings.plugins_dir))
     for module in settings.modules:

@@ -8,14 +8,14 @@ import json
 import pathlib
 import tempfile
 import zipfile
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from service.cache import ReadCache
-from service.errors import ApiError
 from service.schemas import (
     Message,
     Page,
@@ -38,9 +38,12 @@ router = APIRouter(tags=["studies"])
 
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Limit = Annotated[int, Query(ge=1, le=500)]
-SPEC_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "object", "description": "a study spec"}},
-    "application/yaml": {"schema": {"type": "string", "description": "a study spec in YAML"}}}}}
+# The spec's JSON Schema (studies.spec_schema), which service.errors puts in the components;
+# a YAML body has the same structure
+SPEC_SCHEMA = {"$ref": "#/components/schemas/StudySpec"}
+SPEC_BODY = {"requestBody": {"required": True, "description": "a study spec, as JSON or YAML",
+                             "content": {"application/json": {"schema": SPEC_SCHEMA},
+                                         "application/yaml": {"schema": SPEC_SCHEMA}}}}
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Message}, 409: {"model": Message}}
 SPEC_ERRORS = {"model": ValidationErrors,
                "description": "The spec breaks a rule: one entry per problem, with its field"}
@@ -84,7 +87,7 @@ async def submit(request: Request) -> Any:
     """Create a study from a spec (JSON, or YAML with its content type); its runner starts."""
     raw = await request.body()
     if len(raw) > request.app.state.settings.max_body_bytes:
-        raise ApiError(413, f"the body is over {request.app.state.settings.max_body_bytes} bytes")
+        raise HTTPException(413, f"the body is over {request.app.state.settings.max_body_bytes} bytes")
     # parsing and the store are synchronous (a megabyte of YAML takes a while): a thread
     return await run_in_threadpool(_create, request, raw,
                                    request.headers.get("content-type", "application/json"))
@@ -94,7 +97,7 @@ def _create(request: Request, raw: bytes, content_type: str) -> Any:
     spec = load_spec(_parse_spec(raw, content_type, request.app.state.settings.max_body_bytes))
     store = _store(request)
     if spec.name in store.study_names():
-        raise ApiError(409, f"a study named '{spec.name}' already exists; choose another name, "
+        raise HTTPException(409, f"a study named '{spec.name}' already exists; choose another name, "
                        f"or POST /api/studies/{spec.name}/resume")
     record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
     _changed(request)
@@ -110,7 +113,7 @@ def _parse_spec(raw: bytes, content_type: str, max_bytes: int) -> dict[str, Any]
     elif kind in ("application/json", "") or kind.endswith("+json"):
         syntax = "json"
     else:
-        raise ApiError(415, f"send the spec as application/json or application/yaml "
+        raise HTTPException(415, f"send the spec as application/json or application/yaml "
                        f"(got {kind[:80]})")
     try:
         text = raw.decode()
@@ -153,7 +156,7 @@ def cancel(request: Request, study_id: str) -> Any:
     if not store.set_status(study_id, "cancelling", "cancel requested",
                             only_from=("pending", "running", "cancelling")):
         status = store.study(study_id).status
-        raise ApiError(409, f"study '{study_id}' is {status}, not running: nothing to cancel")
+        raise HTTPException(409, f"study '{study_id}' is {status}, not running: nothing to cancel")
     answer = views.detail(store, store.study(study_id))  # before the supervisor acts on it
     _changed(request)
     return answer
@@ -165,7 +168,7 @@ def resume(request: Request, study_id: str) -> Any:
     store = _store(request)
     status = store.study(study_id).status
     if status not in ("cancelled", "failed"):
-        raise ApiError(409, f"study '{study_id}' is {status}; only a cancelled or failed "
+        raise HTTPException(409, f"study '{study_id}' is {status}; only a cancelled or failed "
                        "study can be resumed")
     store.set_status(study_id, "pending", "resume requested")
     _changed(request)
@@ -179,29 +182,55 @@ def delete(request: Request, study_id: str) -> Response:
     store = _store(request)
     status = store.study(study_id).status
     if status in ("pending", "running"):
-        raise ApiError(409, f"study '{study_id}' is {status}; cancel it before deleting it")
+        raise HTTPException(409, f"study '{study_id}' is {status}; cancel it before deleting it")
     store.delete_study(study_id)
     request.app.state.figures.drop(study_id)
     _changed(request)
     return Response(status_code=204)
 
 
+Sort = Annotated[str, Query(max_length=200, description=(
+    "a column: number, stage, state, value, duration (seconds), epochs, or a parameter as "
+    "`param:<name>`; trials without the value come last"))]
+Order = Annotated[Literal["asc", "desc"], Query()]
+Filter = Annotated[str, Query(max_length=500, description=(
+    "terms that must all match: `name<op>value` compares a parameter or value, epochs, "
+    "duration, number, stage, state, status (<, <=, >, >=, =, !=); another term is a "
+    "case-insensitive substring of a parameter's `name=value`, the status or the reason"))]
+
+
 @router.get("/studies/{study_id}/trials", response_model=Page[TrialOut], responses=ERRORS)
 def list_trials(request: Request, study_id: str, stage: views.TrialStage | None = None,
-                state: TrialState | None = None, offset: Offset = 0, limit: Limit = 50) -> Any:
-    """A study's trials in order, numbered across stages; `stage` and `state` filter."""
-    picked = [t for t in _trials(request, study_id) if (stage is None or t[1] == stage)
-              and (state is None or views.STATE_NAMES[t[2].state] == state)]
+                state: TrialState | None = None, offset: Offset = 0, limit: Limit = 50,
+                sort: Sort = "number", order: Order = "asc", q: Filter = "") -> Any:
+    """A study's trials, numbered across stages, a page at a time: `stage`, `state` and
+    `q` filter, `sort` and `order` sort (by number, ascending, unless told)."""
+    picked = select_trials(request, study_id, stage=stage, state=state, q=q, sort=sort,
+                           order=order)
     return _reply(_json(Page[TrialOut], {
         "items": [views.trial_row(*t) for t in picked[offset:offset + limit]],
         "total": len(picked), "offset": offset, "limit": limit}))
 
 
-def _trials(request: Request, study_id: str) -> list[tuple[int, str, Any]]:
+def select_trials(request: Request, study_id: str, **query: Any) -> list[views.Numbered]:
+    """The trials that pass the filters, in order, kept in the read cache: 10,000 trials sort
+    in well under 200 ms on 2 cores, and the next page's request reuses the order. A bad
+    `sort` or `q` is a 422 shaped like FastAPI's own."""
+    def compute() -> list[views.Numbered]:
+        try:
+            return views.select_trials(cached_trials(request, study_id), **query)
+        except views.TrialQueryError as exc:
+            raise RequestValidationError([{"loc": ("query", exc.field), "msg": str(exc),
+                                           "type": "value_error"}]) from None
+
+    return _cache(request).get(("trials", study_id, *sorted(query.items())), compute)
+
+
+def cached_trials(request: Request, study_id: str) -> list[views.Numbered]:
     """(number, stage, FrozenTrial) for every trial; rows are built for a page only."""
     store = _store(request)
 
-    def compute() -> list[tuple[int, str, Any]]:
+    def compute() -> list[views.Numbered]:
         store.study(study_id)  # 404 for an unknown study
         return list(views.all_trials(store, study_id))
 
@@ -226,7 +255,7 @@ def download_model(request: Request, study_id: str) -> Response:
     given = views.handed(record)
     weights = given.get("weights") or {}
     if not weights.get("artifact_id"):
-        raise ApiError(404, f"study '{study_id}' has no winner's weights yet: they are kept "
+        raise HTTPException(404, f"study '{study_id}' has no winner's weights yet: they are kept "
                        "when the confirm stage finishes")
     rebuild = {"task": record.spec["task"], "params": {**record.spec.get("fixed", {}),
                                                      **given["best"]["params"]},

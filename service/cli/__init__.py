@@ -28,7 +28,13 @@ def _ray_on_loopback(command: list[str]) -> None:
     nodes form clusters, and RAY_ADDRESS joins one: those keep Ray's default."""
     if not command or command[0] not in LOCAL_RAY_COMMANDS or os.environ.get("RAY_ADDRESS"):
         return
-    if os.environ.get("STAGETUNE_RAY_LOOPBACK", "true").strip().lower() in ("0", "false", "no"):
+    from workers.settings import get_settings  # pydantic only: imports no ray
+
+    try:
+        loopback = get_settings().ray_loopback
+    except ValueError:  # a malformed setting: the command's own settings check says which
+        loopback = True
+    if not loopback:
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 

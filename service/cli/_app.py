@@ -5,22 +5,21 @@ from __future__ import annotations
 import typer
 
 from service.cli._cluster import PASS_THROUGH, head, worker
-from service.cli._service import cancel, report, serve, status, submit
-from service.cli._study import resume, run, validate
+from service.cli._reads import best, status, trials
+from service.cli._remote import cancel, delete, model, report, submit
+from service.cli._service import serve
+from service.cli._study import resume, run, schema, validate
 from service.cli._workers import probe, train
 
+EPILOG = ("Exit codes: 0 ok; 1 an error (the service unreachable, a study that failed); "
+          "2 bad input (a spec, a flag, a study name); 3 a gate stopped the study; "
+          "4 the study was cancelled.")
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="stagetune: staged hyperparameter search for PyTorch training.")
-app.command()(train)
-app.command()(probe)
-app.command()(run)
-app.command()(resume)
-app.command()(validate)
-app.command()(serve)
-app.command()(submit)
-app.command()(status)
-app.command()(cancel)
-app.command()(report)
+                  help="stagetune: staged hyperparameter search for PyTorch training.",
+                  epilog=EPILOG)
+for command in (train, probe, run, resume, validate, schema, serve, submit, status, trials,
+                best, model, cancel, delete, report):
+    app.command()(command)
 app.command(context_settings=PASS_THROUGH)(head)
 app.command(context_settings=PASS_THROUGH)(worker)
-

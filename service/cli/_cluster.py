@@ -45,8 +45,9 @@ def head(
     num_gpus: NumGpus = None,
     resources: ResourcesOption = None,
 ) -> None:
-    """Start a Ray head on this machine and serve the API joined to it; SIGTERM stops both.
-    Options after `--` go to `ray start`."""
+    """Start a Ray head on this machine and serve the API joined to it.
+
+    SIGTERM stops both. Options after `--` go to `ray start`."""
     from studies.cluster import connect
 
     settings = service_settings(host, port, db)
@@ -86,7 +87,8 @@ def worker(
     resources: ResourcesOption = None,
     wait: Annotated[float, typer.Option(min=0, help="seconds to wait for the head to answer")] = 60,
 ) -> None:
-    """Join the Ray head at --address as a worker node and run until stopped (SIGTERM).
+    """Join the Ray head at --address as a worker node, until stopped (SIGTERM).
+
     Options after `--` go to `ray start`."""
     node_args = _node_args(num_cpus, num_gpus, resources) + ctx.args
     with one_line_errors():
@@ -114,7 +116,11 @@ def _start_head_node(port: int, node_args: list[str]) -> subprocess.Popen[bytes]
     # head always holds the trial pool (and the runners of running studies, which resume
     # from the store), so it would always wait out the 30 s, and its agents outlive it.
     env = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", **os.environ}
-    return subprocess.Popen(_ray("start", "--head", f"--port={port}", "--include-dashboard=false",
+    with one_line_errors():  # STAGETUNE_RAY_DASHBOARD; it imports ray, not at the CLI's start
+        from studies.cluster import ray_dashboard
+
+        dashboard = str(ray_dashboard()).lower()
+    return subprocess.Popen(_ray("start", "--head", f"--port={port}", f"--include-dashboard={dashboard}",
                                  "--disable-usage-stats", "--block", *node_args), env=env)
 
 

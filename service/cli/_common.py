@@ -1,30 +1,75 @@
-"""What every command shares: the consoles, key=value parsing, and one-line errors."""
+"""What every command shares: the consoles, output formats, exit codes, key=value parsing,
+and one-line errors."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.markup import escape
 
+from service.client import ApiError
 from workers import StagetuneError
 
 console = Console()
 err_console = Console(stderr=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+# Exit codes, the same for every command (documented in the README)
+OK = 0
+ERROR = 1  # anything else: the service unreachable or refusing, a study that failed
+INPUT_ERROR = 2  # bad input: a spec, a flag, a file, a study name
+GATE_STOPPED = 3  # a gate (data check, a probe, coarse) stopped the study
+CANCELLED = 4  # the study was cancelled
+STUDY_EXIT = {"completed": OK, "stopped": GATE_STOPPED, "cancelled": CANCELLED, "failed": ERROR}
+ENDED = tuple(STUDY_EXIT)  # a study in one of these runs no more
 
-INPUT_ERROR = 2  # bad input: a spec, a flag, a name; also "a gate stopped the study"
+# HTTP statuses that say the request itself was wrong (a name, a value, a spec)
+INPUT_STATUSES = {400, 404, 405, 413, 415, 422}
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+FormatOption = Annotated[Format | None, typer.Option(
+    "--format", help="table (rounded, for people), json or yaml (full precision)",
+    show_default="table")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="the same as --format json")]
+IntervalOption = Annotated[float, typer.Option(min=0.2, help="--watch: seconds between refreshes")]
+
+
+def output_format(format_: Format | None, json_: bool = False) -> Format:
+    """The format asked for; `--json` stays as an alias of `--format json`."""
+    if json_ and format_ not in (None, Format.json):
+        raise fail(f"--json and --format {format_} ask for two formats: give one")
+    return Format.json if json_ else format_ or Format.table
+
+
+def show(data: Any, format_: Format, table: Callable[[Any], RenderableType | None]) -> None:
+    """Print `data` as JSON or YAML, or as what `table` draws of it."""
+    if format_ is Format.json:
+        print_json(data)
+    elif format_ is Format.yaml:
+        print_yaml(data)
+    else:
+        drawn = table(data)
+        if drawn is not None:
+            console.print(drawn)
 
 
 def fail(message: str, code: int = INPUT_ERROR) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    """One line on stderr; raise what it returns. `message` is plain text, not markup."""
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -34,7 +79,19 @@ def one_line_errors(code: int = INPUT_ERROR) -> Iterator[None]:
     try:
         yield
     except StagetuneError as exc:
-        raise fail(escape(str(exc)), code) from None
+        raise fail(str(exc), code) from None
+
+
+@contextmanager
+def service_errors() -> Iterator[None]:
+    """A call to the service that fails is one line: exit 2 when the service refused the
+    input (an unknown study, a bad value), else 1 (unreachable, a conflict, its own error)."""
+    try:
+        yield
+    except ApiError as exc:
+        raise fail(str(exc), INPUT_ERROR if exc.status in INPUT_STATUSES else ERROR) from None
+    except StagetuneError as exc:  # a spec file that cannot be read, before any call
+        raise fail(str(exc), INPUT_ERROR) from None
 
 
 def pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -52,8 +109,20 @@ def pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def fmt(value: Any) -> str:
+    """A value for a table: floats to 4 significant digits (whole ones without a point,
+    large ones to the unit), None as empty; JSON and YAML keep full precision."""
+    if value is None:
+        return ""
     if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) and value != int(value) else str(value)
+        if not math.isfinite(value):
+            return str(value)
+        if value == int(value) and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.0f}" if 1e4 <= abs(value) < 1e15 else f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {fmt(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -61,5 +130,12 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
 
 
-def escape(text: str) -> str:
-    return text.replace("[", r"\[")
+def print_yaml(obj: Any) -> None:
+    plain = json.loads(json.dumps(obj, default=str))  # dates and paths as text, like JSON
+    sys.stdout.write(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
+
+
+__all__ = ["CANCELLED", "ENDED", "ERROR", "GATE_STOPPED", "INPUT_ERROR", "OK", "STUDY_EXIT",
+           "Format", "FormatOption", "IntervalOption", "JsonFlag", "console", "err_console", "fail",
+           "fmt", "one_line_errors", "output_format", "pairs", "print_json", "print_yaml",
+           "service_errors", "show"]

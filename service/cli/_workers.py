@@ -4,26 +4,31 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from service.cli._common import (
+    Format,
+    FormatOption,
     JsonFlag,
     console,
     err_console,
     fail,
     fmt,
     one_line_errors,
+    output_format,
     pairs,
-    print_json,
+    show,
 )
-from workers import Task, TrialRequest, TrialResult, execute
 from workers.plugins import load_plugins
-from workers.request import Metrics
+from workers.request import Metrics, Task, TrialRequest
+
+if TYPE_CHECKING:
+    from workers import TrialResult
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="a parameter as key=value (repeatable), e.g. --set lr=0.01")]
@@ -51,20 +56,24 @@ def train(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     save_weights: Annotated[Path | None, typer.Option(
         help="write the trained state_dict here (a starting point for transfer learning)")] = None,
+    format_: FormatOption = None,
     json_: JsonFlag = False,
 ) -> None:
     """Train MODEL on DATASET and print its per-epoch curve."""
+    from workers import execute  # torch: loaded by the commands that train only
+
     with one_line_errors():
         load_plugins()  # before any name is looked up: a plugin's model is a name too
     request = TrialRequest(Task(dataset, model, pairs(dataset_option, "--dataset-option")),
                            params=pairs(set_, "--set"), epochs=epochs, seed=seed,
                            return_weights=save_weights is not None)
-    if json_:
+    chosen = output_format(format_, json_)
+    if chosen is not Format.table:
         with one_line_errors():
             result = execute(request)
         _save(result, save_weights)
-        print_json({"status": result.status, "message": result.message,
-                    "history": result.history, "final": result.final})
+        show({"status": result.status, "message": result.message, "history": result.history,
+              "final": result.final}, chosen, lambda _: None)
         return
     with Progress(TextColumn("[bold]epoch"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
@@ -86,6 +95,8 @@ def train(
 def _save(result: TrialResult, path: Path | None) -> None:
     if path is None or result.state_dict is None:
         return
+    import torch
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(result.state_dict, path)
@@ -102,9 +113,13 @@ def probe(
     option: Annotated[list[str] | None, typer.Option(
         "--option", help="a probe option as key=value: overfit samples/steps, lr iterations")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    format_: FormatOption = None,
     json_: JsonFlag = False,
 ) -> None:
     """Check a pipeline: initial loss, overfitting a tiny subset, or an LR range test."""
+    from workers import execute
+
+    chosen = output_format(format_, json_)
     with one_line_errors():
         load_plugins()
     request = TrialRequest(Task(dataset, model, pairs(dataset_option, "--dataset-option")),
@@ -112,19 +127,20 @@ def probe(
                            seed=seed, options=pairs(option, "--option"))
     with console.status(f"running the {which.value} probe"), one_line_errors():
         result = execute(request)
-    if json_:
-        print_json({"probe": request.mode, "verdict": result.status, "message": result.message,
-                    "figures": result.probe})
-    else:
-        colour = {"passed": "green", "warned": "yellow", "failed": "red"}[result.status]
-        console.print(f"[bold {colour}]{result.status}[/]: {result.message}")
-        table = Table("figure", "value")
-        for key, value in result.probe.items():
-            if isinstance(value, (int, float, str)):
-                table.add_row(key, fmt(value))
-        console.print(table)
+    show({"probe": request.mode, "verdict": result.status, "message": result.message,
+          "figures": result.probe}, chosen, lambda _: _print_probe(result))
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+def _print_probe(result: TrialResult) -> None:
+    colour = {"passed": "green", "warned": "yellow", "failed": "red"}[result.status]
+    console.print(f"[bold {colour}]{result.status}[/]: {escape(result.message)}")
+    table = Table("figure", "value")
+    for key, value in result.probe.items():
+        if isinstance(value, (int, float, str)):
+            table.add_row(key, fmt(value))
+    console.print(table)
 
 
 def _print_history(result: TrialResult) -> None:

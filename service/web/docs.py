@@ -8,10 +8,9 @@ import functools
 from pathlib import Path
 
 import fastapi_offline
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
-from service.errors import ApiError
 from service.web._templates import templates
 from service.web.security import csrf_context
 
@@ -41,7 +40,7 @@ def redoc(request: Request) -> Response:
 @router.get("/docs/assets/{name}")
 def asset(name: str) -> Response:
     if name not in ASSET_TYPES:
-        raise ApiError(404, f"no documentation asset '{name}'")
+        raise HTTPException(404, f"no documentation asset '{name}'")
     cache = {"Cache-Control": "public, max-age=86400"}
     if name == "redoc.standalone.js":
         return Response(_redoc_js(), media_type=ASSET_TYPES[name], headers=cache)

@@ -4,35 +4,49 @@ accepts."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
 
+from service.api.studies import cached_trials, select_trials
 from service.auth import authenticated, sessions, start_session
-from service.errors import ApiError
+from service.schemas import TrialState
 from service.web._templates import PLOTLY_JS, STATIC, templates
 from service.web._throttle import FailureLimiter
 from service.web.security import FIGURE_POLICY, csrf_context
 from studies import views
 from studies.errors import StudyNotFoundError
-from studies.plots import PLOTS, PlotSource
-from studies.plots._sampling import best_first
-from studies.store import Store, StudyRecord
+from studies.plots import PLOTS, PlotSource, best_so_far, winners_curves, winners_parameters
+from studies.spec import NAME_PATTERN
+from studies.store import Store
 
 router = APIRouter(include_in_schema=False)
 SECTIONS = ("study", "init_check", "overfit", "lr_probe", "coarse", "refine", "confirm")
-TOP_TRIALS = 20  # the study page lists the best trials; the API pages through the rest
+TABLE_ROWS = 20  # the trial table's rows per page, unless the page is told otherwise
+# which buttons a study's status offers (the API refuses the others with a 409)
+ACTIONS = {"cancel": ("pending", "running"), "resume": ("failed", "cancelled"),
+           "delete": ("completed", "stopped", "cancelled", "failed")}
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
     if not authenticated(request):
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        return _to_login(request)
     return templates().TemplateResponse(request, template, {**context, **csrf_context(request)},
                                         status_code=status,
                                         headers={"Content-Security-Policy": FIGURE_POLICY})
+
+
+def _to_login(request: Request) -> Response:
+    """To the login, and back to this page (its query too) after it."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(here)}", status_code=303)
 
 
 def safe_next(target: str) -> str:
@@ -58,7 +72,16 @@ def studies_page(request: Request) -> Response:
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(request: Request, study_id: str) -> Response:
+def study_page(request: Request, study_id: str, stage: views.TrialStage | None = None,
+               state: TrialState | None = None, q: Annotated[str, Query(max_length=500)] = "",
+               sort: Annotated[str, Query(max_length=200)] = "value",
+               order: Literal["asc", "desc"] | None = None,
+               offset: Annotated[int, Query(ge=0)] = 0,
+               limit: Annotated[int, Query(ge=1, le=500)] = TABLE_ROWS) -> Response:
+    """The study, and a page of its trial table (best first unless told): the page's
+    script then sorts, filters and pages it through the API, without reloading."""
+    if not authenticated(request):
+        return _to_login(request)
     store = _store(request)
     try:
         record = store.study(study_id)
@@ -66,16 +89,60 @@ def study_page(request: Request, study_id: str) -> Response:
         return _page(request, "not_found.html", 404, message=str(exc))
     detail = views.detail(store, record)
     sections = {s: [k for k in PLOTS.values() if k.section == s] for s in SECTIONS}
+    table = _trial_table(request, study_id, PlotSource(store, record).objective[1],
+                         {"stage": stage, "state": state, "q": q, "sort": sort, "order": order},
+                         offset, limit)
     return _page(request, "study.html", study=detail, sections=sections,
-                 stages={s["name"]: s for s in detail["stages"]},
-                 top=_top_trials(store, record))
+                 stages={s["name"]: s for s in detail["stages"]}, table=table,
+                 actions=ACTIONS)
 
 
-def _top_trials(store: Store, record: StudyRecord) -> list[dict[str, Any]]:
-    numbered = list(views.all_trials(store, record.name))
-    where = {id(t): (n, stage) for n, stage, t in numbered}
-    ranked = best_first([t for _, _, t in numbered], PlotSource(store, record).objective[1])
-    return [views.trial_row(*where[id(t)], t) for t in ranked[:TOP_TRIALS]]
+def _trial_table(request: Request, study_id: str, direction: str, query: dict[str, Any],
+                 offset: int, limit: int) -> dict[str, Any]:
+    """The table's first rows as the server draws them; the value sorts best first."""
+    query["order"] = query["order"] or ("desc" if query["sort"] == "value"
+                                        and direction == "maximize" else "asc")
+    table: dict[str, Any] = {"query": {**query, "offset": offset, "limit": limit},
+                             "direction": direction, "error": "", "rows": [], "total": 0,
+                             "params": views.parameter_names(cached_trials(request, study_id))}
+    try:
+        picked = select_trials(request, study_id, **query)
+    except RequestValidationError as exc:  # a bad sort or filter in the page's address
+        table["error"] = "; ".join(e["msg"] for e in exc.errors())
+        return table
+    table.update(rows=[views.trial_row(*t) for t in picked[offset:offset + limit]],
+                 total=len(picked))
+    return table
+
+
+MAX_COMPARED = 8  # a legend and a table that stay readable
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request,
+                 studies: Annotated[list[str], Query(max_length=1000)] = []) -> Response:  # noqa: B006 (FastAPI copies it)
+    """Two to MAX_COMPARED studies side by side: `?studies=a,b` (or `studies` repeated)."""
+    if not authenticated(request):
+        return _to_login(request)
+    names = list(dict.fromkeys(n.strip() for given in studies for n in given.split(",")
+                               if n.strip()))
+    problem = next((f"'{n[:80]}' is not a study name (letters, digits, _ and -)"
+                    for n in names if not re.fullmatch(NAME_PATTERN, n)), None)
+    if problem is None and not 2 <= len(names) <= MAX_COMPARED:
+        problem = (f"compare 2 to {MAX_COMPARED} studies, e.g. /compare?studies=a,b "
+                   f"({len(names)} given)")
+    if problem is not None:
+        return _page(request, "compare.html", 400, error=problem, names=names)
+    store = _store(request)
+    try:
+        sources = [PlotSource.load(store, name) for name in names]
+    except StudyNotFoundError as exc:
+        return _page(request, "not_found.html", 404, message=str(exc))
+    figures = {"best_so_far": best_so_far(sources), "winners": winners_curves(sources)}
+    embedded = {k: Markup(f.update_layout(template="plotly_white").to_json().replace("</", "<\\/"))
+                for k, f in figures.items()}
+    return _page(request, "compare.html", names=names, figures=embedded,
+                 table=winners_parameters(sources))
 
 
 @router.get("/studies/{study_id}/trials/{number}", response_class=HTMLResponse)
@@ -101,14 +168,14 @@ def login(request: Request, token: Annotated[str, Body(embed=True)]) -> Response
     client = request.client.host if request.client else "unknown"
     wait = limiter.retry_after(client)
     if wait:
-        raise ApiError(429, f"too many failed logins: try again in {wait} s",
+        raise HTTPException(429, f"too many failed logins: try again in {wait} s",
                        {"Retry-After": str(wait)})
     known = sessions(request)
     if not known.required:  # an open service: there is nothing to log in to
         return Response(status_code=204)
     if not known.token_valid(token):
         limiter.failed(client)
-        raise ApiError(401, "that token is not one of STAGETUNE_API_TOKENS")
+        raise HTTPException(401, "that token is not one of STAGETUNE_API_TOKENS")
     response = Response(status_code=204)
     start_session(request, response, token)
     return response
@@ -121,9 +188,4 @@ def plotly_js() -> FileResponse:
                         headers={"Cache-Control": "public, max-age=86400"})
 
 
-@router.get("/static/{name}")
-def static(name: str) -> FileResponse:
-    path = STATIC / name
-    if path.parent != STATIC or not path.is_file():
-        raise ApiError(404, f"no static file '{name}'")
-    return FileResponse(path)
+router.mount("/static", StaticFiles(directory=STATIC), name="static")

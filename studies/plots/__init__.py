@@ -2,6 +2,7 @@
 
 # in the order the study page shows them
 from studies.plots import _probes, _budget, _search, _curves, _gradcam  # noqa: F401, I001  (fill the registry)
+from studies.plots._compare import best_so_far, winners_curves, winners_parameters
 from studies.plots._registry import (
     PLOTS,
     PlotKind,
@@ -12,5 +13,5 @@ from studies.plots._registry import (
 )
 from studies.plots._source import PlotSource
 
-__all__ = ["PLOTS", "PlotKind", "PlotSource", "UnknownPlotError", "create_plot", "plot_kind",
-           "register_plot"]
+__all__ = ["PLOTS", "PlotKind", "PlotSource", "UnknownPlotError", "best_so_far", "create_plot",
+           "plot_kind", "register_plot", "winners_curves", "winners_parameters"]

@@ -4,6 +4,7 @@ an in-memory study of at most FIGURE_TRIALS trials chosen on the server."""
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from typing import Any
 
@@ -148,3 +149,65 @@ def refine_importances(source: PlotSource) -> go.Figure:
             return note(f"Importances cannot be computed: {exc}")
     return _titled(figure, f"Refine: parameter importances (PED-ANOVA on {len(trials):,} trials)",
                    len(trials), len(trials))
+
+
+# Optuna grids a contour on every trial's value of each parameter: 150 trials keep a pair's
+# figure under 400 KB (500 made it 650 KB, and three parameters' six panels 9 MB).
+CONTOUR_TRIALS = 150
+EDF_TRIALS = 2000  # a stage's distribution is drawn from at most this many trials
+
+
+@register_plot("contour", "Contour of the objective", "study",
+               "The objective over the two most important parameters, interpolated between "
+               "trials: where the best region lies, and whether a range's edge cuts it off.")
+def contour(source: PlotSource) -> go.Figure:
+    stage = "refine" if len(completed(source.trials("refine"))) >= 2 else "coarse"
+    trials = completed(source.trials(stage))
+    if len(trials) < 2:
+        return note("A contour needs two completed search trials.")
+    direction = source.objective[1]
+    study = as_study(sample_trials(trials, direction, limit=CONTOUR_TRIALS), direction)
+    pair = _most_important(study)
+    if len(pair) < 2:
+        return note("A contour needs two parameters that the trials varied.")
+    figure = optuna.visualization.plot_contour(study, params=pair,
+                                               target_name=source.objective[0])
+    return _titled(figure, f"{stage.capitalize()}: the objective over {pair[0]} and {pair[1]}",
+                   len(trials), len(study.trials))
+
+
+def _most_important(study: optuna.Study) -> list[str]:
+    """The two parameters that matter most (PED-ANOVA), else the first two that vary."""
+    trials = study.trials
+    varied = [name for name in dict.fromkeys(p for t in trials for p in t.params)
+              if len({repr(t.params.get(name)) for t in trials}) > 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            ranked = optuna.importance.get_param_importances(
+                study, evaluator=PedAnovaImportanceEvaluator())
+        except (ValueError, RuntimeError):  # too few trials, or one value each
+            ranked = {}
+    return ([n for n in ranked if n in varied] + [n for n in varied if n not in ranked])[:2]
+
+
+@register_plot("edf", "Empirical distribution of the objective", "study",
+               "For each value, the share of a stage's trials that reached at most it: "
+               "refine's line should sit on the better side of coarse's.")
+def edf(source: PlotSource) -> go.Figure:
+    direction = source.objective[1]
+    studies = []
+    for stage in ("coarse", "refine"):
+        trials = completed(source.trials(stage))
+        if trials:  # a uniform seeded sample keeps the distribution's shape, and is quick
+            if len(trials) > EDF_TRIALS:
+                trials = random.Random(0).sample(trials, EDF_TRIALS)
+            study = optuna.create_study(study_name=stage, direction=direction)  # type: ignore[arg-type]
+            study.add_trials(trials)
+            studies.append(study)
+    if not studies:
+        return note("No search trial has completed yet: the distribution comes with the first.")
+    figure = optuna.visualization.plot_edf(studies, target_name=source.objective[0])
+    figure.update_layout(title="Empirical distribution of the objective, by stage",
+                         width=None, height=420)
+    return figure

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import tenacity
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
@@ -18,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from studies.errors import StoreError
+from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_MS = 30_000
 # How long a new connection is retried, with backoff, before a database error is raised;
 # the runner also resumes from the store for this long after one (STAGETUNE_DB_RETRY_SECONDS).
-RETRY = {"seconds": float(os.environ.get("STAGETUNE_DB_RETRY_SECONDS", "60"))}
+RETRY: dict[str, float] = {}  # set_retry_seconds: this process's own choice
 
 
 def set_retry_seconds(seconds: float) -> None:
@@ -33,18 +33,35 @@ def set_retry_seconds(seconds: float) -> None:
 
 
 def retry_seconds() -> float:
-    return RETRY["seconds"]
+    return RETRY.get("seconds", get_settings().db_retry_seconds)
 
 
 def default_url() -> str:
     return "sqlite:///stagetune.db"
 
 
+# PostgreSQL connections that cannot hang: libpq's TCP keepalives and user timeout find a
+# server gone off the network (no reset ever arrives) in about 30 s, and a lock wait that
+# long means a stuck holder. Each raises a database error, which the runner waits out.
+POSTGRES_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                         "keepalives_interval": 5, "keepalives_count": 3,
+                         "tcp_user_timeout": 30_000, "options": "-c lock_timeout=60000"}
+
+
+def connect_args(url: str) -> dict[str, Any]:
+    """What every connection to `url` is opened with (also Optuna's, see the store)."""
+    if url.startswith("sqlite"):
+        return {"timeout": SQLITE_BUSY_MS / 1000}
+    if url.startswith("postgresql"):
+        return dict(POSTGRES_CONNECT_ARGS)
+    return {}
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """The process's engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
     try:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args(url))
     except (SQLAlchemyError, ValueError, ImportError) as exc:
         raise store_error("cannot use the database URL", url, exc) from None
     retry_connects(engine)
@@ -68,19 +85,18 @@ def retry_connects(engine: Engine) -> None:
 
     @event.listens_for(engine, "do_connect")
     def _connect_with_retries(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
-        deadline = time.monotonic() + retry_seconds()
-        delay = 0.25
-        while True:
-            try:
-                return dialect.connect(*cargs, **cparams)
-            except Exception as exc:  # the driver's own error types differ per database
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("database unreachable (%s); retrying in %.1f s",
-                            str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__,
-                            delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_before_delay(retry_seconds()),
+            wait=tenacity.wait_exponential(multiplier=0.25, max=5.0),
+            before_sleep=_log_retry, reraise=True)  # the driver's own error types differ
+        return retrying(dialect.connect, *cargs, **cparams)
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.warning("database unreachable (%s); retrying in %.1f s",
+                str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__,
+                state.upcoming_sleep)
 
 
 def migrate(url: str) -> None:

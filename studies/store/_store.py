@@ -16,7 +16,14 @@ from sqlalchemy.exc import IntegrityError
 
 from studies.errors import StoreError, StudyConflictError, StudyNotFoundError
 from studies.spec import same_spec
-from studies.store._engine import get_engine, migrate, retry_connects, session_scope, store_error
+from studies.store._engine import (
+    connect_args,
+    get_engine,
+    migrate,
+    retry_connects,
+    session_scope,
+    store_error,
+)
 from studies.store._tables import EventRow, StageRow, StudyRow, TrialMetricRow, utcnow
 
 
@@ -59,9 +66,7 @@ class Store:
 
     @cached_property
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if self.url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
+        kwargs: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args(self.url)}
         try:
             storage = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
         except Exception as exc:  # Optuna raises several kinds for a bad database

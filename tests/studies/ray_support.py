@@ -52,7 +52,10 @@ def finish(actor: Any, timeout: float) -> dict[str, Any]:
         now = progress(actor)
         if not now["running"] and now["result"] is not None:
             return now["result"]  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"the study did not end in {timeout:.0f} s: {now}"
+        if time.monotonic() > deadline:
+            stack = ray.get(actor.stack.remote())
+            raise AssertionError(f"the study did not end in {timeout:.0f} s: {now}\n"
+                                 f"its thread is at:\n{stack}")
         time.sleep(0.5)
 
 

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from workers.errors import ConfigError
+from workers.settings import Settings, get_settings
 
-
-class DataSettings(BaseSettings):
-    """Read from STAGETUNE_DATA_DIR and STAGETUNE_ALLOW_DOWNLOAD."""
-
-    model_config = SettingsConfigDict(env_prefix="STAGETUNE_", extra="ignore")
-
-    data_dir: Path = Path("data")
-    allow_download: bool = False
-    fashion_mnist_system_dir: Path = Path("/usr/share/datasets/fashion-mnist")
-    # DataLoader worker processes per streamed run; None: from the trial's CPU budget.
-    loader_workers: int | None = Field(None, ge=0, le=64)
-
-
-@lru_cache
-def get_data_settings() -> DataSettings:
-    return DataSettings()
+# The data settings are the process's one Settings (workers/settings.py): STAGETUNE_DATA_DIR,
+# STAGETUNE_ALLOW_DOWNLOAD, STAGETUNE_FASHION_MNIST_SYSTEM_DIR, STAGETUNE_LOADER_WORKERS.
+# The old names stay for plugins and tests that use them.
+DataSettings = Settings
+get_data_settings = get_settings
 
 
 def data_file(path: str, what: str = "file", settings: DataSettings | None = None) -> Path:

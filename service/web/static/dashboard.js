@@ -83,6 +83,7 @@ function trialCounts(t) {
 // The studies page: rebuild the table body from GET /api/studies.
 async function refreshStudies(table) {
   const page = await fetchJson(table.dataset.live);
+  const ticked = new Set(picked());
   const body = document.createElement("tbody");
   for (const s of page.items) {
     const row = document.createElement("tr");
@@ -90,8 +91,12 @@ async function refreshStudies(table) {
     const link = document.createElement("a");
     link.href = `/studies/${encodeURIComponent(s.id)}`;
     link.textContent = s.id;
+    const pick = document.createElement("input");
+    Object.assign(pick, { type: "checkbox", className: "pick", name: "studies", value: s.id, checked: ticked.has(s.id) });
+    pick.setAttribute("form", "compare");
+    pick.setAttribute("aria-label", `compare ${s.id}`);
     const name = document.createElement("td");
-    name.append(link);
+    name.append(pick, " ", link);
     const status = document.createElement("td");
     status.append(badge(s.status));
     const when = cell("", "age");
@@ -106,16 +111,29 @@ async function refreshStudies(table) {
   showAges();
 }
 
+function picked() {
+  return [...document.querySelectorAll("input.pick:checked")].map((box) => box.value);
+}
+
+// The compare button: /compare?studies=a,b (the page also takes `studies` repeated).
+function compareTicked(event) {
+  event.preventDefault();
+  const names = picked();
+  const error = document.getElementById("compare-error");
+  if (names.length < 2 || names.length > 8) {
+    error.textContent = `tick 2 to 8 studies to compare (${names.length} ticked)`;
+    return;
+  }
+  window.location.assign(`/compare?studies=${names.map(encodeURIComponent).join(",")}`);
+}
+
 // The study page: update the header, stages and diagnosis; redraw the figures when the
 // study changed. Stops once the study has finished and its last state is drawn.
 async function refreshStudy(head, last) {
   const study = await fetchJson(head.dataset.live);
   const stamp = JSON.stringify([study.status, study.updated_at, study.stages.map((s) => [s.status, s.trials])]);
   if (stamp !== last) {
-    const status = document.getElementById("status");
-    status.textContent = study.status;
-    status.className = `badge ${study.status}`;
-    document.getElementById("message").textContent = study.message;
+    setStatus(study.status, study.message);
     document.getElementById("best").textContent = fmt(study.best_value);
     document.getElementById("baseline").textContent = fmt(study.baseline);
     document.getElementById("compute").textContent = `${fmt(study.compute.epochs)} epochs, ${fmt(study.compute.seconds)} s`
@@ -135,10 +153,195 @@ async function refreshStudy(head, last) {
       document.getElementById("diagnosis-message").textContent = study.diagnosis.message;
       document.getElementById("diagnosis-fix").textContent = study.diagnosis.fix;
     }
-    if (last !== undefined) drawAll();
+    if (last !== undefined) {
+      drawAll();
+      const form = document.getElementById("trial-filter");
+      if (form) loadTrials(form, document.getElementById("trials"));
+    }
   }
   head.dataset.status = study.status;
-  if (!FINISHED.has(study.status)) setTimeout(() => refreshStudy(head, stamp).catch(console.warn), POLL_MS);
+  if (!FINISHED.has(study.status)) setTimeout(() => refreshStudy(head, stamp).catch(stopWatching), POLL_MS);
+  else polling = false;
+}
+
+// Polls the study while it is not finished; a button that restarts it (resume) starts again.
+let polling = false;
+
+function watch(head) {
+  if (polling) return;
+  polling = true;
+  setTimeout(() => refreshStudy(head, undefined).catch(stopWatching), POLL_MS);
+}
+
+function stopWatching(error) {
+  console.warn(error);
+  polling = false;
+}
+
+// -- the study page's buttons: cancel, resume, delete, through the API ------------------
+
+// A write to the API with the session's CSRF token; the API's own message on an error.
+async function write(method, url) {
+  const response = await fetch(url, { method, credentials: "same-origin", headers: csrfHeaders() });
+  const body = response.status === 204 ? null : await response.json().catch(() => null);
+  if (!response.ok) throw new Error(detailText(body, response.status));
+  return body;
+}
+
+function detailText(body, status) {
+  const detail = body && body.detail;
+  if (Array.isArray(detail)) return detail.map((d) => d.msg).join("; ");
+  return typeof detail === "string" ? detail : `the service answered ${status}`;
+}
+
+function showActions(status) {
+  document.querySelectorAll("#actions .action").forEach((button) => {
+    button.hidden = !button.dataset.when.split(" ").includes(status);
+  });
+}
+
+async function act(button, head) {
+  const study = document.getElementById("actions").dataset.study;
+  const url = `/api/studies/${encodeURIComponent(study)}`;
+  const error = document.getElementById("action-error");
+  const action = button.dataset.action;
+  if (action === "delete" && !window.confirm(`Delete study ${study}, its trials and curves? This cannot be undone.`)) return;
+  error.textContent = "";
+  button.disabled = true;
+  try {
+    if (action === "delete") {
+      await write("DELETE", url);
+      window.location.assign("/");
+      return;
+    }
+    const answer = await write("POST", `${url}/${action}`);
+    setStatus(answer.status, answer.message);
+    head.dataset.status = answer.status;
+    if (!FINISHED.has(answer.status)) watch(head);
+  } catch (failure) {
+    error.textContent = failure.message;  // text, never HTML
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function setStatus(status, message) {
+  const badgeEl = document.getElementById("status");
+  badgeEl.textContent = status;
+  badgeEl.className = `badge ${status}`;
+  document.getElementById("message").textContent = message;
+  showActions(status);
+}
+
+// -- the trial table: sorted, filtered and paged by the API ---------------------------
+
+function tableQuery(form, table) {
+  const query = new URLSearchParams();
+  for (const name of ["stage", "state", "q"]) {
+    const value = form.elements[name].value.trim();
+    if (value) query.set(name, value);
+  }
+  query.set("sort", table.dataset.sort);
+  query.set("order", table.dataset.order);
+  query.set("offset", form.elements.offset.value || "0");
+  query.set("limit", form.elements.limit.value);
+  return query;
+}
+
+function paramCell(value) {
+  if (value === undefined) return cell("");
+  return cell(typeof value === "number" && !Number.isInteger(value) ? fmt3(value) : String(value));
+}
+
+function fmt3(value) {
+  return Number(value).toPrecision(3).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
+}
+
+async function loadTrials(form, table) {
+  const query = tableQuery(form, table);
+  const error = document.getElementById("trial-error");
+  const started = performance.now();
+  table.dataset.loading = "true";
+  try {
+    const response = await fetch(`${form.dataset.api}?${query}`, { credentials: "same-origin" });
+    const body = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(detailText(body, response.status));
+    const study = document.getElementById("actions").dataset.study;
+    const params = [...table.tHead.rows[0].cells].map((th) => th.dataset.sort || "")
+      .filter((s) => s.startsWith("param:")).map((s) => s.slice(6));
+    const rows = document.createElement("tbody");
+    for (const t of body.items) {
+      const row = document.createElement("tr");
+      const link = document.createElement("a");
+      link.href = `/studies/${encodeURIComponent(study)}/trials/${t.number}`;
+      link.textContent = t.number;
+      const first = document.createElement("td");
+      first.append(link);
+      const why = cell(t.state === "complete" ? "" : t.reason || "");  // why it was pruned or failed
+      why.className = "reason";
+      row.append(first, cell(t.stage), cell(t.state), why, cell(fmt(t.value)),
+        cell(t.epochs === null ? "" : String(t.epochs)), cell(t.seconds === null ? "–" : fmt3(t.seconds)));
+      for (const p of params) row.append(paramCell(t.params[p]));
+      rows.append(row);
+    }
+    if (!body.items.length) {
+      const row = document.createElement("tr");
+      row.className = "empty";
+      const only = cell("No trial matches.");
+      only.colSpan = 7 + params.length;
+      row.append(only);
+      rows.append(row);
+    }
+    table.tBodies[0].replaceWith(rows);
+    table.dataset.total = String(body.total);
+    const offset = body.offset;
+    document.getElementById("trials-range").textContent = body.total
+      ? `${offset + 1}–${Math.min(offset + body.limit, body.total)} of ${body.total.toLocaleString("en")}` : "0 of 0";
+    document.getElementById("trials-prev").disabled = offset === 0;
+    document.getElementById("trials-next").disabled = offset + body.limit >= body.total;
+    for (const th of table.tHead.rows[0].cells) {
+      if (th.dataset.sort === table.dataset.sort) th.setAttribute("aria-sort", table.dataset.order === "asc" ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    }
+    error.textContent = "";
+    window.history.replaceState(null, "", `${window.location.pathname}?${query}`);
+  } catch (failure) {
+    error.textContent = failure.message;
+  } finally {
+    table.dataset.ms = String(Math.round(performance.now() - started));
+    table.dataset.loaded = String(Number(table.dataset.loaded || 0) + 1);
+    delete table.dataset.loading;
+  }
+}
+
+function setUpTrialTable(form, table) {
+  const reload = (fromStart) => {
+    if (fromStart) form.elements.offset.value = "0";
+    form.elements.sort.value = table.dataset.sort;
+    form.elements.order.value = table.dataset.order;
+    return loadTrials(form, table);
+  };
+  form.addEventListener("submit", (event) => { event.preventDefault(); reload(true); });
+  for (const name of ["stage", "state", "limit"]) form.elements[name].addEventListener("change", () => reload(true));
+  for (const th of table.tHead.rows[0].cells) {
+    if (!th.dataset.sort) continue;  // not a column the server sorts by
+    th.querySelector("button").addEventListener("click", () => {
+      const column = th.dataset.sort;
+      if (table.dataset.sort === column) table.dataset.order = table.dataset.order === "asc" ? "desc" : "asc";
+      else {  // best first for the value; otherwise smallest first
+        table.dataset.sort = column;
+        table.dataset.order = column === "value" && form.dataset.direction === "maximize" ? "desc" : "asc";
+      }
+      reload(true);
+    });
+  }
+  const step = (sign) => {
+    const limit = Number(form.elements.limit.value);
+    form.elements.offset.value = String(Math.max(0, Number(form.elements.offset.value || 0) + sign * limit));
+    reload(false);
+  };
+  document.getElementById("trials-prev").addEventListener("click", () => step(-1));
+  document.getElementById("trials-next").addEventListener("click", () => step(1));
 }
 
 // Where to go after the login: a path of this service only (the server checks it too).
@@ -165,9 +368,14 @@ document.addEventListener("DOMContentLoaded", () => {
   const studies = document.querySelector("table[data-live]");
   if (studies) setInterval(() => refreshStudies(studies).catch(console.warn), POLL_MS);
   const head = document.querySelector("#head[data-live]");
-  if (head && !FINISHED.has(head.dataset.status)) {
-    setTimeout(() => refreshStudy(head, undefined).catch(console.warn), POLL_MS);
-  }
+  if (head && !FINISHED.has(head.dataset.status)) watch(head);
+  if (head) document.querySelectorAll("#actions .action").forEach((button) => {
+    button.addEventListener("click", () => act(button, head));
+  });
+  const filter = document.getElementById("trial-filter");
+  if (filter) setUpTrialTable(filter, document.getElementById("trials"));
+  const compare = document.getElementById("compare");
+  if (compare) compare.addEventListener("submit", compareTicked);
   const form = document.getElementById("login");
   if (form) form.addEventListener("submit", (event) => { event.preventDefault(); logIn(form); });
 });

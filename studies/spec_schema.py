@@ -1,0 +1,99 @@
+"""The study spec as a JSON Schema (Draft 2020-12): for editors (`stagetune schema`) and
+for the OpenAPI document of `POST /api/studies`.
+
+Generated from `StudySpec`, then widened where the server reads a spec more loosely than
+the models' types say, so that the schema never rejects a spec the server accepts:
+
+- a condition's value may be one value or a list (`when: {optimizer: sgd}`);
+- a number may be written as a string that spells one: the server's YAML 1.1 parser
+  reads `1e-5` (no dot) as a string, and pydantic takes it as the number;
+- a boolean may be `yes`, `no`, `on`, `off`, ...: YAML 1.1 reads those as booleans, the
+  YAML 1.2 of editors as strings.
+
+What the schema cannot know it leaves to the server: the registered names (plugins add
+datasets, models and trainers), the knobs they take, and rules across fields (low below
+high, a dataset and a model or a trainer).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from studies.spec import StudySpec
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+TITLE = "stagetune study spec"
+DESCRIPTION = ("A stagetune study: the task, the search space, fixed knobs, the stages' sizes, "
+               "the budget and the resources. YAML or JSON; `stagetune validate` checks the "
+               "names and rules this schema cannot.")
+# Text the server reads as a number or a boolean; definitions of their own in the schema
+TEXT_DEFS = {
+    # a number as text, the way YAML 1.1 leaves `1e-5` and pydantic still reads it
+    "NumberText": {"type": "string", "pattern": r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$",
+                   "description": "a number written as text, e.g. 1e-5 read by YAML 1.1"},
+    # YAML 1.1's booleans, which YAML 1.2 (editors) reads as strings; pydantic takes them
+    "BooleanText": {"type": "string", "enum": list(dict.fromkeys(
+        word for stem in ("y", "yes", "n", "no", "true", "false", "on", "off")
+        for word in (stem, stem.capitalize(), stem.upper()))),
+        "description": "a YAML 1.1 boolean (yes, no, on, off, ...)"},
+}
+LOCAL_REFS = "#/$defs/{model}"
+
+
+@functools.cache
+def _generated(ref_template: str) -> dict[str, Any]:
+    schema = _widened(StudySpec.model_json_schema(ref_template=ref_template), ref_template)
+    schema.setdefault("$defs", {}).update(TEXT_DEFS)
+    return schema  # type: ignore[no-any-return]
+
+
+def spec_schema() -> dict[str, Any]:
+    """The spec's schema as one self-contained document (its definitions under `$defs`)."""
+    schema = copy.deepcopy(_generated(LOCAL_REFS))
+    return {"$schema": DIALECT, "title": TITLE, "description": DESCRIPTION,
+            **{k: v for k, v in schema.items() if k != "title"}}
+
+
+def spec_components(ref_template: str = "#/components/schemas/{model}") -> dict[str, Any]:
+    """The spec's schema and its definitions by name, as OpenAPI's components hold them;
+    `StudySpec` is the spec itself."""
+    schema = copy.deepcopy(_generated(ref_template))
+    definitions = schema.pop("$defs", {})
+    return {**definitions, "StudySpec": {**schema, "description": DESCRIPTION}}
+
+
+def _widened(node: Any, refs: str, any_text: bool = False) -> Any:
+    """`node` with every number, boolean and condition widened as the module says;
+    `any_text`: a sibling branch of a union already takes every string."""
+    if isinstance(node, list):
+        return [_widened(item, refs, any_text) for item in node]
+    if not isinstance(node, dict):
+        return node
+    branches = node.get("anyOf", [])
+    text_branch = {"type": "string"} in branches
+    out = {key: _widened(value, refs, text_branch and key == "anyOf")
+           for key, value in node.items()}
+    if "when" in out.get("properties", {}):
+        out["properties"]["when"] = _condition(out["properties"]["when"])
+    kind = out.get("type")  # in `properties`, "type" is a field's name: its value a schema
+    text = {"number": "NumberText", "boolean": "BooleanText"}.get(kind) \
+        if isinstance(kind, str) else None
+    if text and not any_text:
+        annotations = {k: out.pop(k) for k in ("title", "description", "default") if k in out}
+        return {"anyOf": [out, {"$ref": refs.format(model=text)}], **annotations}
+    return out
+
+
+def _condition(when: dict[str, Any]) -> dict[str, Any]:
+    """`when` maps a parameter to its values: a list, or one value standing for a list."""
+    for branch in when.get("anyOf", [when]):
+        values = branch.get("additionalProperties")
+        if branch.get("type") == "object" and isinstance(values, dict) \
+                and values.get("type") == "array":
+            branch["additionalProperties"] = {"anyOf": [values["items"], values]}
+    return when
+
+
+__all__ = ["DIALECT", "spec_components", "spec_schema"]

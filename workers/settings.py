@@ -1,0 +1,98 @@
+"""One settings object per process, read from STAGETUNE_* environment variables (and
+RAY_ADDRESS, which Ray itself reads).
+
+It lives here, in the lowest layer, because the workers read it too (the data folder,
+the plugins); `service.settings` re-exports it. Reach it through `get_settings()`, cached
+per process; a test that changes the environment calls `get_settings.cache_clear()`, or
+builds its own `Settings(...)` and passes it on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Settings(BaseSettings):
+    # an empty variable (as compose passes an unset one) means the default
+    model_config = SettingsConfigDict(env_prefix="STAGETUNE_", extra="ignore", env_ignore_empty=True)
+
+    # -- the store and the cluster
+    database_url: str = "sqlite:///stagetune.db"
+    # how long a database error is retried (new connections, and a runner resuming its study)
+    db_retry_seconds: float = Field(60.0, ge=0)
+    ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
+    # a Ray that `serve`, `run` or `resume` starts for itself listens on 127.0.0.1 only
+    ray_loopback: bool = True
+    ray_dashboard: bool = False  # Ray's dashboard on the Ray that stagetune starts (port 8265)
+
+    # -- data and plugins (the workers read these)
+    data_dir: Path = Path("data")  # datasets and the winners' weights
+    allow_download: bool = False
+    fashion_mnist_system_dir: Path = Path("/usr/share/datasets/fashion-mnist")
+    # DataLoader worker processes per streamed run; None: from the trial's CPU budget.
+    loader_workers: int | None = Field(None, ge=0, le=64)
+    plugins: str = ""  # comma-separated modules that register models and datasets
+    plugins_dir: Path | None = None  # a folder put on the import path first
+
+    # -- the API
+    api_tokens: str = ""  # comma-separated bearer tokens; empty: no auth, loopback only
+    host: str | None = None  # default: 127.0.0.1 without tokens, 0.0.0.0 with them
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(1_000_000, ge=1_000)
+    # browser sessions (see service/auth.py): the key that signs them; empty: a random key
+    # per start, so a restart logs every browser out, which is all a session costs
+    session_secret: str = ""
+    session_max_age_s: int = Field(12 * 3600, ge=60)
+    secure_cookies: bool | None = None  # None: Secure when the request came over https
+    public_origin: str | None = None  # what browsers call the service; default: the request's
+    login_max_failures: int = Field(10, ge=1)  # failed logins per client per window ...
+    login_window_s: float = Field(60.0, gt=0)  # ... before 429 with Retry-After
+
+    # -- logs
+    log_level: LogLevel = "warning"
+    access_log: bool = False  # uvicorn's access log, one line a request, at any log level
+
+    # -- integrations, called when a study ends (studies/study_end.py)
+    mlflow_tracking_uri: str | None = None  # one MLflow run per trial; needs the `mlflow` extra
+    webhook_url: str | None = None  # POSTed a JSON summary of each study that ends
+    webhook_token: str = ""  # sent as `Authorization: Bearer <token>` when set
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("STAGETUNE_WEBHOOK_URL takes an http:// or https:// URL")
+        return value
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.api_tokens.split(",") if t.strip())
+
+    @property
+    def bind_host(self) -> str:
+        if self.host:
+            return self.host
+        return "0.0.0.0" if self.tokens else "127.0.0.1"
+
+    @property
+    def modules(self) -> list[str]:
+        """The plugin modules STAGETUNE_PLUGINS names, in order."""
+        return [m.strip() for m in self.plugins.split(",") if m.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
