@@ -168,14 +168,18 @@ def test_fixes_come_back_from_the_api_view_as_data(tmp_path: Path) -> None:
 
     # the study page lists them, escaped
     from service.web._templates import templates
-    from service.web.pages import SECTIONS
+    from service.web.pages import ACTIONS, SECTIONS
     from studies.plots import PLOTS
 
     shown = detail(store, store.study("causes-fixes"))
     init = next(s for s in shown["stages"] if s["name"] == "init_check")
     init["fixes"].append({"set": {"lr": {"high": 1e-3}}, "why": "<script>x</script>"})
+    query = {"stage": None, "state": None, "q": "", "sort": "value", "order": "desc",
+             "offset": 0, "limit": 20}
     html = templates().get_template("study.html").render(
-        study=shown, stages={s["name"]: s for s in shown["stages"]}, top=[],
+        study=shown, stages={s["name"]: s for s in shown["stages"]}, actions=ACTIONS,
+        table={"rows": [], "total": 0, "params": [], "error": "", "direction": "maximize",
+               "query": query},
         sections={s: [k for k in PLOTS.values() if k.section == s] for s in SECTIONS})
     assert "Suggested spec edits" in html and '<code>norm: "batch"</code>' in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script>x</script>" not in html
