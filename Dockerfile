@@ -18,6 +18,7 @@ COPY pyproject.toml README.md ./
 COPY workers ./workers
 COPY studies ./studies
 COPY service ./service
+COPY examples ./examples
 # torch from PyPI: its Linux x86_64 wheel is the CUDA build (the driver comes from the host
 # through the NVIDIA container toolkit)
 RUN pip install .

@@ -41,9 +41,9 @@ from optuna.trial import TrialState, create_trial  # noqa: E402
 from sqlalchemy import create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from studies.spec import load_spec  # noqa: E402
-from studies.stages import ORDER  # noqa: E402
-from studies.store import Store  # noqa: E402
+from stagetune.studies.spec import load_spec  # noqa: E402
+from stagetune.studies.stages import ORDER  # noqa: E402
+from stagetune.studies.store import Store  # noqa: E402
 from tests.service.server import Server  # noqa: E402
 
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

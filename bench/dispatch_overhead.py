@@ -45,12 +45,12 @@ import ray  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from studies.cluster import NAMESPACE  # noqa: E402
-from studies.runner_actor import start_runner, stop_runner, wait_for  # noqa: E402
-from studies.spec import load_spec  # noqa: E402
-from studies.stages import ORDER  # noqa: E402
-from studies.store import Store  # noqa: E402
-from workers.plugins import load_plugins  # noqa: E402
+from stagetune.studies.cluster import NAMESPACE  # noqa: E402
+from stagetune.studies.runner_actor import start_runner, stop_runner, wait_for  # noqa: E402
+from stagetune.studies.spec import load_spec  # noqa: E402
+from stagetune.studies.stages import ORDER  # noqa: E402
+from stagetune.studies.store import Store  # noqa: E402
+from stagetune.workers.plugins import load_plugins  # noqa: E402
 
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DISTRIBUTIONS = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}

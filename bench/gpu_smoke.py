@@ -49,7 +49,7 @@ def require_gpu() -> None:
 
 def streaming_loop(images: int) -> dict[str, Any]:
     """Two epochs of the built-in loop on the GPU, streamed."""
-    from workers import Task, TrialRequest, execute
+    from stagetune.workers import Task, TrialRequest, execute
 
     task = Task("image_folder", "convnet", dataset_options={"path": FOLDER, "image_size": 28})
     started = time.perf_counter()
@@ -79,10 +79,10 @@ def spec(name: str, gpus: float, trials: int) -> dict[str, Any]:
 
 
 def run_study(store_url: str, gpus: float, trials: int) -> dict[str, Any]:
-    from studies.runner_actor import start_runner, stop_runner, wait_for
-    from studies.spec import load_spec
-    from studies.stages import ORDER
-    from studies.store import Store
+    from stagetune.studies.runner_actor import start_runner, stop_runner, wait_for
+    from stagetune.studies.spec import load_spec
+    from stagetune.studies.stages import ORDER
+    from stagetune.studies.store import Store
 
     parsed = load_spec(spec(f"gpu-smoke-{str(gpus).replace('.', '_')}", gpus, trials))
     store = Store(store_url)
@@ -139,13 +139,13 @@ def main() -> None:
 
     import ray
 
-    from studies.cluster import NAMESPACE
+    from stagetune.studies.cluster import NAMESPACE
 
     root = Path(tempfile.mkdtemp(prefix="gpu-smoke-"))
     try:
         # Ray's workers inherit the data folder from this process.
         os.environ["STAGETUNE_DATA_DIR"] = str(root)
-        from workers.data import get_data_settings
+        from stagetune.workers.data import get_data_settings
 
         get_data_settings.cache_clear()
         write_pngs(root, args.images)

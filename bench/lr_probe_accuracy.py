@@ -59,7 +59,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from workers import Task, TrialRequest, execute  # noqa: E402
+from stagetune.workers import Task, TrialRequest, execute  # noqa: E402
 
 log = logging.getLogger("bench.lr_probe_accuracy")
 
@@ -93,7 +93,7 @@ NEAR_BEST = 0.01  # accuracy points that count as "as good as the best"
 def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
     """One probe or one grid run, in a worker process; returns a JSON-able record."""
     torch.set_num_threads(1)
-    logging.getLogger("workers").setLevel(logging.ERROR)  # diverged grid runs are expected
+    logging.getLogger("stagetune.workers").setLevel(logging.ERROR)  # diverged grid runs are expected
     task, params = TASKS[unit["task"]], OPTIMIZERS[unit["optimizer"]]
     started = time.perf_counter()
     if unit["kind"] == "probe":

@@ -55,9 +55,9 @@ sys.path.insert(0, str(HERE / "plugins"))
 import planted  # noqa: E402,F401  (registers the planted datasets and models)
 import yaml  # noqa: E402
 
-from studies.runner import Runner, StudyReport, report_of  # noqa: E402
-from studies.spec import load_spec  # noqa: E402
-from studies.store import Store  # noqa: E402
+from stagetune.studies.runner import Runner, StudyReport, report_of  # noqa: E402
+from stagetune.studies.spec import load_spec  # noqa: E402
+from stagetune.studies.store import Store  # noqa: E402
 
 RESULTS = HERE / "results" / "planted_bugs.md"
 EXAMPLE = ROOT / "examples" / "digits.yaml"

@@ -82,10 +82,10 @@ torch.set_num_threads(1)
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from studies.space import to_distributions  # noqa: E402
-from studies.spec import load_spec  # noqa: E402
-from studies.stages._chance import learning  # noqa: E402
-from workers import StagetuneError, Task, TrialRequest, execute  # noqa: E402
+from stagetune.studies.space import to_distributions  # noqa: E402
+from stagetune.studies.spec import load_spec  # noqa: E402
+from stagetune.studies.stages._chance import learning  # noqa: E402
+from stagetune.workers import StagetuneError, Task, TrialRequest, execute  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_efficiency.md"
 STRATEGIES = ("stagetune", "random", "tpe", "tpe_hyperband", "asha")
@@ -232,8 +232,8 @@ def run_staged(name: str, cfg: SpaceConfig, seed: int, work: Path, diagnose: boo
                strategy: str = "stagetune") -> Run:
     """A staged study; `diagnose` False turns diagnosis-based pruning off in coarse and
     refine (bench/diagnosis_pruning.py compares the two)."""
-    from studies.runner import Runner  # needs studies.diagnosis (confirm stage)
-    from studies.store import Store
+    from stagetune.studies.runner import Runner  # needs studies.diagnosis (confirm stage)
+    from stagetune.studies.store import Store
 
     spec = load_spec(spec_dict(name, cfg, seed) | {
         "budget": {"epochs": cfg.budget},
@@ -475,7 +475,7 @@ def run_asha(name: str, cfg: SpaceConfig, seed: int, work: Path) -> Run:
     """ASHA over random search on a local one-CPU Ray instance, one trial at a time."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter: verbose=0 is silent
-    from workers.data import get_data_settings
+    from stagetune.workers.data import get_data_settings
 
     # Ray's workers inherit the environment: the same data folder wherever they start.
     os.environ.setdefault("STAGETUNE_DATA_DIR", str(get_data_settings().data_dir.resolve()))
@@ -557,7 +557,7 @@ def reached(run: Run) -> str:
 def quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for name in ("studies", "workers"):  # diverged trials are expected in a wide space
+    for name in ("stagetune.studies", "stagetune.workers"):  # diverged trials are expected in a wide space
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("ray").setLevel(logging.ERROR)
 

@@ -55,11 +55,11 @@ from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from workers.config import parse_params
-from workers.data import DATASETS, DataSettings, StreamingDataset, load_dataset, loader_workers
-from workers.models import build_model
-from workers.runtime import seed_everything
-from workers.train import train
+from stagetune.workers.config import parse_params
+from stagetune.workers.data import DATASETS, DataSettings, StreamingDataset, load_dataset, loader_workers
+from stagetune.workers.models import build_model
+from stagetune.workers.runtime import seed_everything
+from stagetune.workers.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stream_throughput.md"
 DEVICE = torch.device("cpu")

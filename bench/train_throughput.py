@@ -44,11 +44,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from workers.config import ModelConfig, TrainConfig, parse_params
-from workers.data import Dataset, DataSettings, load_dataset
-from workers.models import build_model
-from workers.runtime import seed_everything
-from workers.train import evaluate, train
+from stagetune.workers.config import ModelConfig, TrainConfig, parse_params
+from stagetune.workers.data import Dataset, DataSettings, load_dataset
+from stagetune.workers.models import build_model
+from stagetune.workers.runtime import seed_everything
+from stagetune.workers.train import evaluate, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.md"
 DEVICE = torch.device("cpu")

@@ -11,9 +11,9 @@ import math
 
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset
-from workers.models import register_model
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset
+from stagetune.workers.models import register_model
 
 
 @register_model("linear_softmax")

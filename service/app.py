@@ -14,23 +14,23 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import errors
-from service.api import health_router, plots_router, registry_router, studies_router
-from service.auth import require_token
-from service.cache import ReadCache
-from service.figures import FigureCache
-from service.logs import configure_logging
-from service.metrics import install_metrics
-from service.metrics import router as metrics_router
-from service.settings import Settings, get_settings
-from service.supervisor import Supervisor
-from service.web import pages_router
-from service.web.docs import router as docs_router
-from service.web.security import install_security
-from studies.cluster import connect
-from studies.store import Store
-from studies.study_end import Hooks, hook_actor
-from workers.plugins import load_plugins
+from stagetune.service import errors
+from stagetune.service.api import health_router, plots_router, registry_router, studies_router
+from stagetune.service.auth import require_token
+from stagetune.service.cache import ReadCache
+from stagetune.service.figures import FigureCache
+from stagetune.service.logs import configure_logging
+from stagetune.service.metrics import install_metrics
+from stagetune.service.metrics import router as metrics_router
+from stagetune.service.settings import Settings, get_settings
+from stagetune.service.supervisor import Supervisor
+from stagetune.service.web import pages_router
+from stagetune.service.web.docs import router as docs_router
+from stagetune.service.web.security import install_security
+from stagetune.studies.cluster import connect
+from stagetune.studies.store import Store
+from stagetune.studies.study_end import Hooks, hook_actor
+from stagetune.workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from service.settings import Settings
+from stagetune.service.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="one of STAGETUNE_API_TOKENS")
 SESSION_COOKIE = "stagetune_session"

@@ -1,7 +1,7 @@
 """A small typed client for the REST API (what the `stagetune` commands that talk to a
 service use). It imports no torch: a machine that only submits studies needs none.
 
-    from service.client import Client
+    from stagetune.service.client import Client
     with Client("http://127.0.0.1:8000", token="...") as api:
         study = api.submit(Path("examples/digits.yaml"))
         print(api.study(study["id"])["status"])
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from workers import StagetuneError
+from stagetune.workers import StagetuneError
 
 MAX_PAGE = 500  # the most items the API gives in one page
 

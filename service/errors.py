@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse, Response
 from optuna.artifacts.exceptions import ArtifactNotFound
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.schemas import Message, ValidationErrors
-from studies.errors import SpecError, StoreError, StudyConflictError, StudyNotFoundError
-from studies.spec_schema import spec_components
-from workers import StagetuneError
+from stagetune.service.schemas import Message, ValidationErrors
+from stagetune.studies.errors import SpecError, StoreError, StudyConflictError, StudyNotFoundError
+from stagetune.studies.spec_schema import spec_components
+from stagetune.workers import StagetuneError
 
 
 def install(app: FastAPI) -> None:

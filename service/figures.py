@@ -13,8 +13,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-from studies.plots import PlotSource, create_plot, plot_kind
-from studies.store import Store
+from stagetune.studies.plots import PlotSource, create_plot, plot_kind
+from stagetune.studies.store import Store
 
 
 class FigureCache:

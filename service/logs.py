@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from workers.settings import Settings
+from stagetune.workers.settings import Settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS = "uvicorn.access"

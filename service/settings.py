@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from workers.settings import LogLevel, Settings, get_settings
+from stagetune.workers.settings import LogLevel, Settings, get_settings
 
 __all__ = ["LogLevel", "Settings", "get_settings"]

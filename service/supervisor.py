@@ -26,10 +26,10 @@ from typing import Any
 
 import ray
 
-from studies.errors import StudyNotFoundError
-from studies.runner import CANCELLED
-from studies.runner_actor import find_runner, launch_runner, runner_studies, stop_runner
-from studies.store import Store, is_database_error
+from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.runner import CANCELLED
+from stagetune.studies.runner_actor import find_runner, launch_runner, runner_studies, stop_runner
+from stagetune.studies.store import Store, is_database_error
 
 log = logging.getLogger(__name__)
 

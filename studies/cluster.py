@@ -7,8 +7,8 @@ import os
 
 import ray
 
-from workers.errors import StagetuneError
-from workers.settings import get_settings
+from stagetune.workers.errors import StagetuneError
+from stagetune.workers.settings import get_settings
 
 NAMESPACE = "stagetune"  # runner actors are named in it, so any process can find them
 # A local Ray keeps an idle worker process for a minute, not Ray's default second: trials

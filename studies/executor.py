@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workers import StagetuneError, Task, TrialRequest, TrialResult
+from stagetune.workers import StagetuneError, Task, TrialRequest, TrialResult
 
 if TYPE_CHECKING:
-    from workers.train import Report
+    from stagetune.workers.train import Report
 
 Save = Callable[[int, bytes], None]
 """save(epoch, checkpoint): called when a trial hands over a checkpoint."""
@@ -64,7 +64,7 @@ class Executor(ABC):
                   direction: str | None = None) -> tuple[str, str]:
         """The task's objective and direction (`objective`, `direction` where given), found
         where trials run: it may need the trainer's declaration or the dataset's kind."""
-        from workers.objective import objective_for  # torch: only where trials run
+        from stagetune.workers.objective import objective_for  # torch: only where trials run
 
         return objective_for(task, objective, direction)
 
@@ -73,7 +73,7 @@ class LocalExecutor(Executor):
     """Runs jobs one after another in this process."""
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
-        from workers import execute  # torch: loaded only where trials run in this process
+        from stagetune.workers import execute  # torch: loaded only where trials run in this process
 
         for job in jobs:
             try:

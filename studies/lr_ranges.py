@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from studies.spec import CategoricalParam, FloatParam, Param, StudySpec
-from workers.config import TrainConfig
+from stagetune.studies.spec import CategoricalParam, FloatParam, Param, StudySpec
+from stagetune.workers.config import TrainConfig
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "sgd": ("sgd", "sgd_nesterov"),

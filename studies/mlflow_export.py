@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.store import StageRecord, Store, StudyRecord
-from studies.weights import fetch_weights
+from stagetune.studies.store import StageRecord, Store, StudyRecord
+from stagetune.studies.weights import fetch_weights
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

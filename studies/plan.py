@@ -25,7 +25,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from studies.spec import StudySpec
+from stagetune.studies.spec import StudySpec
 
 PROBE_SHARES = {"init_check": 0.01, "overfit": 0.05, "lr_probe": 0.06}
 COARSE_SHARE = 0.25  # of what the probes and confirm leave

@@ -29,13 +29,13 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError, TaskCancelledError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from studies.cluster import NAMESPACE, head_node_id
-from studies.errors import StudyCancelled
-from studies.executor import Executor, Job, Outcome
-from studies.spec import Resources
-from studies.weights import as_saved
-from workers import StagetuneError, Task, TrialRequest, TrialResult
-from workers.plugins import load_plugins
+from stagetune.studies.cluster import NAMESPACE, head_node_id
+from stagetune.studies.errors import StudyCancelled
+from stagetune.studies.executor import Executor, Job, Outcome
+from stagetune.studies.spec import Resources
+from stagetune.studies.weights import as_saved
+from stagetune.workers import StagetuneError, Task, TrialRequest, TrialResult
+from stagetune.workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
     """Run one request on this worker. `runner` (the actor, or None) hears where each
     attempt starts and, when `reports` is set, each epoch's metrics."""
     with _interrupts_held():  # torch: here, so the runner that submits this imports none
-        from workers import execute
-        from workers.data import dataset_loaded
+        from stagetune.workers import execute
+        from stagetune.workers.data import dataset_loaded
 
     load_plugins()
     device = request.device or ("cuda" if ray.get_gpu_ids() else "cpu")
@@ -121,10 +121,10 @@ def objective_of_task(task: Task, objective: str | None, direction: str | None
     """A task's objective and direction, found where trials run: a dataset loaded for its
     kind stays cached for them; a trainer task with no dataset loads none."""
     with _interrupts_held():  # what objective_for imports on first use: torch among it
-        import workers.losses  # noqa: F401
-        import workers.metrics  # noqa: F401
-        from workers.data import load_dataset  # noqa: F401
-        from workers.objective import objective_for
+        import stagetune.workers.losses  # noqa: F401
+        import stagetune.workers.metrics  # noqa: F401
+        from stagetune.workers.data import load_dataset  # noqa: F401
+        from stagetune.workers.objective import objective_for
 
     load_plugins()
     return objective_for(task, objective, direction)

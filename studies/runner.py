@@ -12,14 +12,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from studies.errors import StudyCancelled
-from studies.executor import Executor, LocalExecutor
-from studies.plan import make_plan
-from studies.spec import StudySpec
-from studies.stages import ORDER, STAGES, StageContext, StageOutcome
-from studies.stages._base import Progress
-from studies.store import Store, StudyRecord, is_database_error
-from workers import StagetuneError
+from stagetune.studies.errors import StudyCancelled
+from stagetune.studies.executor import Executor, LocalExecutor
+from stagetune.studies.plan import make_plan
+from stagetune.studies.spec import StudySpec
+from stagetune.studies.stages import ORDER, STAGES, StageContext, StageOutcome
+from stagetune.studies.stages._base import Progress
+from stagetune.studies.store import Store, StudyRecord, is_database_error
+from stagetune.workers import StagetuneError
 
 log = logging.getLogger(__name__)
 

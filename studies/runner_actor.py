@@ -20,13 +20,13 @@ import optuna
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from studies.cluster import NAMESPACE, connect, head_node_id
-from studies.ray_executor import RayExecutor
-from studies.runner import Runner
-from studies.spec import StudySpec
-from studies.store import Store, is_database_error, retry_seconds, set_retry_seconds
-from studies.study_end import study_ended
-from workers.plugins import load_plugins
+from stagetune.studies.cluster import NAMESPACE, connect, head_node_id
+from stagetune.studies.ray_executor import RayExecutor
+from stagetune.studies.runner import Runner
+from stagetune.studies.spec import StudySpec
+from stagetune.studies.store import Store, is_database_error, retry_seconds, set_retry_seconds
+from stagetune.studies.study_end import study_ended
+from stagetune.workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class StudyRunner:
 
     def _spec(self) -> StudySpec:
         # its errors name the field and what is allowed; the registries (torch) are skipped
-        from studies.spec import stored_spec
+        from stagetune.studies.spec import stored_spec
 
         if self._broken:
             raise ValueError(self._broken)

@@ -19,8 +19,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.space import inside
-from studies.spec import CategoricalParam, Param
+from stagetune.studies.space import inside
+from stagetune.studies.spec import CategoricalParam, Param
 
 REDRAWS = 8
 

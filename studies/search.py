@@ -17,12 +17,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from studies.budget import Allowance
-from studies.executor import Job, Outcome
-from studies.stages._base import StageContext
-from studies.stages._chance import at_chance, chance_bound, learning
-from studies.store import is_database_error
-from studies.weights import TrialCheckpoints
+from stagetune.studies.budget import Allowance
+from stagetune.studies.executor import Job, Outcome
+from stagetune.studies.stages._base import StageContext
+from stagetune.studies.stages._chance import at_chance, chance_bound, learning
+from stagetune.studies.store import is_database_error
+from stagetune.studies.weights import TrialCheckpoints
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from studies.spec import CategoricalParam, FloatParam, IntParam, Param, variants
-from workers.config import ModelConfig, TrainConfig
+from stagetune.studies.spec import CategoricalParam, FloatParam, IntParam, Param, variants
+from stagetune.workers.config import ModelConfig, TrainConfig
 
 EDGE = 0.05  # within 5% of the range's width (log width for log params) counts as "at the edge"
 SPREAD = 0.6  # good values spread over more than this share of the range say nothing of edges

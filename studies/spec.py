@@ -21,10 +21,10 @@ from pydantic import (
     model_validator,
 )
 
-from studies.errors import SpecError
-from studies.spec_input import parse_spec_text, shape_problems
-from workers.config import describe_validation_error
-from workers.request import Task
+from stagetune.studies.errors import SpecError
+from stagetune.studies.spec_input import parse_spec_text, shape_problems
+from stagetune.workers.config import describe_validation_error
+from stagetune.workers.request import Task
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_TRIALS, MAX_EPOCHS = 10_000, 1_000
@@ -144,7 +144,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _registered_dataset(cls, name: str | None, info: ValidationInfo) -> str | None:
         if name is not None and not from_store(info):
-            from workers.data import DATASETS  # the registries import torch: not in a runner
+            from stagetune.workers.data import DATASETS  # the registries import torch: not in a runner
 
             DATASETS.get(name)  # raises with the registered names
         return name
@@ -153,7 +153,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _registered_model(cls, name: str | None, info: ValidationInfo) -> str | None:
         if name is not None and not from_store(info):
-            from workers.models import MODELS
+            from stagetune.workers.models import MODELS
 
             MODELS.get(name)
         return name
@@ -162,7 +162,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _registered_trainer(cls, name: str | None, info: ValidationInfo) -> str | None:
         if name is not None and not from_store(info):
-            from workers.trainers import TRAINERS
+            from stagetune.workers.trainers import TRAINERS
 
             TRAINERS.get(name)
         return name
@@ -171,7 +171,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _registered_loss(cls, name: str | None, info: ValidationInfo) -> str | None:
         if name is not None and not from_store(info):
-            from workers.losses import LOSSES
+            from stagetune.workers.losses import LOSSES
 
             LOSSES.get(name)
         return name
@@ -180,7 +180,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _registered_metrics(cls, names: list[str], info: ValidationInfo) -> list[str]:
         if names and not from_store(info):
-            from workers.metrics import METRICS
+            from stagetune.workers.metrics import METRICS
 
             for name in names:
                 METRICS.get(name)
@@ -369,7 +369,7 @@ def load_spec(source: str | Path | dict[str, Any]) -> StudySpec:
             raise SpecError(f"{path} must hold a mapping with name, task, space, ...")
     _raise_if(shape_problems(data))  # before pydantic walks it: nesting, NaN, Infinity
     spec = _validated(data)
-    from studies.spec_checks import spec_problems  # it reads this module's models
+    from stagetune.studies.spec_checks import spec_problems  # it reads this module's models
 
     _raise_if(spec_problems(spec))
     return spec

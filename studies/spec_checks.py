@@ -12,13 +12,13 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, get_args
 
-from workers.config import ModelConfig, TrainConfig
-from workers.errors import StagetuneError
-from workers.knobs import declared_knobs, parse_task_params, unknown_params
-from workers.request import Task
+from stagetune.workers.config import ModelConfig, TrainConfig
+from stagetune.workers.errors import StagetuneError
+from stagetune.workers.knobs import declared_knobs, parse_task_params, unknown_params
+from stagetune.workers.request import Task
 
 if TYPE_CHECKING:
-    from studies.spec import Param, StudySpec
+    from stagetune.studies.spec import Param, StudySpec
 
 Problem = tuple[str, str]
 
@@ -138,7 +138,7 @@ def _knob_error(task: Task, params: dict[str, Any]) -> str | None:
     try:
         knobs = parse_task_params(task, params)
         if task.dataset is not None and knobs.dataset_options != task.dataset_options:
-            from workers.data import check_options
+            from stagetune.workers.data import check_options
 
             check_options(task.dataset, knobs.dataset_options)
     except StagetuneError as exc:
@@ -155,7 +155,7 @@ def _takes_fractions(task: Task, name: str) -> bool:
 
 
 def _dataset_problems(spec: StudySpec) -> list[Problem]:
-    from workers.data import check_options  # the registries import torch: never in a runner
+    from stagetune.workers.data import check_options  # the registries import torch: never in a runner
 
     if spec.task.dataset is None:
         return []
@@ -178,7 +178,7 @@ def _knob_values(spec: StudySpec, knob: str) -> Iterator[tuple[str, Any]]:
 
 
 def _arch_problems(spec: StudySpec) -> list[Problem]:
-    from workers.models import architectures, timm_architectures
+    from stagetune.workers.models import architectures, timm_architectures
 
     if spec.task.model == "torchvision":
         names = architectures()
@@ -192,7 +192,7 @@ def _arch_problems(spec: StudySpec) -> list[Problem]:
 
 
 def _weights_problems(spec: StudySpec) -> list[Problem]:
-    from workers.data import data_file
+    from stagetune.workers.data import data_file
 
     problems = []
     for where, value in _knob_values(spec, "weights"):
@@ -216,7 +216,7 @@ def _transfer_problems(spec: StudySpec) -> list[Problem]:
 def _objective_problems(spec: StudySpec) -> list[Problem]:
     """The loss and metrics fit some task kind, and the objective is a metric the task
     reports, with a direction that is known or given."""
-    from workers.objective import direction_of, objective_for, task_kinds, task_metrics
+    from stagetune.workers.objective import direction_of, objective_for, task_kinds, task_metrics
 
     task = spec.task.as_task()
     try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from studies.errors import SpecError
+from stagetune.studies.errors import SpecError
 
 MAX_DEPTH = 32  # a spec needs 5 levels; a plugin's options a few more
 MAX_BYTES = 1_000_000  # what a spec may expand to, unless the caller says otherwise

@@ -21,7 +21,7 @@ import copy
 import functools
 from typing import Any
 
-from studies.spec import StudySpec
+from stagetune.studies.spec import StudySpec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TITLE = "stagetune study spec"

@@ -18,10 +18,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from studies.cluster import NAMESPACE, head_node_id
-from studies.runner import report_of
-from studies.store import Store
-from workers.settings import Settings, get_settings
+from stagetune.studies.cluster import NAMESPACE, head_node_id
+from stagetune.studies.runner import report_of
+from stagetune.studies.store import Store
+from stagetune.workers.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def run_hooks(store_url: str, study: str, objective: str, hooks: Hooks) -> dict[
     done: dict[str, Any] = {}
     store = Store(store_url, create=False)
     if hooks.mlflow_tracking_uri:
-        from studies.mlflow_export import export_study
+        from stagetune.studies.mlflow_export import export_study
 
         try:
             done["mlflow_runs"] = export_study(store, study, hooks.mlflow_tracking_uri)
@@ -87,7 +87,7 @@ def run_hooks(store_url: str, study: str, objective: str, hooks: Hooks) -> dict[
                         first[0][:300] if first else exc.__class__.__name__)
             done["mlflow_error"] = exc.__class__.__name__
     if hooks.webhook_url:
-        from studies.webhook import send, summary
+        from stagetune.studies.webhook import send, summary
 
         try:
             body = summary(report_of(store.study(study), objective).to_dict())

@@ -13,10 +13,10 @@ from typing import Any, Literal, overload
 import optuna
 from optuna.trial import TrialState
 
-from studies.errors import StudyNotFoundError
-from studies.stages import ORDER
-from studies.stages._coarse import rung_table
-from studies.store import StageRecord, Store, StudyRecord
+from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.stages import ORDER
+from stagetune.studies.stages._coarse import rung_table
+from stagetune.studies.store import StageRecord, Store, StudyRecord
 
 TRIAL_STAGES = ("coarse", "refine", "confirm")  # the stages whose work is Optuna trials
 TrialStage = Literal["coarse", "refine", "confirm"]

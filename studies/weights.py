@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-from workers.data import get_data_settings
+from stagetune.workers.data import get_data_settings
 
 SAVED = "__saved__"  # a state_dict that a trial worker already wrote as a file's bytes
 

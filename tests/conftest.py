@@ -14,9 +14,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset
-from workers.models import MODELS, register_model
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset
+from stagetune.workers.models import MODELS, register_model
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -94,7 +94,7 @@ def ray_local() -> Iterator[str]:
     """A local 2-CPU Ray for the module's tests; yields its address for subprocesses."""
     import ray
 
-    from studies.cluster import NAMESPACE
+    from stagetune.studies.cluster import NAMESPACE
 
     ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
              log_to_driver=False)

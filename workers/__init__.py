@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workers.errors import ConfigError, DataNotFoundError, StagetuneError
-from workers.request import Metrics, Task, TrialRequest, TrialResult
+from stagetune.workers.errors import ConfigError, DataNotFoundError, StagetuneError
+from stagetune.workers.request import Metrics, Task, TrialRequest, TrialResult
 
 if TYPE_CHECKING:
-    from workers.execute import execute
-    from workers.train import Report, Save
+    from stagetune.workers.execute import execute
+    from stagetune.workers.train import Report, Save
 
 __all__ = ["ConfigError", "DataNotFoundError", "Metrics", "Report", "Save", "StagetuneError",
            "Task", "TrialRequest", "TrialResult", "execute"]
@@ -22,14 +22,14 @@ __all__ = ["ConfigError", "DataNotFoundError", "Metrics", "Report", "Save", "Sta
 
 def __getattr__(name: str) -> Any:
     if name == "execute":
-        from workers.execute import execute as function
+        from stagetune.workers.execute import execute as function
 
         # importing the submodule bound `workers.execute` to it; the package's name is the
         # function (nothing else imports the submodule by its path)
         globals()["execute"] = function
         return function
     if name in ("Report", "Save"):
-        from workers import train
+        from stagetune.workers import train
 
         return getattr(train, name)
-    raise AttributeError(f"module 'workers' has no attribute '{name}'")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

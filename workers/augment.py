@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import v2
 
-from workers.data import AnyDataset
-from workers.errors import ConfigError
+from stagetune.workers.data import AnyDataset
+from stagetune.workers.errors import ConfigError
 
 Augmenter = Callable[[torch.Tensor], torch.Tensor]
 

@@ -30,14 +30,14 @@ from sklearn.model_selection import train_test_split
 from sklearn.multiclass import OneVsRestClassifier
 from threadpoolctl import threadpool_limits
 
-from workers.data import AnyDataset, StreamingDataset, load_dataset
-from workers.errors import ConfigError
-from workers.knobs import parse_task_params
-from workers.losses import LossFunction
-from workers.metrics import Scorer
-from workers.objective import Scoring, direction_of, scoring_for
-from workers.request import TrialRequest, TrialResult
-from workers.train import loss_fn
+from stagetune.workers.data import AnyDataset, StreamingDataset, load_dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.knobs import parse_task_params
+from stagetune.workers.losses import LossFunction
+from stagetune.workers.metrics import Scorer
+from stagetune.workers.objective import Scoring, direction_of, scoring_for
+from stagetune.workers.request import TrialRequest, TrialResult
+from stagetune.workers.train import loss_fn
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Sampler
 
-from workers.data import AnyDataset, Dataset, StreamingDataset, loader_workers
+from stagetune.workers.data import AnyDataset, Dataset, StreamingDataset, loader_workers
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 PREFETCH = 2  # batches each worker reads ahead: memory is workers x PREFETCH x a batch

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from workers.errors import ConfigError
+from stagetune.workers.errors import ConfigError
 
 FORMAT = 1  # bump when the layout changes, so an old checkpoint is refused clearly
 

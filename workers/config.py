@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workers.errors import ConfigError
+from stagetune.workers.errors import ConfigError
 
 Optimizer = Literal["sgd", "sgd_nesterov", "adam", "adamw", "rmsprop"]
 Schedule = Literal["constant", "step", "cosine", "warmup_cosine", "one_cycle"]

@@ -45,10 +45,10 @@ from typing import Any
 
 import torch
 
-from workers.data import AnyDataset, load_dataset
-from workers.errors import ConfigError
-from workers.knobs import parse_task_params
-from workers.request import TrialRequest, TrialResult
+from stagetune.workers.data import AnyDataset, load_dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.knobs import parse_task_params
+from stagetune.workers.request import TrialRequest, TrialResult
 
 log = logging.getLogger(__name__)
 

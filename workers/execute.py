@@ -8,17 +8,17 @@ from typing import Any
 
 import torch
 
-from workers import probes
-from workers.baseline import run_baseline
-from workers.data import load_dataset
-from workers.data_check import check_data
-from workers.errors import ConfigError
-from workers.knobs import parse_task_params
-from workers.models import build_model, count_parameters
-from workers.objective import scoring_for
-from workers.request import MODES, TrialRequest, TrialResult
-from workers.runtime import pick_device, seed_everything
-from workers.train import Report, Save, train
+from stagetune.workers import probes
+from stagetune.workers.baseline import run_baseline
+from stagetune.workers.data import load_dataset
+from stagetune.workers.data_check import check_data
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.knobs import parse_task_params
+from stagetune.workers.models import build_model, count_parameters
+from stagetune.workers.objective import scoring_for
+from stagetune.workers.request import MODES, TrialRequest, TrialResult
+from stagetune.workers.runtime import pick_device, seed_everything
+from stagetune.workers.train import Report, Save, train
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def execute(request: TrialRequest, report: Report | None = None,
 
 
 def _trainer(request: TrialRequest, report: Report | None, save: Save | None) -> TrialResult:
-    from workers.trainers import probe_trainer, run_trainer  # plugin code: loaded when named
+    from stagetune.workers.trainers import probe_trainer, run_trainer  # plugin code: loaded when named
 
     if request.mode == "train":
         return run_trainer(request, report, save)

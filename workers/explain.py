@@ -10,10 +10,10 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from workers.data import load_dataset
-from workers.knobs import parse_task_params
-from workers.models import build_model
-from workers.request import Task
+from stagetune.workers.data import load_dataset
+from stagetune.workers.knobs import parse_task_params
+from stagetune.workers.models import build_model
+from stagetune.workers.request import Task
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from workers.config import KNOWN_PARAMS, ModelConfig, TrainConfig, describe_validation_error, parse_params
-from workers.errors import ConfigError
-from workers.request import Task
+from stagetune.workers.config import KNOWN_PARAMS, ModelConfig, TrainConfig, describe_validation_error, parse_params
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.request import Task
 
 
 @dataclass(frozen=True)
@@ -91,14 +91,14 @@ def _validate(kind: str, knobs: type[BaseModel], values: dict[str, Any]) -> Base
 
 def _registry(kind: str) -> Any:
     if kind == "model":
-        from workers.models import MODELS
+        from stagetune.workers.models import MODELS
 
         return MODELS
     if kind == "dataset":
-        from workers.data import DATASETS
+        from stagetune.workers.data import DATASETS
 
         return DATASETS
-    from workers.trainers import TRAINERS
+    from stagetune.workers.trainers import TRAINERS
 
     return TRAINERS
 

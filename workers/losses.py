@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn import functional as F
 
-from workers.errors import ConfigError
-from workers.registry import Registry
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.registry import Registry
 
 if TYPE_CHECKING:
-    from workers.data import AnyDataset
+    from stagetune.workers.data import AnyDataset
 
 LossFunction = Callable[..., torch.Tensor]
 Expected = Callable[["AnyDataset"], float]

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from workers.errors import ConfigError
-from workers.registry import Registry
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.registry import Registry
 
 if TYPE_CHECKING:
     from torchmetrics import Metric
 
-    from workers.data import AnyDataset
+    from stagetune.workers.data import AnyDataset
 
 MetricFactory = Callable[["AnyDataset"], "Metric"]
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workers.errors import ConfigError
-from workers.request import Task
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.request import Task
 
 if TYPE_CHECKING:
-    from workers.data import AnyDataset
+    from stagetune.workers.data import AnyDataset
 
 KINDS = ("classification", "multilabel", "regression")
 DIRECTIONS = ("maximize", "minimize")
@@ -41,8 +41,8 @@ def scoring_for(task: Task | None, data: AnyDataset, objective: str | None = Non
                 direction: str | None = None) -> Scoring:
     """The run's scoring on loaded `data` (task None: the dataset's own and its kind's);
     a ConfigError when the loss, a metric or the objective does not fit the data."""
-    from workers.losses import check_loss_kind
-    from workers.metrics import check_metric_kind
+    from stagetune.workers.losses import check_loss_kind
+    from stagetune.workers.metrics import check_metric_kind
 
     task = task or Task(data.name, None)
     loss = _loss(task, data.task)
@@ -65,8 +65,8 @@ def task_kind(task: Task) -> str:
     kinds = task_kinds(task)
     if len(kinds) == 1:
         return kinds[0]
-    from workers.data import load_dataset
-    from workers.knobs import parse_task_params
+    from stagetune.workers.data import load_dataset
+    from stagetune.workers.knobs import parse_task_params
 
     if task.dataset is None:
         raise ConfigError("the task names no dataset, so its kind is unknown")
@@ -76,8 +76,8 @@ def task_kind(task: Task) -> str:
 def task_kinds(task: Task) -> tuple[str, ...]:
     """The kinds the task's loss and metrics allow, without loading data; a ConfigError
     when none does (say, mse with accuracy)."""
-    from workers.losses import LOSSES
-    from workers.metrics import METRICS
+    from stagetune.workers.losses import LOSSES
+    from stagetune.workers.metrics import METRICS
 
     kinds = set(KINDS)
     loss = _declared_loss(task)
@@ -125,7 +125,7 @@ def objective_for(task: Task, objective: str | None = None, direction: str | Non
         if declared:
             objective = f"val_{declared[0]}"
         else:
-            from workers.metrics import DEFAULT_METRIC
+            from stagetune.workers.metrics import DEFAULT_METRIC
 
             objective = f"val_{DEFAULT_METRIC[kind or task_kind(task)]}"
     if direction is not None and direction not in DIRECTIONS:
@@ -136,7 +136,7 @@ def objective_for(task: Task, objective: str | None = None, direction: str | Non
 def direction_of(task: Task, metric: str) -> str:
     """Whether `metric` is better higher (maximize) or lower (minimize): a loss minimises;
     `val_<name>` follows the registered metric; a trainer's objective its declaration."""
-    from workers.metrics import METRICS
+    from stagetune.workers.metrics import METRICS
 
     if task.trainer is not None:
         info = _trainer_info(task)
@@ -163,7 +163,7 @@ def initial_loss(data: AnyDataset, loss: str | None = None) -> tuple[float | Non
     """The loss a model that knows nothing should have, and who says so: the dataset's
     `expected_loss` (when it trains with its own loss), else the loss's `expected`. None
     when neither states one."""
-    from workers.losses import expected_loss
+    from stagetune.workers.losses import expected_loss
 
     name = loss_name(data, loss)
     info = _dataset_info(data.name)
@@ -180,7 +180,7 @@ def _declared_loss(task: Task) -> str | None:
 
 
 def _loss(task: Task, kind: str) -> str:
-    from workers.losses import DEFAULT_LOSS
+    from stagetune.workers.losses import DEFAULT_LOSS
 
     return _declared_loss(task) or DEFAULT_LOSS[kind]
 
@@ -192,7 +192,7 @@ def _declared_metrics(task: Task) -> tuple[str, ...]:
 
 def _metric_names(task: Task, kind: str) -> tuple[str, ...]:
     """The kind's default metric, then the dataset's, then the task's own."""
-    from workers.metrics import DEFAULT_METRIC
+    from stagetune.workers.metrics import DEFAULT_METRIC
 
     return tuple(dict.fromkeys((DEFAULT_METRIC[kind], *_declared_metrics(task))))
 
@@ -202,13 +202,13 @@ def _reported(metrics: tuple[str, ...], kind: str) -> tuple[str, ...]:
 
 
 def _dataset_info(name: str | None) -> dict[str, Any]:
-    from workers.data import DATASETS
+    from stagetune.workers.data import DATASETS
 
     # A Dataset made outside the registry (make_dataset in a test) declares nothing.
     return DATASETS.entry(name).info if name is not None and name in DATASETS else {}
 
 
 def _trainer_info(task: Task) -> dict[str, Any]:
-    from workers.trainers import TRAINERS
+    from stagetune.workers.trainers import TRAINERS
 
     return TRAINERS.entry(str(task.trainer)).info

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from workers.config import ModelConfig, TrainConfig
-from workers.errors import ConfigError
-from workers.models import parameter_groups
+from stagetune.workers.config import ModelConfig, TrainConfig
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models import parameter_groups
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig, arch: ModelConfig) -> torch.optim.Optimizer:

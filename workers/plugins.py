@@ -14,8 +14,8 @@ import sys
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from workers.errors import ConfigError
-from workers.settings import Settings
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.settings import Settings
 
 # STAGETUNE_PLUGINS (comma-separated module names) and STAGETUNE_PLUGINS_DIR (a folder put on
 # the import path first; the compose file mounts one) are fields of the one Settings.

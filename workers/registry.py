@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from workers.errors import ConfigError
+from stagetune.workers.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -73,7 +73,7 @@ class Registry(Generic[F]):
 
 
 def _check_knobs(kind: str, name: str, knobs: Any) -> None:
-    from workers.config import KNOWN_PARAMS  # config imports the registries' users, not us
+    from stagetune.workers.config import KNOWN_PARAMS  # config imports the registries' users, not us
 
     if not (isinstance(knobs, type) and issubclass(knobs, BaseModel)):
         raise ConfigError(f"{kind} '{name}': knobs must be a pydantic BaseModel class "

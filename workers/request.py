@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from workers.errors import ConfigError
+from stagetune.workers.errors import ConfigError
 
 Metrics = dict[str, float]
 

@@ -15,20 +15,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from workers import checkpoint
-from workers.augment import build_augmenter
-from workers.batches import Batch, StreamBatches, TensorBatches, batches_for, slices
-from workers.checkpoint import LoopState, RunShape
-from workers.config import ModelConfig, TrainConfig
-from workers.data import AnyDataset
-from workers.errors import ConfigError
-from workers.losses import LossFunction, check_loss_kind, resolve_loss
-from workers.metrics import Scorer
-from workers.models import set_train_mode
-from workers.objective import Scoring, loss_name, scoring_for
-from workers.optim import build_optimizer, build_scheduler
-from workers.request import Metrics
-from workers.vitals import Vitals, check_step
+from stagetune.workers import checkpoint
+from stagetune.workers.augment import build_augmenter
+from stagetune.workers.batches import Batch, StreamBatches, TensorBatches, batches_for, slices
+from stagetune.workers.checkpoint import LoopState, RunShape
+from stagetune.workers.config import ModelConfig, TrainConfig
+from stagetune.workers.data import AnyDataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.losses import LossFunction, check_loss_kind, resolve_loss
+from stagetune.workers.metrics import Scorer
+from stagetune.workers.models import set_train_mode
+from stagetune.workers.objective import Scoring, loss_name, scoring_for
+from stagetune.workers.optim import build_optimizer, build_scheduler
+from stagetune.workers.request import Metrics
+from stagetune.workers.vitals import Vitals, check_step
 
 Report = Callable[[int, Metrics], bool]
 """Called after each epoch with its metrics; returning True stops the run (pruning)."""

@@ -24,9 +24,9 @@ import math
 import torch
 from torch import nn
 
-from workers.config import TrainConfig
-from workers.probes._causes import START_LR
-from workers.probes._signals import LAYERS, Record, recording
+from stagetune.workers.config import TrainConfig
+from stagetune.workers.probes._causes import START_LR
+from stagetune.workers.probes._signals import LAYERS, Record, recording
 
 CHECK_STEPS = 50  # the check's step; sooner, half-way through the first epoch, if that is
 # longer than 2 windows

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset, DataSettings, RawData, register_dataset
-from workers.models import register_model
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset, DataSettings, RawData, register_dataset
+from stagetune.workers.models import register_model
 
 
 @register_dataset("noop")

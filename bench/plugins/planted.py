@@ -18,9 +18,9 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset, DataSettings, RawData, register_dataset
-from workers.models import MODELS, register_model
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset, DataSettings, RawData, register_dataset
+from stagetune.workers.models import MODELS, register_model
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from service.schemas import Health
-from studies.store import get_engine
+from stagetune.service.schemas import Health
+from stagetune.studies.store import get_engine
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from service.schemas import Message, PlotInfo
-from service.web.report import render_report
-from studies.plots import PLOTS
+from stagetune.service.schemas import Message, PlotInfo
+from stagetune.service.web.report import render_report
+from stagetune.studies.plots import PLOTS
 
 router = APIRouter(tags=["plots"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message}}

@@ -7,17 +7,17 @@ from typing import Any, get_args
 
 from fastapi import APIRouter
 
-from service.schemas import Registry
-from studies.spec import CoarseStage, RefineStage
-from studies.stages import ORDER
-from workers.config import KNOWN_PARAMS
-from workers.data import DATASETS, SPLIT_OPTIONS, dataset_options_model
-from workers.knobs import describe_entry
-from workers.losses import LOSSES
-from workers.metrics import METRICS
-from workers.models import MODELS
-from workers.registry import Registry as Entries
-from workers.trainers import TRAINERS
+from stagetune.service.schemas import Registry
+from stagetune.studies.spec import CoarseStage, RefineStage
+from stagetune.studies.stages import ORDER
+from stagetune.workers.config import KNOWN_PARAMS
+from stagetune.workers.data import DATASETS, SPLIT_OPTIONS, dataset_options_model
+from stagetune.workers.knobs import describe_entry
+from stagetune.workers.losses import LOSSES
+from stagetune.workers.metrics import METRICS
+from stagetune.workers.models import MODELS
+from stagetune.workers.registry import Registry as Entries
+from stagetune.workers.trainers import TRAINERS
 
 router = APIRouter(tags=["registry"])
 

@@ -15,8 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
-from service.cache import ReadCache
-from service.schemas import (
+from stagetune.service.cache import ReadCache
+from stagetune.service.schemas import (
     Message,
     Page,
     StudyDetail,
@@ -27,12 +27,12 @@ from service.schemas import (
     TrialState,
     ValidationErrors,
 )
-from studies import views
-from studies.spec import SpecError, load_spec
-from studies.spec_input import YAML_TYPES, parse_spec_text
-from studies.stages import ORDER
-from studies.store import Store
-from studies.weights import fetch_weights
+from stagetune.studies import views
+from stagetune.studies.spec import SpecError, load_spec
+from stagetune.studies.spec_input import YAML_TYPES, parse_spec_text
+from stagetune.studies.stages import ORDER
+from stagetune.studies.store import Store
+from stagetune.studies.weights import fetch_weights
 
 router = APIRouter(tags=["studies"])
 
@@ -260,8 +260,8 @@ def download_model(request: Request, study_id: str) -> Response:
     rebuild = {"task": record.spec["task"], "params": {**record.spec.get("fixed", {}),
                                                      **given["best"]["params"]},
                "trial": weights.get("trial"), "value": weights.get("value"),
-               "how": "workers.models.build_model(task.model, workers.data.load_dataset("
-                      "task.dataset, task.dataset_options), workers.config.parse_params("
+               "how": "stagetune.workers.models.build_model(task.model, stagetune.workers.data.load_dataset("
+                      "task.dataset, task.dataset_options), stagetune.workers.config.parse_params("
                       "{**task.model_options, **params})[1]).load_state_dict("
                       "torch.load('weights.pt'))"}
     buffer = io.BytesIO()

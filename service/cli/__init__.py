@@ -13,7 +13,7 @@ LOCAL_RAY_COMMANDS = ("serve", "run", "resume")
 
 def main() -> None:
     _ray_on_loopback(sys.argv[1:2])
-    from service.cli._app import app
+    from stagetune.service.cli._app import app
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
@@ -28,7 +28,7 @@ def _ray_on_loopback(command: list[str]) -> None:
     nodes form clusters, and RAY_ADDRESS joins one: those keep Ray's default."""
     if not command or command[0] not in LOCAL_RAY_COMMANDS or os.environ.get("RAY_ADDRESS"):
         return
-    from workers.settings import get_settings  # pydantic only: imports no ray
+    from stagetune.workers.settings import get_settings  # pydantic only: imports no ray
 
     try:
         loopback = get_settings().ray_loopback
@@ -42,7 +42,7 @@ def _ray_on_loopback(command: list[str]) -> None:
 def __getattr__(name: str) -> object:
     """`service.cli.app`, the Typer app, for tools and tests; imported on first use."""
     if name == "app":
-        from service.cli._app import app
+        from stagetune.service.cli._app import app
 
         return app
-    raise AttributeError(f"module 'service.cli' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

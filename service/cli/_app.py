@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from service.cli._cluster import PASS_THROUGH, head, worker
-from service.cli._reads import best, status, trials
-from service.cli._remote import cancel, delete, model, report, submit
-from service.cli._service import serve
-from service.cli._study import resume, run, schema, validate
-from service.cli._workers import probe, train
+from stagetune.service.cli._cluster import PASS_THROUGH, head, worker
+from stagetune.service.cli._reads import best, status, trials
+from stagetune.service.cli._remote import cancel, delete, model, report, submit
+from stagetune.service.cli._service import serve
+from stagetune.service.cli._study import resume, run, schema, validate
+from stagetune.service.cli._workers import probe, train
 
 EPILOG = ("Exit codes: 0 ok; 1 an error (the service unreachable, a study that failed); "
           "2 bad input (a spec, a flag, a study name); 3 a gate stopped the study; "

@@ -16,8 +16,8 @@ import yaml
 from rich.console import Console, RenderableType
 from rich.markup import escape
 
-from service.client import ApiError
-from workers import StagetuneError
+from stagetune.service.client import ApiError
+from stagetune.workers import StagetuneError
 
 console = Console()
 err_console = Console(stderr=True)

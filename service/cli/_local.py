@@ -13,14 +13,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.cli._common import STUDY_EXIT, Format, console, err_console, fmt, one_line_errors, show
-from service.settings import get_settings
-from studies.runner import StudyReport, objective_of, report_of
-from studies.runner_actor import cancel_study, start_runner, stop_runner, wait_for
-from studies.spec import StudySpec
-from studies.stages import ORDER
-from studies.store import Store
-from workers.plugins import load_plugins
+from stagetune.service.cli._common import STUDY_EXIT, Format, console, err_console, fmt, one_line_errors, show
+from stagetune.service.settings import get_settings
+from stagetune.studies.runner import StudyReport, objective_of, report_of
+from stagetune.studies.runner_actor import cancel_study, start_runner, stop_runner, wait_for
+from stagetune.studies.spec import StudySpec
+from stagetune.studies.stages import ORDER
+from stagetune.studies.store import Store
+from stagetune.workers.plugins import load_plugins
 
 COLOURS = {"passed": "green", "warned": "yellow", "failed": "red", "skipped": "dim"}
 

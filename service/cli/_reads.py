@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from service.cli._common import (
+from stagetune.service.cli._common import (
     ENDED,
     STUDY_EXIT,
     Format,
@@ -27,8 +27,8 @@ from service.cli._common import (
     service_errors,
     show,
 )
-from service.cli._remote import DEFAULT_URL, StudyArgument, TokenOption, UrlOption
-from service.client import Client
+from stagetune.service.cli._remote import DEFAULT_URL, StudyArgument, TokenOption, UrlOption
+from stagetune.service.client import Client
 
 COLOURS = {"passed": "green", "warned": "yellow", "failed": "red", "skipped": "dim"}
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli._common import (
+from stagetune.service.cli._common import (
     ERROR,
     Format,
     FormatOption,
@@ -20,7 +20,7 @@ from service.cli._common import (
     service_errors,
     show,
 )
-from service.client import ApiError, Client
+from stagetune.service.client import ApiError, Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 UrlOption = Annotated[str, typer.Option(envvar="STAGETUNE_URL", help="the service's base URL")]
@@ -110,7 +110,7 @@ def resume_through(url: str, token: str | None, study: str, format_: Format,
                    watch: float | None) -> None:
     """`stagetune resume --url`: the service goes on with the study; with `watch` (seconds
     between polls), follow it to its end and exit with its exit code."""
-    from service.cli._reads import follow
+    from stagetune.service.cli._reads import follow
 
     with service_errors(), Client(url, token) as api:
         data = api.resume(study)
@@ -135,8 +135,8 @@ def _write(output: Path, data: bytes) -> None:
 def _report_from_store(db: str, study: str) -> str:
     import optuna
 
-    from service.web import render_report
-    from studies.store import Store
+    from stagetune.service.web import render_report
+    from stagetune.studies.store import Store
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return render_report(Store(db, create=False), study)

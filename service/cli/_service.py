@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import as_file, files
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
-from service.cli._common import err_console, fail
-from service.settings import Settings
-from workers.config import describe_validation_error
+from stagetune.service.cli._common import err_console, fail
+from stagetune.service.settings import Settings
+from stagetune.workers.config import describe_validation_error
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# examples/ installs as the package data stagetune.examples, in a wheel as in a checkout
+EXAMPLES = files("stagetune.examples")
 HostOption = Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1, or "
                                                      "0.0.0.0 when API tokens are set)")]
 PortOption = Annotated[int | None, typer.Option(help="port (default $STAGETUNE_PORT or 8000)")]
@@ -44,7 +45,7 @@ def run_service(settings: Settings, demo: bool = False) -> None:
     """Serve the API until SIGTERM or Ctrl-C."""
     import uvicorn
 
-    from service.app import create_app
+    from stagetune.service.app import create_app
 
     if not settings.tokens and settings.bind_host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] no STAGETUNE_API_TOKENS: anyone who can reach "
@@ -59,10 +60,11 @@ def run_service(settings: Settings, demo: bool = False) -> None:
 
 
 def _submit_demo(app: Any) -> None:
-    from studies.spec import load_spec
-    from studies.stages import ORDER
+    from stagetune.studies.spec import load_spec
+    from stagetune.studies.stages import ORDER
 
-    spec = load_spec(EXAMPLES / "digits.yaml")
+    with as_file(EXAMPLES / "digits.yaml") as path:
+        spec = load_spec(path)
     store = app.state.store
     if spec.name not in store.study_names():
         store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))

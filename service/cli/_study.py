@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli._common import (
+from stagetune.service.cli._common import (
     FormatOption,
     IntervalOption,
     JsonFlag,
@@ -19,9 +19,9 @@ from service.cli._common import (
     one_line_errors,
     output_format,
 )
-from service.cli._remote import TokenOption, resume_through
-from studies.spec import load_spec
-from workers.plugins import load_plugins
+from stagetune.service.cli._remote import TokenOption, resume_through
+from stagetune.studies.spec import load_spec
+from stagetune.workers.plugins import load_plugins
 
 SpecPath = Annotated[Path, typer.Argument(help="a study spec, YAML or JSON")]
 DbOption = Annotated[str | None, typer.Option(
@@ -45,7 +45,7 @@ def schema(
 
     Draft 2020-12, self-contained. With the YAML language server (VS Code's YAML
     extension, among others), start a spec with `# yaml-language-server: $schema=FILE`."""
-    from studies.spec_schema import spec_schema
+    from stagetune.studies.spec_schema import spec_schema
 
     text = json.dumps(spec_schema(), indent=2) + "\n"
     if output is None:
@@ -67,7 +67,7 @@ def run(spec: SpecPath, db: DbOption = None, format_: FormatOption = None,
     with one_line_errors():
         load_plugins()
         study = load_spec(spec)
-    from service.cli._local import run_study
+    from stagetune.service.cli._local import run_study
 
     run_study(db, study, chosen)
 
@@ -101,7 +101,7 @@ def resume(
         return
     if watch:
         raise fail("--watch goes with --url: a resume from a store follows the study anyway")
-    from service.cli._local import resume_study
+    from stagetune.service.cli._local import resume_study
 
     resume_study(db, study, chosen)
 

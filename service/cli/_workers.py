@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.cli._common import (
+from stagetune.service.cli._common import (
     Format,
     FormatOption,
     JsonFlag,
@@ -24,11 +24,11 @@ from service.cli._common import (
     pairs,
     show,
 )
-from workers.plugins import load_plugins
-from workers.request import Metrics, Task, TrialRequest
+from stagetune.workers.plugins import load_plugins
+from stagetune.workers.request import Metrics, Task, TrialRequest
 
 if TYPE_CHECKING:
-    from workers import TrialResult
+    from stagetune.workers import TrialResult
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="a parameter as key=value (repeatable), e.g. --set lr=0.01")]
@@ -60,7 +60,7 @@ def train(
     json_: JsonFlag = False,
 ) -> None:
     """Train MODEL on DATASET and print its per-epoch curve."""
-    from workers import execute  # torch: loaded by the commands that train only
+    from stagetune.workers import execute  # torch: loaded by the commands that train only
 
     with one_line_errors():
         load_plugins()  # before any name is looked up: a plugin's model is a name too
@@ -117,7 +117,7 @@ def probe(
     json_: JsonFlag = False,
 ) -> None:
     """Check a pipeline: initial loss, overfitting a tiny subset, or an LR range test."""
-    from workers import execute
+    from stagetune.workers import execute
 
     chosen = output_format(format_, json_)
     with one_line_errors():

@@ -1,6 +1,6 @@
 """The HTML dashboard: server-rendered pages (Jinja2) whose figures load from the plot API."""
 
-from service.web.pages import router as pages_router
-from service.web.report import render_report
+from stagetune.service.web.pages import router as pages_router
+from stagetune.service.web.report import render_report
 
 __all__ = ["pages_router", "render_report"]

@@ -11,8 +11,8 @@ import fastapi_offline
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
-from service.web._templates import templates
-from service.web.security import csrf_context
+from stagetune.service.web._templates import templates
+from stagetune.service.web.security import csrf_context
 
 router = APIRouter(include_in_schema=False)
 ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"

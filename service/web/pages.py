@@ -15,17 +15,17 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
 
-from service.api.studies import cached_trials, select_trials
-from service.auth import authenticated, sessions, start_session
-from service.schemas import TrialState
-from service.web._templates import PLOTLY_JS, STATIC, templates
-from service.web._throttle import FailureLimiter
-from service.web.security import FIGURE_POLICY, csrf_context
-from studies import views
-from studies.errors import StudyNotFoundError
-from studies.plots import PLOTS, PlotSource, best_so_far, winners_curves, winners_parameters
-from studies.spec import NAME_PATTERN
-from studies.store import Store
+from stagetune.service.api.studies import cached_trials, select_trials
+from stagetune.service.auth import authenticated, sessions, start_session
+from stagetune.service.schemas import TrialState
+from stagetune.service.web._templates import PLOTLY_JS, STATIC, templates
+from stagetune.service.web._throttle import FailureLimiter
+from stagetune.service.web.security import FIGURE_POLICY, csrf_context
+from stagetune.studies import views
+from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.plots import PLOTS, PlotSource, best_so_far, winners_curves, winners_parameters
+from stagetune.studies.spec import NAME_PATTERN
+from stagetune.studies.store import Store
 
 router = APIRouter(include_in_schema=False)
 SECTIONS = ("study", "init_check", "overfit", "lr_probe", "coarse", "refine", "confirm")

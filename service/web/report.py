@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup
 
-from service.figures import FigureCache
-from service.web._templates import STATIC, plotly_js, templates
-from studies import views
-from studies.plots import PLOTS
-from studies.store import Store
+from stagetune.service.figures import FigureCache
+from stagetune.service.web._templates import STATIC, plotly_js, templates
+from stagetune.studies import views
+from stagetune.studies.plots import PLOTS
+from stagetune.studies.store import Store
 
 SECTIONS = ("study", "init_check", "overfit", "lr_probe", "coarse", "refine", "confirm")
 

@@ -14,9 +14,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import SESSION_COOKIE, Sessions, bearer_token
-from service.settings import Settings
-from service.web._throttle import FailureLimiter
+from stagetune.service.auth import SESSION_COOKIE, Sessions, bearer_token
+from stagetune.service.settings import Settings
+from stagetune.service.web._throttle import FailureLimiter
 
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})

@@ -1,9 +1,9 @@
 """The dashboards' figures: a registry of plot kinds, each drawn from the store alone."""
 
 # in the order the study page shows them
-from studies.plots import _probes, _budget, _search, _curves, _gradcam  # noqa: F401, I001  (fill the registry)
-from studies.plots._compare import best_so_far, winners_curves, winners_parameters
-from studies.plots._registry import (
+from stagetune.studies.plots import _probes, _budget, _search, _curves, _gradcam  # noqa: F401, I001  (fill the registry)
+from stagetune.studies.plots._compare import best_so_far, winners_curves, winners_parameters
+from stagetune.studies.plots._registry import (
     PLOTS,
     PlotKind,
     UnknownPlotError,
@@ -11,7 +11,7 @@ from studies.plots._registry import (
     plot_kind,
     register_plot,
 )
-from studies.plots._source import PlotSource
+from stagetune.studies.plots._source import PlotSource
 
 __all__ = ["PLOTS", "PlotKind", "PlotSource", "UnknownPlotError", "best_so_far", "create_plot",
            "plot_kind", "register_plot", "winners_curves", "winners_parameters"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from studies.plots._registry import note, register_plot
-from studies.plots._source import PlotSource
-from studies.stages._coarse import rung_table
+from stagetune.studies.plots._registry import note, register_plot
+from stagetune.studies.plots._source import PlotSource
+from stagetune.studies.stages._coarse import rung_table
 
 
 @register_plot("budget", "Budget: planned against spent", "study",

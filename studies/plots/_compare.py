@@ -11,10 +11,10 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 from plotly.subplots import make_subplots
 
-from studies.plots._curves import COLOURS, _add_curve, _panels
-from studies.plots._registry import note
-from studies.plots._sampling import best_first, record_setters
-from studies.plots._source import PlotSource
+from stagetune.studies.plots._curves import COLOURS, _add_curve, _panels
+from stagetune.studies.plots._registry import note
+from stagetune.studies.plots._sampling import best_first, record_setters
+from stagetune.studies.plots._source import PlotSource
 
 SEARCH_STAGES = ("coarse", "refine")  # confirm re-runs the winners: no new search
 

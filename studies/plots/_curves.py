@@ -11,11 +11,11 @@ from optuna.trial import TrialState
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from studies.errors import StudyNotFoundError
-from studies.plots._registry import note, register_plot
-from studies.plots._sampling import TOP_CURVES, best_first, thin
-from studies.plots._source import PlotSource
-from studies.views import all_trials
+from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.plots._registry import note, register_plot
+from stagetune.studies.plots._sampling import TOP_CURVES, best_first, thin
+from stagetune.studies.plots._source import PlotSource
+from stagetune.studies.views import all_trials
 
 COLOURS = qualitative.Plotly
 

@@ -10,11 +10,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from studies.plots._registry import note, register_plot
-from studies.plots._source import PlotSource
-from studies.spec import stored_spec
-from studies.weights import fetch_weights
-from workers.explain import grad_cam
+from stagetune.studies.plots._registry import note, register_plot
+from stagetune.studies.plots._source import PlotSource
+from stagetune.studies.spec import stored_spec
+from stagetune.studies.weights import fetch_weights
+from stagetune.workers.explain import grad_cam
 
 IMAGES = 8
 

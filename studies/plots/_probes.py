@@ -9,10 +9,10 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from studies.plots._registry import note, register_plot
-from studies.plots._sampling import thin
-from studies.plots._source import PlotSource
-from studies.views import utc
+from stagetune.studies.plots._registry import note, register_plot
+from stagetune.studies.plots._sampling import thin
+from stagetune.studies.plots._source import PlotSource
+from stagetune.studies.views import utc
 
 VERDICT_COLOURS = {"passed": "#2e7d32", "warned": "#ef6c00", "failed": "#c62828",
                    "skipped": "#9e9e9e", None: "#1565c0"}  # None: running or not yet judged

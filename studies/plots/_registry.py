@@ -10,9 +10,9 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from studies.errors import StudyNotFoundError
-from studies.plots._source import PlotSource
-from workers.errors import ConfigError
+from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.plots._source import PlotSource
+from stagetune.workers.errors import ConfigError
 
 PlotFunction = Callable[..., go.Figure]
 

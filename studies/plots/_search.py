@@ -12,9 +12,9 @@ import optuna
 import plotly.graph_objects as go
 from optuna.importance import PedAnovaImportanceEvaluator
 
-from studies.plots._registry import note, register_plot
-from studies.plots._sampling import as_study, completed, sample_trials
-from studies.plots._source import PlotSource
+from stagetune.studies.plots._registry import note, register_plot
+from stagetune.studies.plots._sampling import as_study, completed, sample_trials
+from stagetune.studies.plots._source import PlotSource
 
 
 def _sampled(source: PlotSource, stage: str, what: str) -> optuna.Study | go.Figure:

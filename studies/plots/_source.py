@@ -11,8 +11,8 @@ from typing import Any
 
 import optuna
 
-from studies.store import StageRecord, Store, StudyRecord
-from studies.views import TRIAL_STAGES, handed
+from stagetune.studies.store import StageRecord, Store, StudyRecord
+from stagetune.studies.views import TRIAL_STAGES, handed
 
 # A running study's figures are drawn again at most this often; a finished one's once.
 RUNNING_REFRESH_SECONDS = 2.0

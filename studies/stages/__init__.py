@@ -1,7 +1,7 @@
 """The staged protocol: each stage is a small class registered in STAGES, in order."""
 
-from studies.stages import _coarse, _confirm, _data_check, _probes, _refine  # noqa: F401  (fill the registry)
-from studies.stages._base import (
+from stagetune.studies.stages import _coarse, _confirm, _data_check, _probes, _refine  # noqa: F401  (fill the registry)
+from stagetune.studies.stages._base import (
     STAGES,
     VERDICTS,
     Stage,

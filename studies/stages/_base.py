@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from studies.budget import Allowance
-from studies.executor import Executor, Job
-from studies.plan import StagePlan
-from studies.spec import StudySpec
-from studies.store import Store
-from workers import StagetuneError, Task, TrialRequest
-from workers.errors import ConfigError
+from stagetune.studies.budget import Allowance
+from stagetune.studies.executor import Executor, Job
+from stagetune.studies.plan import StagePlan
+from stagetune.studies.spec import StudySpec
+from stagetune.studies.store import Store
+from stagetune.workers import StagetuneError, Task, TrialRequest
+from stagetune.workers.errors import ConfigError
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): called as a stage's trials finish."""

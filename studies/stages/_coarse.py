@@ -16,11 +16,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.lr_ranges import probed_space
-from studies.search import Proposal, SearchPlan, run_trials, tally, top_trials
-from studies.space import dims, dump_region, knobs, narrow, suggest
-from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
-from studies.stages._chance import (
+from stagetune.studies.lr_ranges import probed_space
+from stagetune.studies.search import Proposal, SearchPlan, run_trials, tally, top_trials
+from stagetune.studies.space import dims, dump_region, knobs, narrow, suggest
+from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage
+from stagetune.studies.stages._chance import (
     at_chance,
     best_value,
     chance_bound,

@@ -15,12 +15,12 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from studies.budget import Allowance
-from studies.diagnosis import Diagnosis, diagnose
-from studies.executor import Job
-from studies.search import Reporter, counted, fail_orphans, fail_waiting, tally, tell
-from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
-from studies.weights import keep_weights
+from stagetune.studies.budget import Allowance
+from stagetune.studies.diagnosis import Diagnosis, diagnose
+from stagetune.studies.executor import Job
+from stagetune.studies.search import Reporter, counted, fail_orphans, fail_waiting, tally, tell
+from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage
+from stagetune.studies.weights import keep_weights
 
 HEALTHY = ("saturated", "still_improving", "not_diagnosed")
 # Search trials train with seed + trial number; confirm seeds start past any trial number,

@@ -8,7 +8,7 @@ go on anyway: `stages.data_check.allow_leaks: true` makes that failure a warning
 
 from __future__ import annotations
 
-from studies.stages._base import Stage, StageContext, StageOutcome, register_stage, run_probe
+from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage, run_probe
 
 ALLOWED = (" The spec allows leaks (stages.data_check.allow_leaks), so the study goes on; "
            "its validation scores are optimistic by the leaked share.")

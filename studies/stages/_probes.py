@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from studies.lr_ranges import families_in, lr_is_searched
-from studies.stages._base import (
+from stagetune.studies.lr_ranges import families_in, lr_is_searched
+from stagetune.studies.stages._base import (
     Stage,
     StageContext,
     StageOutcome,
@@ -19,7 +19,7 @@ from studies.stages._base import (
     run_probe,
     spec_edits,
 )
-from studies.stages._chance import at_chance, chance_bound
+from stagetune.studies.stages._chance import at_chance, chance_bound
 
 
 @register_stage

@@ -22,15 +22,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from pydantic import TypeAdapter
 
-from studies.lr_ranges import declared_space
-from studies.plan import rungs
-from studies.samplers import SoftPriorSampler
-from studies.search import NOT_RUN, Proposal, SearchPlan, fail_waiting, run_trials, tally, top_trials
-from studies.space import dims, distribution, knobs, suggest
-from studies.spec import Param
-from studies.stages._base import Stage, StageContext, StageOutcome, register_stage
-from studies.stages._coarse import fmt_params
-from studies.weights import load_checkpoint
+from stagetune.studies.lr_ranges import declared_space
+from stagetune.studies.plan import rungs
+from stagetune.studies.samplers import SoftPriorSampler
+from stagetune.studies.search import NOT_RUN, Proposal, SearchPlan, fail_waiting, run_trials, tally, top_trials
+from stagetune.studies.space import dims, distribution, knobs, suggest
+from stagetune.studies.spec import Param
+from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage
+from stagetune.studies.stages._coarse import fmt_params
+from stagetune.studies.weights import load_checkpoint
 
 REGION = TypeAdapter(dict[str, Param])
 

@@ -1,6 +1,6 @@
 """The SQL store: stagetune's tables (Alembic) and Optuna's RDBStorage on one URL."""
 
-from studies.store._engine import (
+from stagetune.studies.store._engine import (
     default_url,
     get_engine,
     is_database_error,
@@ -10,7 +10,7 @@ from studies.store._engine import (
     session_scope,
     set_retry_seconds,
 )
-from studies.store._store import StageRecord, Store, StudyRecord
+from stagetune.studies.store._store import StageRecord, Store, StudyRecord
 
 __all__ = ["StageRecord", "Store", "StudyRecord", "default_url", "get_engine",
            "is_database_error", "migrate", "retry_seconds", "safe_url", "session_scope",

@@ -16,8 +16,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from studies.errors import StoreError
-from workers.settings import get_settings
+from stagetune.studies.errors import StoreError
+from stagetune.workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import optuna
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from studies.errors import StoreError, StudyConflictError, StudyNotFoundError
-from studies.spec import same_spec
-from studies.store._engine import (
+from stagetune.studies.errors import StoreError, StudyConflictError, StudyNotFoundError
+from stagetune.studies.spec import same_spec
+from stagetune.studies.store._engine import (
     connect_args,
     get_engine,
     migrate,
@@ -24,7 +24,7 @@ from studies.store._engine import (
     session_scope,
     store_error,
 )
-from studies.store._tables import EventRow, StageRow, StudyRow, TrialMetricRow, utcnow
+from stagetune.studies.store._tables import EventRow, StageRow, StudyRow, TrialMetricRow, utcnow
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 INSTRUCTIONS = [(line.split(None, 1) + [""])[:2] for line in
                 re.sub(r"\\\n\s*", " ", DOCKERFILE).splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
-PACKAGES = [p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
+# the repo's folders, each installed as stagetune.<folder>
+PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]
+PACKAGES = list(PACKAGE_DIRS.values())
 
 
 def instructions(kind: str) -> list[str]:
@@ -71,7 +73,11 @@ def test_a_non_editable_install_holds_every_file_of_the_packages(tmp_path: Path)
                     "-q", "-w", str(tmp_path / "dist"), str(source)], check=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
-    in_tree = {str(p.relative_to(source)) for package in PACKAGES
+    in_tree = {f"stagetune/{p.relative_to(source)}" for package in PACKAGES
                for p in (source / package).rglob("*") if p.is_file()}
     assert sorted(in_tree - in_wheel) == []
-    assert "service/cli/_cluster.py" in in_wheel
+    assert "stagetune/service/cli/_cluster.py" in in_wheel
+    assert "stagetune/examples/digits.yaml" in in_wheel  # what `serve --demo` submits
+    # nothing installs a top-level name a user's own package could shadow
+    tops = {name.split("/")[0] for name in in_wheel}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"stagetune"}

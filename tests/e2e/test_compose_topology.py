@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from service.client import Client
+from stagetune.service.client import Client
 from tests.service.server import STAGETUNE, free_port
 from tests.studies.ray_support import wait_until
 

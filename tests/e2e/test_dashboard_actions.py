@@ -30,10 +30,10 @@ from optuna.trial import TrialState
 from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import insert, select
 
-from service.client import Client
-from studies.spec import load_spec
-from studies.stages import ORDER
-from studies.store import Store
+from stagetune.service.client import Client
+from stagetune.studies.spec import load_spec
+from stagetune.studies.stages import ORDER
+from stagetune.studies.store import Store
 from tests.service.server import Server
 from tests.service.test_api import long_study
 

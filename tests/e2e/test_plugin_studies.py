@@ -24,12 +24,12 @@ import torch
 import yaml
 from playwright.sync_api import Browser
 
-from service.client import Client
-from studies.plots import PLOTS
+from stagetune.service.client import Client
+from stagetune.studies.plots import PLOTS
 from tests.service.server import Server
 from tests.service.test_api import wait_for_status
 from tests.service.test_dashboard import assert_every_figure_rendered, visit
-from workers.data import DATASETS, DataSettings, StreamData
+from stagetune.workers.data import DATASETS, DataSettings, StreamData
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "plugin"
 ENDED = ("completed", "stopped", "failed", "cancelled")
@@ -73,7 +73,9 @@ def studies(server: Server) -> dict[str, dict[str, Any]]:
     with Client(server.url) as api:
         for spec in SPECS.values():
             assert api.submit(spec)["status"] == "pending"
-        return {stem: wait_for_status(api, name, ENDED, 300) for stem, name in NAMES.items()}
+        # five studies share one 2-CPU Ray: about 150 s on a quiet machine, and CI's two
+        # test workers can double that; the others are waited for after the first
+        return {stem: wait_for_status(api, name, ENDED, 900) for stem, name in NAMES.items()}
 
 
 def trials(server: Server, stem: str) -> list[dict[str, Any]]:

@@ -24,13 +24,18 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, db: str, data_dir: Path, tokens: str = "", port: int | None = None,
-                 ray_address: str | None = None, env: Mapping[str, str] | None = None) -> None:
+                 ray_address: str | None = None, env: Mapping[str, str] | None = None,
+                 executable: str = STAGETUNE, args: tuple[str, ...] = (),
+                 cwd: Path | None = None) -> None:
         """`ray_address`: join that cluster (quicker); else the server starts its own Ray,
         which also holds its runners' weights under `data_dir`. `env`: more environment
-        for the server, and so for the Ray it starts (e.g. PYTHONPATH to a plugin)."""
+        for the server, and so for the Ray it starts (e.g. PYTHONPATH to a plugin).
+        `executable`, `args`, `cwd`: another install's `stagetune`, more options for
+        `serve`, the folder it runs in."""
         self.db, self.data_dir, self.tokens = db, data_dir, tokens
         self.env = dict(env or {})
         self.ray_address = ray_address
+        self.executable, self.args, self.cwd = executable, args, cwd
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -44,8 +49,8 @@ class Server:
             env["RAY_ADDRESS"] = self.ray_address
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [STAGETUNE, "serve", "--db", self.db, "--port", str(self.port)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env,
+            [self.executable, "serve", "--db", self.db, "--port", str(self.port), *self.args],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
             start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

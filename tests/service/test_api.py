@@ -13,7 +13,7 @@ import httpx
 import pytest
 import torch
 
-from service.client import ApiError, Client
+from stagetune.service.client import ApiError, Client
 from tests.service.server import Server
 from tests.studies.ray_support import NO_PROBES, digits_spec, wait_until
 

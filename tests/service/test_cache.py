@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.cache import ReadCache
+from stagetune.service.cache import ReadCache
 
 
 def test_a_stale_value_is_served_while_one_background_refresh_runs() -> None:

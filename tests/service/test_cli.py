@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.cli._app import app
+from stagetune.service.cli._app import app
 
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from service.cli._app import app
-from service.cli._common import fmt
-from service.client import Client
+from stagetune.service.cli._app import app
+from stagetune.service.cli._common import fmt
+from stagetune.service.client import Client
 from tests.service.server import Server, free_port
 from tests.studies.ray_support import wait_until
 

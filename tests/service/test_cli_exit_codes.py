@@ -12,8 +12,8 @@ import httpx
 import yaml
 from typer.testing import CliRunner, Result
 
-from service.cli._app import app
-from service.client import Client
+from stagetune.service.cli._app import app
+from stagetune.service.client import Client
 from tests.service.server import Server
 from tests.studies.ray_support import wait_until
 

@@ -11,7 +11,7 @@ import pytest
 HEAVY = ("torch", "ray", "optuna", "sqlalchemy")
 
 
-@pytest.mark.parametrize("module", ["service.client", "service.cli._app"])
+@pytest.mark.parametrize("module", ["stagetune.service.client", "stagetune.service.cli._app"])
 def test_importing_loads_no_torch(module: str) -> None:
     code = (f"import sys, {module}; "
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")

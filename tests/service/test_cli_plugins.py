@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 from sklearn.datasets import load_digits
 from torch import nn
 
-from workers.data import RawData, register_dataset
-from workers.models import register_model
+from stagetune.workers.data import RawData, register_dataset
+from stagetune.workers.models import register_model
 
 
 class Heads(BaseModel):

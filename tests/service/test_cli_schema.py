@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
-from service.app import create_app
-from service.cli._app import app
-from service.settings import Settings
-from studies.errors import SpecError
-from studies.spec import load_spec
-from workers.data import get_data_settings
+from stagetune.service.app import create_app
+from stagetune.service.cli._app import app
+from stagetune.service.settings import Settings
+from stagetune.studies.errors import SpecError
+from stagetune.studies.spec import load_spec
+from stagetune.workers.data import get_data_settings
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 SPECS = sorted(EXAMPLES.glob("*.yaml")) + sorted((EXAMPLES / "plugin" / "specs").glob("*.yaml"))

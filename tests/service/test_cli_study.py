@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studies.spec import load_spec
-from workers.data import get_data_settings
+from stagetune.studies.spec import load_spec
+from stagetune.workers.data import get_data_settings
 
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
 EXAMPLES = Path(__file__).parents[2] / "examples"

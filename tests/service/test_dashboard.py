@@ -12,8 +12,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from service.client import Client
-from studies.plots import PLOTS
+from stagetune.service.client import Client
+from stagetune.studies.plots import PLOTS
 from tests.service.server import STAGETUNE, Server
 from tests.service.test_api import long_study, wait_for_status
 from tests.studies.ray_support import digits_spec, wait_until

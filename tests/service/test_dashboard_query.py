@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from studies import views
+from stagetune.studies import views
 
 CONDITIONAL = "lr[optimizer=sgd]"  # how the space names a parameter of one variant
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.logs import configure_logging
-from service.settings import Settings
+from stagetune.service.logs import configure_logging
+from stagetune.service.settings import Settings
 from tests.service.server import STAGETUNE, Server
 
 ACCESS_LINE = re.compile(r'"GET /api/studies/no-such-study HTTP/1\.1" 404')
@@ -46,11 +46,11 @@ def test_by_default_there_is_no_access_log_and_warnings_only() -> None:
     configure_logging(Settings())
     try:
         assert not logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO)
-        assert not logging.getLogger("studies.runner").isEnabledFor(logging.INFO)
-        assert logging.getLogger("studies.runner").isEnabledFor(logging.WARNING)
+        assert not logging.getLogger("stagetune.studies.runner").isEnabledFor(logging.INFO)
+        assert logging.getLogger("stagetune.studies.runner").isEnabledFor(logging.WARNING)
         configure_logging(Settings(log_level="debug", access_log=True))
         assert logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO)
-        assert logging.getLogger("service.supervisor").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("stagetune.service.supervisor").isEnabledFor(logging.DEBUG)
     finally:
         configure_logging(Settings())
 

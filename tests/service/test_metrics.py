@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import create_app
-from service.client import Client
-from service.settings import Settings
+from stagetune.service.app import create_app
+from stagetune.service.client import Client
+from stagetune.service.settings import Settings
 from tests.service.server import STAGETUNE, Server
 from tests.service.test_api import wait_for_status
 from tests.studies.ray_support import NO_PROBES, digits_spec

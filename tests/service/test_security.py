@@ -21,11 +21,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Response
 
-from service.app import create_app
-from service.auth import SESSION_COOKIE, Sessions
-from service.client import ApiError, Client
-from service.settings import Settings
-from service.web.pages import safe_next
+from stagetune.service.app import create_app
+from stagetune.service.auth import SESSION_COOKIE, Sessions
+from stagetune.service.client import ApiError, Client
+from stagetune.service.settings import Settings
+from stagetune.service.web.pages import safe_next
 from tests.service.server import Server, free_port
 from tests.service.test_api import long_study
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import ray
 
-from service.client import Client
+from stagetune.service.client import Client
 from tests.service.server import Server
 from tests.service.test_api import long_study, quick_study, wait_for_status
 from tests.studies.ray_support import wait_until
@@ -131,7 +131,7 @@ def test_a_restarted_service_stops_the_runners_its_predecessor_left(
         tmp_path: Path, ray_local: str) -> None:
     """Runners are detached: with the service down, a study on a shared cluster runs on
     to its end and its runner stays. The next service finds it by name and stops it."""
-    from studies.store import Store
+    from stagetune.studies.store import Store
 
     db = f"sqlite:///{tmp_path / 'restart.db'}"
     server = Server(db, tmp_path / "data", ray_address=ray_local).start()

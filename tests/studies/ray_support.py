@@ -10,9 +10,9 @@ from typing import Any
 import optuna
 import ray
 
-from studies.spec import load_spec
-from studies.stages import ORDER
-from studies.store import Store
+from stagetune.studies.spec import load_spec
+from stagetune.studies.stages import ORDER
+from stagetune.studies.store import Store
 
 NO_PROBES = {"baseline": {"enabled": False}, "lr_probe": {"enabled": False},
              "overfit": {"enabled": False}}

@@ -11,11 +11,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from studies.plan import make_plan
-from studies.runner import Runner, StudyReport
-from studies.space import suggest
-from studies.spec import SpecError, load_spec
-from studies.store import Store
+from stagetune.studies.plan import make_plan
+from stagetune.studies.runner import Runner, StudyReport
+from stagetune.studies.space import suggest
+from stagetune.studies.spec import SpecError, load_spec
+from stagetune.studies.store import Store
 
 BUDGET = 40
 SPEC: dict[str, Any] = {

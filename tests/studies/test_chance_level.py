@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes, load_digits
 
-from studies.runner import Runner, StudyReport
-from studies.spec import load_spec
-from studies.store import Store
-from workers.data import RawData, register_dataset
+from stagetune.studies.runner import Runner, StudyReport
+from stagetune.studies.spec import load_spec
+from stagetune.studies.store import Store
+from stagetune.workers.data import RawData, register_dataset
 
 
 @register_dataset("shuffled_digits")
@@ -80,9 +80,9 @@ def test_healthy_digits_with_the_same_spec_is_not_stopped(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("dataset", ["digits", "diabetes"])
 def test_the_chance_bound_is_three_standard_errors_on_the_validation_rows(dataset: str) -> None:
-    from workers import Task, TrialRequest
-    from workers.baseline import run_baseline
-    from workers.data import load_dataset
+    from stagetune.workers import Task, TrialRequest
+    from stagetune.workers.baseline import run_baseline
+    from stagetune.workers.data import load_dataset
 
     final = run_baseline(TrialRequest(Task(dataset, "mlp"), mode="baseline")).final
     n, chance = load_dataset(dataset).val_size, final["chance"]
@@ -112,7 +112,7 @@ def test_continue_on_failure_goes_on_past_chance_level_with_what_coarse_found(
 
 
 def test_a_few_lucky_strays_do_not_hide_chance_level_but_one_real_learner_does() -> None:
-    from studies.stages._chance import stray_reach, stuck_at_chance
+    from stagetune.studies.stages._chance import stray_reach, stuck_at_chance
 
     assert stuck_at_chance(15, 15, 15)
     assert stuck_at_chance(15, 14, 15)  # one in ten (rounded down) may pass the bound

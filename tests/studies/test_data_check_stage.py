@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 from sklearn import datasets as skdatasets
 
-from studies.runner import Runner
-from studies.spec import load_spec
-from studies.stages import ORDER
-from studies.store import Store
-from workers.data import DATASETS, DataSettings, RawData, register_dataset
+from stagetune.studies.runner import Runner
+from stagetune.studies.spec import load_spec
+from stagetune.studies.stages import ORDER
+from stagetune.studies.store import Store
+from stagetune.workers.data import DATASETS, DataSettings, RawData, register_dataset
 
 if "digits_leaky" not in DATASETS:  # process-wide registry: once
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from studies.diagnosis import KINDS, MIN_EPOCHS, Diagnosis, diagnose
-from workers import Task, TrialRequest, execute
+from stagetune.studies.diagnosis import KINDS, MIN_EPOCHS, Diagnosis, diagnose
+from stagetune.workers import Task, TrialRequest, execute
 
 
 def curves(train_loss: Sequence[float], val_loss: Sequence[float],

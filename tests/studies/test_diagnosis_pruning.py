@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from studies import views
-from studies.runner import Runner, StudyReport
-from studies.spec import load_spec
-from studies.store import Store
+from stagetune.studies import views
+from stagetune.studies.runner import Runner, StudyReport
+from stagetune.studies.spec import load_spec
+from stagetune.studies.store import Store
 
 # lr far too low for half the draws: those learn nothing in a 2-epoch coarse stage
 SPACE = {"lr": {"type": "float", "low": 1e-8, "high": 1e-2, "log": True}}

@@ -12,13 +12,13 @@ from pydantic import BaseModel, Field
 from sklearn.datasets import load_digits
 from torch import nn
 
-from studies.errors import SpecError
-from studies.spec import load_spec
-from workers import Task, TrialRequest, execute
-from workers.config import ModelConfig
-from workers.data import Dataset, RawData, register_dataset
-from workers.errors import ConfigError
-from workers.models import register_model
+from stagetune.studies.errors import SpecError
+from stagetune.studies.spec import load_spec
+from stagetune.workers import Task, TrialRequest, execute
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset, RawData, register_dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models import register_model
 
 built: list[dict[str, Any]] = []  # what the factories were handed, test by test
 
@@ -126,7 +126,7 @@ def test_a_knob_may_not_shadow_a_built_in_one() -> None:
 
 
 def test_the_registry_lists_declared_knobs_with_type_default_and_bounds() -> None:
-    from service.api.registry import registry
+    from stagetune.service.api.registry import registry
 
     listed = registry().model_dump()
     knobs = {k["name"]: k for k in listed["models"]["knob_heads"]["knobs"]}
@@ -146,7 +146,7 @@ def test_timm_builds_untrained_and_loads_a_local_weights_file(
     import timm
     import torch
 
-    from workers.data import get_data_settings
+    from stagetune.workers.data import get_data_settings
 
     task = Task("digits", "timm", model_options={"arch": "mobilenetv3_small_050"})
     result = execute(TrialRequest(task, params={"batch_size": 128}, epochs=1))

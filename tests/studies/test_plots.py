@@ -15,14 +15,14 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from service.web import render_report
-from studies.errors import StudyNotFoundError
-from studies.plots import PLOTS, PlotSource, UnknownPlotError, create_plot
-from studies.plots._sampling import FIGURE_TRIALS, as_study, record_setters, sample_trials
-from studies.runner import Runner
-from studies.spec import load_spec
-from studies.stages import ORDER
-from studies.store import Store
+from stagetune.service.web import render_report
+from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.plots import PLOTS, PlotSource, UnknownPlotError, create_plot
+from stagetune.studies.plots._sampling import FIGURE_TRIALS, as_study, record_setters, sample_trials
+from stagetune.studies.runner import Runner
+from stagetune.studies.spec import load_spec
+from stagetune.studies.stages import ORDER
+from stagetune.studies.store import Store
 
 STUDY_KINDS = [k for k, kind in PLOTS.items() if not kind.per_trial]
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from studies.runner_actor import start_runner, stop_runner
+from stagetune.studies.runner_actor import start_runner, stop_runner
 from tests.studies.db_proxy import flaky_proxy
 from tests.studies.ray_support import (
     NO_PROBES,

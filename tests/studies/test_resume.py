@@ -13,9 +13,9 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from studies.runner import Runner
-from studies.spec import load_spec
-from studies.store import Store
+from stagetune.studies.runner import Runner
+from stagetune.studies.spec import load_spec
+from stagetune.studies.store import Store
 from tests.studies.ray_support import trials
 
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))

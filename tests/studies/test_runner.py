@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from studies.runner import Runner
-from studies.spec import load_spec
-from studies.stages import ORDER
-from studies.store import Store
+from stagetune.studies.runner import Runner
+from stagetune.studies.spec import load_spec
+from stagetune.studies.stages import ORDER
+from stagetune.studies.store import Store
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -61,7 +61,7 @@ def test_continue_on_failure_goes_past_a_failed_gate(tmp_path: Path) -> None:
 
 
 def test_a_spec_that_differs_from_the_stored_one_is_refused(tmp_path: Path) -> None:
-    from studies.errors import StudyConflictError
+    from stagetune.studies.errors import StudyConflictError
 
     store = Store(f"sqlite:///{tmp_path / 'c.db'}")
     quick = {"stages.coarse": {"trials": 1, "epochs": 1}, "stages.refine": {"enabled": False},
@@ -104,7 +104,7 @@ def test_warm_starts_beyond_refines_trials_are_never_left_waiting(tmp_path: Path
 def test_a_study_whose_dataset_cannot_load_fails_with_the_reason(tmp_path: Path) -> None:
     """It fails before its first stage (the objective follows from the dataset's task):
     recorded failed with why, not left pending for a supervisor to restart forever."""
-    from workers import StagetuneError
+    from stagetune.workers import StagetuneError
 
     spec = load_spec({"name": "no-data", "task": {"dataset": "cifar10", "model": "convnet"},
                       "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}})
@@ -138,8 +138,8 @@ def test_a_study_being_cancelled_is_not_taken_up_by_a_runner(tmp_path: Path) -> 
 def test_trials_failed_by_a_runner_restart_say_why(tmp_path: Path) -> None:
     """Trials a dead runner left running (here a confirm run, as in any trial stage) are
     failed on resume with a reason the API and the trial page show."""
-    from studies import views
-    from studies.search import fail_orphans, fail_waiting
+    from stagetune.studies import views
+    from stagetune.studies.search import fail_orphans, fail_waiting
 
     store = Store(f"sqlite:///{tmp_path / 'o.db'}")
     spec = spec_from_example("digits", name="orphans")

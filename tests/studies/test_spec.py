@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from studies.spec import SpecError, StudySpec, load_spec
-from workers.data import get_data_settings
+from stagetune.studies.spec import SpecError, StudySpec, load_spec
+from stagetune.workers.data import get_data_settings
 
 BASE: dict[str, Any] = {
     "name": "digits-convnet",

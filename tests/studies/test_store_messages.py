@@ -8,16 +8,16 @@ import logging
 import pytest
 from sqlalchemy.engine import make_url
 
-from studies.errors import StoreError
-from studies.stages import ORDER
-from studies.store import Store
+from stagetune.studies.errors import StoreError
+from stagetune.studies.stages import ORDER
+from stagetune.studies.store import Store
 
 
 def test_a_database_error_names_no_url_and_the_log_has_it(
         postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     store = Store(postgres_url)
     url = make_url(postgres_url)
-    with caplog.at_level(logging.WARNING, logger="studies.store"), \
+    with caplog.at_level(logging.WARNING, logger="stagetune.studies.store"), \
             pytest.raises(StoreError) as info:
         # PostgreSQL's JSON has no NaN: what a spec with NaN once reached
         store.open_study("nan", {"fixed": {"lr": float("nan")}}, list(ORDER))

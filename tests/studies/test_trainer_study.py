@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from studies.runner import Runner, objective_of
-from studies.spec import load_spec
-from studies.store import Store
+from stagetune.studies.runner import Runner, objective_of
+from stagetune.studies.spec import load_spec
+from stagetune.studies.store import Store
 from tests.workers import trainer_plugin  # noqa: F401  (registers the trainers)
 
 QUICK = {"coarse": {"trials": 4, "epochs": 1}, "refine": {"enabled": False},
@@ -96,9 +96,9 @@ def test_the_objective_of_a_trainer_study_needs_no_data(tmp_path: Path) -> None:
 
 def test_a_trainer_study_with_no_objective_fails_saying_where_to_give_one(tmp_path: Path
                                                                          ) -> None:
-    from studies.errors import SpecError
-    from studies.spec import stored_spec
-    from workers import StagetuneError
+    from stagetune.studies.errors import SpecError
+    from stagetune.studies.spec import stored_spec
+    from stagetune.workers import StagetuneError
 
     # refused at submit ...
     with pytest.raises(SpecError, match="task.objective: trainer 'own_loop_undeclared' "
@@ -144,7 +144,7 @@ def ray_with_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yields the file a running command trainer writes its pid to."""
     import ray
 
-    from studies.cluster import NAMESPACE
+    from stagetune.studies.cluster import NAMESPACE
 
     pid_file = tmp_path_factory.mktemp("ray-trainers") / "pid"
     root = str(Path(__file__).parents[2])
@@ -171,7 +171,7 @@ def test_a_command_study_runs_on_ray_and_a_cancel_kills_the_program(
         ray_with_plugin: Path, tmp_path: Path) -> None:
     import psutil
 
-    from studies.runner_actor import cancel_study, start_runner, stop_runner, wait_for
+    from stagetune.studies.runner_actor import cancel_study, start_runner, stop_runner, wait_for
     from tests.studies.ray_support import submit, trials, wait_until
 
     url = f"sqlite:///{tmp_path / 'ray.db'}"

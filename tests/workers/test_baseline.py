@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from workers import ConfigError, Task, TrialRequest, execute
-from workers.baseline import MAX_TRAIN_ROWS, run_baseline
-from workers.data import load_dataset
+from stagetune.workers import ConfigError, Task, TrialRequest, execute
+from stagetune.workers.baseline import MAX_TRAIN_ROWS, run_baseline
+from stagetune.workers.data import load_dataset
 
 
 def baseline(dataset: str, **options: object):  # noqa: ANN201

@@ -9,10 +9,10 @@ import multiprocessing
 import pytest
 import torch
 
-from workers import ConfigError, Task, TrialRequest, TrialResult, execute
-from workers.config import parse_params
-from workers.data import load_dataset
-from workers.models import build_model
+from stagetune.workers import ConfigError, Task, TrialRequest, TrialResult, execute
+from stagetune.workers.config import parse_params
+from stagetune.workers.data import load_dataset
+from stagetune.workers.models import build_model
 
 DIGITS = Task("digits", "convnet")
 MLP = Task("digits", "mlp")

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from workers.data import DATASETS, Dataset, DataSettings, load_dataset, register_dataset
-from workers.errors import ConfigError, DataNotFoundError
+from stagetune.workers.data import DATASETS, Dataset, DataSettings, load_dataset, register_dataset
+from stagetune.workers.errors import ConfigError, DataNotFoundError
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_ARCHIVES = (

@@ -12,9 +12,9 @@ from sklearn import datasets as skdatasets
 from torch.utils.data import TensorDataset
 
 from tests.workers import trainer_plugin  # noqa: F401  (registers the trainers)
-from workers import ConfigError, Task, TrialRequest, TrialResult, execute
-from workers.data import DATASETS, DataSettings, RawData, StreamData, load_dataset, register_dataset
-from workers.data_check import check_dataset
+from stagetune.workers import ConfigError, Task, TrialRequest, TrialResult, execute
+from stagetune.workers.data import DATASETS, DataSettings, RawData, StreamData, load_dataset, register_dataset
+from stagetune.workers.data_check import check_dataset
 
 if "wine_broken" not in DATASETS:  # process-wide registry: once
 

@@ -29,12 +29,12 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from workers import Task, TrialRequest, execute
-from workers.data import DATASETS, get_data_settings, load_dataset
-from workers.errors import ConfigError, DataNotFoundError
-from workers.knobs import parse_task_params
-from workers.models import MODELS, build_model
-from workers.request import Mode
+from stagetune.workers import Task, TrialRequest, execute
+from stagetune.workers.data import DATASETS, get_data_settings, load_dataset
+from stagetune.workers.errors import ConfigError, DataNotFoundError
+from stagetune.workers.knobs import parse_task_params
+from stagetune.workers.models import MODELS, build_model
+from stagetune.workers.request import Mode
 
 FULL = os.environ.get("STAGETUNE_FALSE_ALARMS", "") == "full"
 PROBES: tuple[Mode, ...] = ("init_check", "overfit", "lr_probe")

@@ -15,11 +15,11 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassCohenKappa
 
-from workers import ConfigError, Task, TrialRequest, execute
-from workers.data import RawData, dataset_loaded, load_dataset, register_dataset
-from workers.losses import LOSSES, bce_with_logits
-from workers.metrics import METRICS, Scorer, register_metric
-from workers.objective import (
+from stagetune.workers import ConfigError, Task, TrialRequest, execute
+from stagetune.workers.data import RawData, dataset_loaded, load_dataset, register_dataset
+from stagetune.workers.losses import LOSSES, bce_with_logits
+from stagetune.workers.metrics import METRICS, Scorer, register_metric
+from stagetune.workers.objective import (
     direction_of,
     initial_loss,
     objective_for,
@@ -27,7 +27,7 @@ from workers.objective import (
     task_kinds,
     task_metrics,
 )
-from workers.train import loss_fn
+from stagetune.workers.train import loss_fn
 
 PRIMES = (2, 3, 5, 7)
 
@@ -226,7 +226,7 @@ def test_the_multilabel_baseline_reports_the_objective_and_its_chance() -> None:
 def test_a_multilabel_split_is_checked() -> None:
     with pytest.raises(ConfigError, match="'classes' applies to classification.*multilabel"):
         load_dataset("digit_facts", {"classes": [0, 1]})
-    from workers.data._split import make_dataset
+    from stagetune.workers.data._split import make_dataset
 
     bad = RawData(np.zeros((20, 4), np.float32), np.full((20, 2), 0.5), "multilabel")
     with pytest.raises(ConfigError, match="must be 0 or 1"):

@@ -8,11 +8,11 @@ from typing import Any, get_args
 import pytest
 import torch
 
-from workers import Task, TrialRequest, execute
-from workers.config import Activation, Init, Norm, Pooling, Skip, parse_params
-from workers.data import load_dataset
-from workers.errors import ConfigError
-from workers.models import MODELS, build_model, register_model
+from stagetune.workers import Task, TrialRequest, execute
+from stagetune.workers.config import Activation, Init, Norm, Pooling, Skip, parse_params
+from stagetune.workers.data import load_dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models import MODELS, build_model, register_model
 
 # The models the package ships; tests may register plugins of their own (tests/conftest.py).
 BUILTIN = [n for n in MODELS.names() if MODELS.get(n).__module__.startswith("workers.")]

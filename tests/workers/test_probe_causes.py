@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from workers import Task, TrialRequest, TrialResult, execute
-from workers.config import ModelConfig
-from workers.data import Dataset
-from workers.models import MODELS, register_model
-from workers.probes import steepest_descent, suggest
-from workers.probes._lr_range import ignored_first
+from stagetune.workers import Task, TrialRequest, TrialResult, execute
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset
+from stagetune.workers.models import MODELS, register_model
+from stagetune.workers.probes import steepest_descent, suggest
+from stagetune.workers.probes._lr_range import ignored_first
 
 
 class _Then(nn.Module):
@@ -147,11 +147,11 @@ def test_the_lr_probe_ignores_the_first_tenth_of_the_sweep() -> None:
 
 
 def test_fixes_come_back_from_the_api_view_as_data(tmp_path: Path) -> None:
-    from service.schemas import StudyDetail
-    from studies.runner import Runner
-    from studies.spec import load_spec
-    from studies.store import Store
-    from studies.views import detail
+    from stagetune.service.schemas import StudyDetail
+    from stagetune.studies.runner import Runner
+    from stagetune.studies.spec import load_spec
+    from stagetune.studies.store import Store
+    from stagetune.studies.views import detail
 
     spec = load_spec({"name": "causes-fixes", "task": {"dataset": "digits",
                                                        "model": "causes_x100_mlp"},
@@ -167,9 +167,9 @@ def test_fixes_come_back_from_the_api_view_as_data(tmp_path: Path) -> None:
     assert view.status == "stopped"
 
     # the study page lists them, escaped
-    from service.web._templates import templates
-    from service.web.pages import ACTIONS, SECTIONS
-    from studies.plots import PLOTS
+    from stagetune.service.web._templates import templates
+    from stagetune.service.web.pages import ACTIONS, SECTIONS
+    from stagetune.studies.plots import PLOTS
 
     shown = detail(store, store.study("causes-fixes"))
     init = next(s for s in shown["stages"] if s["name"] == "init_check")

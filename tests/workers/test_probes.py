@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from workers import Task, TrialRequest, execute
-from workers.data import load_dataset
-from workers.models import MODELS
-from workers.probes import centred_average, plateaued, steepest_descent, suggest, valley_rule
+from stagetune.workers import Task, TrialRequest, execute
+from stagetune.workers.data import load_dataset
+from stagetune.workers.models import MODELS
+from stagetune.workers.probes import centred_average, plateaued, steepest_descent, suggest, valley_rule
 
 BUILT_IN = ["mlp", "convnet", "resnet", "torchvision"]
 
@@ -156,7 +156,7 @@ def test_centred_average_does_not_move_a_minimum() -> None:
 
 
 def test_probe_rejects_unknown_options() -> None:
-    from workers.errors import ConfigError
+    from stagetune.workers.errors import ConfigError
 
     with pytest.raises(ConfigError, match="allowed: samples, steps"):
         probe("overfit", smaples=10)

@@ -14,9 +14,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset as TorchDataset
 
-from workers import Task, TrialRequest, execute
-from workers.batches import StreamBatches, batches_for
-from workers.data import (
+from stagetune.workers import Task, TrialRequest, execute
+from stagetune.workers.batches import StreamBatches, batches_for
+from stagetune.workers.data import (
     DATASETS,
     Dataset,
     DataSettings,
@@ -26,7 +26,7 @@ from workers.data import (
     load_dataset,
     register_dataset,
 )
-from workers.errors import ConfigError
+from stagetune.workers.errors import ConfigError
 
 PER_CLASS = 40  # 400 PNGs: enough for a split, cheap to decode
 DIGITS = load_digits()

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from workers import Task, TrialRequest, execute
-from workers.config import parse_params
-from workers.data import load_dataset
-from workers.models import build_model
-from workers.optim import build_optimizer
+from stagetune.workers import Task, TrialRequest, execute
+from stagetune.workers.config import parse_params
+from stagetune.workers.data import load_dataset
+from stagetune.workers.models import build_model
+from stagetune.workers.optim import build_optimizer
 
 DIGITS = Task("digits", "convnet")
 

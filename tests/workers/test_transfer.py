@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from workers.config import parse_params
-from workers.data import Dataset, load_dataset
-from workers.errors import ConfigError
-from workers.models import body_blocks, build_model, parameter_groups, set_train_mode
-from workers.optim import build_optimizer
-from workers.runtime import seed_everything
-from workers.train import train
+from stagetune.workers.config import parse_params
+from stagetune.workers.data import Dataset, load_dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models import body_blocks, build_model, parameter_groups, set_train_mode
+from stagetune.workers.optim import build_optimizer
+from stagetune.workers.runtime import seed_everything
+from stagetune.workers.train import train
 
 CPU = torch.device("cpu")
 SOURCE = {"classes": [0, 1, 2, 3, 4]}

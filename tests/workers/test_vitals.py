@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers import Task, TrialRequest, execute
+from stagetune.workers import Task, TrialRequest, execute
 
 DIGITS_MLP = Task("digits", "mlp")
 

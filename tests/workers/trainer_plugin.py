@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from workers.trainers import (
+from stagetune.workers.trainers import (
     TRAINERS,
     TrainerContext,
     TrainerParts,

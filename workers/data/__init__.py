@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workers.data._settings import DataSettings, data_file, get_data_settings
+from stagetune.workers.data._settings import DataSettings, data_file, get_data_settings
 
 if TYPE_CHECKING:
-    from workers.data._base import Dataset, RawData, TaskKind
-    from workers.data._registry import (
+    from stagetune.workers.data._base import Dataset, RawData, TaskKind
+    from stagetune.workers.data._registry import (
         DATASETS,
         SPLIT_OPTIONS,
         check_options,
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         load_dataset,
         register_dataset,
     )
-    from workers.data._stream import AnyDataset, StreamData, StreamingDataset, loader_workers
+    from stagetune.workers.data._stream import AnyDataset, StreamData, StreamingDataset, loader_workers
 
 __all__ = [
     "AnyDataset",
@@ -52,8 +52,8 @@ _REGISTRY = ("DATASETS", "SPLIT_OPTIONS", "check_options", "dataset_loaded",
 
 def __getattr__(name: str) -> Any:
     if name in _BASE or name in _REGISTRY or name in _STREAM:
-        from workers.data import _base, _registry, _stream, _tabular, _vision  # noqa: F401  (fill the registry)
+        from stagetune.workers.data import _base, _registry, _stream, _tabular, _vision  # noqa: F401  (fill the registry)
 
         module = _base if name in _BASE else _stream if name in _STREAM else _registry
         return getattr(module, name)
-    raise AttributeError(f"module 'workers.data' has no attribute '{name}'")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

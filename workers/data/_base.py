@@ -85,7 +85,7 @@ class Dataset:
         """The loss of a model that knows nothing, under the kind's default loss: the label
         prior's entropy (cross-entropy), the mean per-label entropy (BCE) or the label
         variance (MSE). `workers.losses.expected_loss` gives it for any other loss."""
-        from workers.losses import DEFAULT_LOSS, LOSSES  # the losses use this class
+        from stagetune.workers.losses import DEFAULT_LOSS, LOSSES  # the losses use this class
 
         return float(LOSSES.entry(DEFAULT_LOSS[self.task]).info["expected"](self))
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from workers.config import describe_validation_error
-from workers.data._base import Dataset, RawData
-from workers.data._settings import DataSettings, get_data_settings
-from workers.data._split import check_split, make_dataset
-from workers.data._stream import StreamData, StreamingDataset, stream_dataset
-from workers.errors import ConfigError
-from workers.registry import Registry
+from stagetune.workers.config import describe_validation_error
+from stagetune.workers.data._base import Dataset, RawData
+from stagetune.workers.data._settings import DataSettings, get_data_settings
+from stagetune.workers.data._split import check_split, make_dataset
+from stagetune.workers.data._stream import StreamData, StreamingDataset, stream_dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.registry import Registry
 
 DatasetFactory = Callable[..., RawData | StreamData]
 
@@ -38,7 +38,7 @@ def register_dataset(name: str, *, knobs: type[BaseModel] | None = None,
     own rule does not fit. All of it is kept in the entry's info, so a spec can be checked
     without loading the data.
     """
-    from workers.losses import register_loss  # the losses import torch
+    from stagetune.workers.losses import register_loss  # the losses import torch
 
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if loss is not None and not isinstance(loss, str) and not callable(loss):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.errors import ConfigError
-from workers.settings import Settings, get_settings
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.settings import Settings, get_settings
 
 # The data settings are the process's one Settings (workers/settings.py): STAGETUNE_DATA_DIR,
 # STAGETUNE_ALLOW_DOWNLOAD, STAGETUNE_FASHION_MNIST_SYSTEM_DIR, STAGETUNE_LOADER_WORKERS.

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from workers.data._base import TASK_KINDS, Dataset, RawData
-from workers.errors import ConfigError
+from stagetune.workers.data._base import TASK_KINDS, Dataset, RawData
+from stagetune.workers.errors import ConfigError
 
 
 def make_dataset(

@@ -22,10 +22,10 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from workers.data._base import Dataset
-from workers.data._settings import get_data_settings
-from workers.data._split import _cap, _check_stratifiable, _select_classes, check_split
-from workers.errors import ConfigError
+from stagetune.workers.data._base import Dataset
+from stagetune.workers.data._settings import get_data_settings
+from stagetune.workers.data._split import _cap, _check_stratifiable, _select_classes, check_split
+from stagetune.workers.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class StreamingDataset:
     @property
     def expected_initial_loss(self) -> float:
         """As `Dataset.expected_initial_loss`, from the sampled label facts."""
-        from workers.losses import DEFAULT_LOSS, LOSSES
+        from stagetune.workers.losses import DEFAULT_LOSS, LOSSES
 
         return float(LOSSES.entry(DEFAULT_LOSS[self.task]).info["expected"](self))
 

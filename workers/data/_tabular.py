@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn import datasets as skdatasets
 
-from workers.data._base import RawData
-from workers.data._registry import register_dataset
-from workers.data._settings import DataSettings
-from workers.errors import ConfigError
+from stagetune.workers.data._base import RawData
+from stagetune.workers.data._registry import register_dataset
+from stagetune.workers.data._settings import DataSettings
+from stagetune.workers.errors import ConfigError
 
 
 @register_dataset("digits")

@@ -14,11 +14,11 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 from torchvision.transforms.functional import pil_to_tensor
 
-from workers.data._base import RawData
-from workers.data._registry import register_dataset
-from workers.data._settings import DataSettings
-from workers.data._stream import StreamData
-from workers.errors import ConfigError, DataNotFoundError
+from stagetune.workers.data._base import RawData
+from stagetune.workers.data._registry import register_dataset
+from stagetune.workers.data._settings import DataSettings
+from stagetune.workers.data._stream import StreamData
+from stagetune.workers.errors import ConfigError, DataNotFoundError
 
 _IDX_FILES = (
     "train-images-idx3-ubyte",

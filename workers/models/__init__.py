@@ -5,13 +5,13 @@ from __future__ import annotations
 from pydantic import BaseModel
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import AnyDataset
-from workers.models import _convnet, _mlp, _resnet, _timm, _torchvision  # noqa: F401  (fill the registry)
-from workers.models._registry import MODELS, ModelFactory, register_model
-from workers.models._timm import timm_architectures
-from workers.models._torchvision import architectures
-from workers.models._transfer import (
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import AnyDataset
+from stagetune.workers.models import _convnet, _mlp, _resnet, _timm, _torchvision  # noqa: F401  (fill the registry)
+from stagetune.workers.models._registry import MODELS, ModelFactory, register_model
+from stagetune.workers.models._timm import timm_architectures
+from stagetune.workers.models._torchvision import architectures
+from stagetune.workers.models._transfer import (
     apply_transfer,
     body_blocks,
     parameter_groups,

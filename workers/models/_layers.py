@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.errors import ConfigError
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.errors import ConfigError
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,

@@ -7,10 +7,10 @@ import math
 import torch
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset
-from workers.models._layers import Skip, activation, init_weights, norm
-from workers.models._registry import register_model
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset
+from stagetune.workers.models._layers import Skip, activation, init_weights, norm
+from stagetune.workers.models._registry import register_model
 
 
 class MLP(nn.Module):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from workers.registry import Registry
+from stagetune.workers.registry import Registry
 
 # (data, cfg) -> module; a model registered with knobs=K is called (data, cfg, K instance)
 ModelFactory = Callable[..., nn.Module]

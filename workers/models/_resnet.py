@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset
-from workers.models._convnet import spatial_dims_of
-from workers.models._layers import activation, conv, init_weights, norm
-from workers.models._registry import register_model
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset
+from stagetune.workers.models._convnet import spatial_dims_of
+from stagetune.workers.models._layers import activation, conv, init_weights, norm
+from stagetune.workers.models._registry import register_model
 
 
 class BasicBlock(nn.Module):

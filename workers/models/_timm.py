@@ -8,10 +8,10 @@ import functools
 import torch
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset
-from workers.errors import ConfigError
-from workers.models._registry import register_model
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models._registry import register_model
 
 
 @functools.cache

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import get_data_settings
-from workers.errors import ConfigError
-from workers.models._layers import activation
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import get_data_settings
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models._layers import activation
 
 
 def body_blocks(model: nn.Module) -> list[nn.Module]:

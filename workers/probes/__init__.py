@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from workers.errors import ConfigError
-from workers.probes._init_check import init_check
-from workers.probes._lr_range import (
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.probes._init_check import init_check
+from stagetune.workers.probes._lr_range import (
     centred_average,
     lr_probe,
     steepest_descent,
     suggest,
     valley_rule,
 )
-from workers.probes._overfit import overfit, plateaued
-from workers.request import TrialRequest, TrialResult
+from stagetune.workers.probes._overfit import overfit, plateaued
+from stagetune.workers.request import TrialRequest, TrialResult
 
 PROBES: dict[str, Callable[[TrialRequest], TrialResult]] = {
     "init_check": init_check,

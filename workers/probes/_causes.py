@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.config import ModelConfig, TrainConfig
+from stagetune.workers.config import ModelConfig, TrainConfig
 
 # Share of a rectifier's units off for every sample of the batch. Narrow deep nets without
 # normalisation lose up to ~45% of a 16-unit layer at init and still train (digits, mnist1d,

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.config import ModelConfig, TrainConfig
-from workers.data import AnyDataset, load_dataset
-from workers.errors import ConfigError
-from workers.knobs import parse_task_params
-from workers.models import build_model
-from workers.request import TrialRequest, TrialResult
-from workers.runtime import pick_device, seed_everything
+from stagetune.workers.config import ModelConfig, TrainConfig
+from stagetune.workers.data import AnyDataset, load_dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.knobs import parse_task_params
+from stagetune.workers.models import build_model
+from stagetune.workers.request import TrialRequest, TrialResult
+from stagetune.workers.runtime import pick_device, seed_everything
 
 
 @dataclass

@@ -17,21 +17,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import AnyDataset
-from workers.models import count_parameters
-from workers.objective import initial_loss, loss_name
-from workers.probes import _causes as causes
-from workers.probes._common import option, prepare, verdict
-from workers.probes._signals import (
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import AnyDataset
+from stagetune.workers.models import count_parameters
+from stagetune.workers.objective import initial_loss, loss_name
+from stagetune.workers.probes import _causes as causes
+from stagetune.workers.probes._common import option, prepare, verdict
+from stagetune.workers.probes._signals import (
     LAYERS,
     Record,
     are_probabilities,
     gradient_state,
     recording,
 )
-from workers.request import TrialRequest, TrialResult
-from workers.train import loss_fn
+from stagetune.workers.request import TrialRequest, TrialResult
+from stagetune.workers.train import loss_fn
 
 OPTIONS = ("batches",)
 LOSS_OK, LOSS_WARN = 1.5, 3.0  # allowed ratio to the expected loss, either way

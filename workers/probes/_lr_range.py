@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.config import TrainConfig
-from workers.errors import ConfigError
-from workers.models import count_parameters, set_train_mode
-from workers.optim import build_optimizer
-from workers.probes._causes import fix
-from workers.probes._common import ProbeSetup, option, prepare, verdict
-from workers.request import TrialRequest, TrialResult
-from workers.train import loss_fn
+from stagetune.workers.config import TrainConfig
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models import count_parameters, set_train_mode
+from stagetune.workers.optim import build_optimizer
+from stagetune.workers.probes._causes import fix
+from stagetune.workers.probes._common import ProbeSetup, option, prepare, verdict
+from stagetune.workers.request import TrialRequest, TrialResult
+from stagetune.workers.train import loss_fn
 
 # smoothing and diverge_factor: the running average that ends the sweep once it diverges.
 OPTIONS = ("iterations", "lr_min", "lr_max", "smoothing", "diverge_factor", "max_epochs")

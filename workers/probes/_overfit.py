@@ -18,15 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.errors import ConfigError
-from workers.models import count_parameters, set_train_mode
-from workers.objective import loss_name
-from workers.optim import build_optimizer
-from workers.probes import _causes as causes
-from workers.probes._common import ProbeSetup, option, prepare, verdict
-from workers.probes._signals import Record, are_probabilities, gradient_state, recording
-from workers.request import TrialRequest, TrialResult
-from workers.train import loss_fn
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models import count_parameters, set_train_mode
+from stagetune.workers.objective import loss_name
+from stagetune.workers.optim import build_optimizer
+from stagetune.workers.probes import _causes as causes
+from stagetune.workers.probes._common import ProbeSetup, option, prepare, verdict
+from stagetune.workers.probes._signals import Record, are_probabilities, gradient_state, recording
+from stagetune.workers.request import TrialRequest, TrialResult
+from stagetune.workers.train import loss_fn
 
 OPTIONS = ("samples", "steps", "target_fraction", "max_epochs")
 # Regularisation and augmentation are off: they exist to stop exactly this fit.

@@ -1,6 +1,6 @@
 """Trainers: training functions of the user's own, and programs, registered by name.
 
-    from workers.trainers import TrainerParts, register_command, register_trainer
+    from stagetune.workers.trainers import TrainerParts, register_command, register_trainer
 
     @register_trainer("my_loop", knobs=MyKnobs, parts=my_parts)
     def my_loop(ctx):
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workers.trainers._errors import CommandError, TrainerError
-from workers.trainers._parts import TrainerParts
-from workers.trainers._registry import (
+from stagetune.workers.trainers._errors import CommandError, TrainerError
+from stagetune.workers.trainers._parts import TrainerParts
+from stagetune.workers.trainers._registry import (
     TRAINERS,
     TrainerFunction,
     register_command,
@@ -31,9 +31,9 @@ from workers.trainers._registry import (
 )
 
 if TYPE_CHECKING:
-    from workers.trainers._context import TrainerContext
-    from workers.trainers._probes import probe_trainer
-    from workers.trainers._run import run_trainer
+    from stagetune.workers.trainers._context import TrainerContext
+    from stagetune.workers.trainers._probes import probe_trainer
+    from stagetune.workers.trainers._run import run_trainer
 
 __all__ = ["TRAINERS", "CommandError", "TrainerContext", "TrainerError", "TrainerFunction",
            "TrainerParts", "probe_trainer", "register_command",
@@ -46,5 +46,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f"workers.trainers.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'workers.trainers' has no attribute '{name}'")
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from workers.errors import ConfigError
+from stagetune.workers.errors import ConfigError
 
 FORMAT = "stagetune-trainer-1"
 

@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from workers.config import KNOWN_PARAMS
-from workers.errors import ConfigError
-from workers.trainers._errors import CommandError
+from stagetune.workers.config import KNOWN_PARAMS
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.trainers._errors import CommandError
 
 if TYPE_CHECKING:
-    from workers.trainers._context import TrainerContext
+    from stagetune.workers.trainers._context import TrainerContext
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from workers.config import ModelConfig, TrainConfig
-from workers.request import Metrics
-from workers.trainers import _checkpoint
+from stagetune.workers.config import ModelConfig, TrainConfig
+from stagetune.workers.request import Metrics
+from stagetune.workers.trainers import _checkpoint
 
 log = logging.getLogger(__name__)
 

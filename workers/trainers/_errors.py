@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.errors import StagetuneError
+from stagetune.workers.errors import StagetuneError
 
 
 class TrainerError(StagetuneError):

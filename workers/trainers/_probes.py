@@ -17,21 +17,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from workers.config import TrainConfig
-from workers.errors import ConfigError
-from workers.models import count_parameters, set_train_mode
-from workers.optim import build_optimizer
-from workers.probes._common import option
-from workers.probes._init_check import _judge_gradients, _rank
-from workers.probes._init_check import _judge_loss as _judge_init_loss
-from workers.probes._lr_range import _judge as _judge_lr
-from workers.probes._overfit import NO_REGULARISATION, STOP_RULE, _fit
-from workers.probes._overfit import _judge as _judge_overfit
-from workers.request import TrialRequest, TrialResult
-from workers.trainers._context import TrainerContext
-from workers.trainers._parts import TrainerParts
-from workers.trainers._registry import TRAINERS
-from workers.trainers._run import make_context
+from stagetune.workers.config import TrainConfig
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models import count_parameters, set_train_mode
+from stagetune.workers.optim import build_optimizer
+from stagetune.workers.probes._common import option
+from stagetune.workers.probes._init_check import _judge_gradients, _rank
+from stagetune.workers.probes._init_check import _judge_loss as _judge_init_loss
+from stagetune.workers.probes._lr_range import _judge as _judge_lr
+from stagetune.workers.probes._overfit import NO_REGULARISATION, STOP_RULE, _fit
+from stagetune.workers.probes._overfit import _judge as _judge_overfit
+from stagetune.workers.request import TrialRequest, TrialResult
+from stagetune.workers.trainers._context import TrainerContext
+from stagetune.workers.trainers._parts import TrainerParts
+from stagetune.workers.trainers._registry import TRAINERS
+from stagetune.workers.trainers._run import make_context
 
 PROBE_MODES = ("init_check", "overfit", "lr_probe")
 OVERRIDES: dict[str, dict[str, Any]] = {"init_check": {}, "overfit": NO_REGULARISATION,

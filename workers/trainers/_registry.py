@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from workers.errors import ConfigError
-from workers.registry import Entry, Registry
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.registry import Entry, Registry
 
 if TYPE_CHECKING:
-    from workers.trainers._context import TrainerContext
-    from workers.trainers._parts import TrainerParts
+    from stagetune.workers.trainers._context import TrainerContext
+    from stagetune.workers.trainers._parts import TrainerParts
 
 TrainerFunction = Callable[["TrainerContext"], object]
 """fn(ctx) -> None: trains, calling ctx.report(epoch, metrics) after each epoch."""
@@ -67,7 +67,7 @@ def register_command(name: str, argv: Sequence[str], *, knobs: type[BaseModel] |
     `{lr}`, `{epochs}`, `{seed}`, `{device}`, `{start_epoch}`, `{checkpoint_dir}` filled in
     per trial; it prints JSON lines of metrics on stdout (see workers.trainers._command).
     `description` is what the registry API says of it (its argv is never shown)."""
-    from workers.trainers._command import CommandTrainer  # no torch: plain subprocess
+    from stagetune.workers.trainers._command import CommandTrainer  # no torch: plain subprocess
 
     _check_declared(name, objective, direction)
     if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):

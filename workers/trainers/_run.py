@@ -11,14 +11,14 @@ from typing import Any
 
 import torch
 
-from workers.errors import ConfigError, StagetuneError
-from workers.knobs import parse_task_params
-from workers.request import TrialRequest, TrialResult
-from workers.runtime import pick_device, seed_everything
-from workers.trainers._checkpoint import unpack
-from workers.trainers._context import Report, Save, TrainerContext, TrainerStop
-from workers.trainers._errors import TrainerError
-from workers.trainers._registry import TRAINERS
+from stagetune.workers.errors import ConfigError, StagetuneError
+from stagetune.workers.knobs import parse_task_params
+from stagetune.workers.request import TrialRequest, TrialResult
+from stagetune.workers.runtime import pick_device, seed_everything
+from stagetune.workers.trainers._checkpoint import unpack
+from stagetune.workers.trainers._context import Report, Save, TrainerContext, TrainerStop
+from stagetune.workers.trainers._errors import TrainerError
+from stagetune.workers.trainers._registry import TRAINERS
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def make_context(request: TrialRequest, report: Report | None = None,
     knobs = parse_task_params(replace(task, model_options={}), params)
     data = None
     if task.dataset is not None:
-        from workers.data import load_dataset
+        from stagetune.workers.data import load_dataset
 
         data = load_dataset(task.dataset, knobs.dataset_options)
     metric, direction = objective_of_request(request)
@@ -50,7 +50,7 @@ def make_context(request: TrialRequest, report: Report | None = None,
 def objective_of_request(request: TrialRequest) -> tuple[str | None, str | None]:
     """The metric every report must hold and its direction: the request's, else the
     trainer's declared one; (None, None) when neither names one (nothing to check)."""
-    from workers.objective import objective_for
+    from stagetune.workers.objective import objective_for
 
     task = request.task
     if request.objective is None and not TRAINERS.entry(str(task.trainer)).info.get("objective"):

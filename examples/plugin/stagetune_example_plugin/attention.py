@@ -10,10 +10,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from workers.config import ModelConfig
-from workers.data import Dataset
-from workers.errors import ConfigError
-from workers.models import register_model
+from stagetune.workers.config import ModelConfig
+from stagetune.workers.data import Dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.models import register_model
 
 
 class AttentionKnobs(BaseModel):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.trainers import register_command
+from stagetune.workers.trainers import register_command
 
 SCRIPT = Path(__file__).with_name("scripts") / "digits_numpy.py"
 

@@ -16,9 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from workers.data import Dataset
-from workers.errors import ConfigError
-from workers.trainers import TrainerContext, TrainerParts, register_trainer
+from stagetune.workers.data import Dataset
+from stagetune.workers.errors import ConfigError
+from stagetune.workers.trainers import TrainerContext, TrainerParts, register_trainer
 
 
 class LoopKnobs(BaseModel):

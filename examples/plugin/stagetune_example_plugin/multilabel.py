@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.datasets import load_digits
 
-from workers.data import DataSettings, RawData, register_dataset
+from stagetune.workers.data import DataSettings, RawData, register_dataset
 
 # tag -> the digits that have it
 TAGS: dict[str, frozenset[int]] = {

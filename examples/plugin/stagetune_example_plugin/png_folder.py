@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torchvision.datasets import FashionMNIST
 from torchvision.io import write_png
 
-from workers.data import DATASETS, DataSettings, RawData, StreamData, register_dataset
+from stagetune.workers.data import DATASETS, DataSettings, RawData, StreamData, register_dataset
 
 
 class PngKnobs(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from studies.store._tables import Base
+from stagetune.studies.store._tables import Base
 
 # Optuna keeps its revision in `alembic_version`; ours must not share it.
 VERSION_TABLE = "stagetune_alembic_version"
