@@ -16,7 +16,13 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from stagetune.workers.config import KNOWN_PARAMS, ModelConfig, TrainConfig, describe_validation_error, parse_params
+from stagetune.workers.config import (
+    KNOWN_PARAMS,
+    ModelConfig,
+    TrainConfig,
+    describe_validation_error,
+    parse_params,
+)
 from stagetune.workers.errors import ConfigError
 from stagetune.workers.request import Task
 

@@ -25,7 +25,15 @@ from pydantic import TypeAdapter
 from stagetune.studies.lr_ranges import declared_space
 from stagetune.studies.plan import rungs
 from stagetune.studies.samplers import SoftPriorSampler
-from stagetune.studies.search import NOT_RUN, Proposal, SearchPlan, fail_waiting, run_trials, tally, top_trials
+from stagetune.studies.search import (
+    NOT_RUN,
+    Proposal,
+    SearchPlan,
+    fail_waiting,
+    run_trials,
+    tally,
+    top_trials,
+)
 from stagetune.studies.space import dims, distribution, knobs, suggest
 from stagetune.studies.spec import Param
 from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage

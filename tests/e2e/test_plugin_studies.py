@@ -26,10 +26,10 @@ from playwright.sync_api import Browser
 
 from stagetune.service.client import Client
 from stagetune.studies.plots import PLOTS
+from stagetune.workers.data import DATASETS, DataSettings, StreamData
 from tests.service.server import Server
 from tests.service.test_api import wait_for_status
 from tests.service.test_dashboard import assert_every_figure_rendered, visit
-from stagetune.workers.data import DATASETS, DataSettings, StreamData
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "plugin"
 ENDED = ("completed", "stopped", "failed", "cancelled")

@@ -21,6 +21,9 @@ from optuna.trial import TrialState
 from stagetune.studies.runner_actor import cancel_study, find_runner, start_runner, stop_runner, wait_for
 from stagetune.studies.store import Store
 from stagetune.studies.weights import fetch_weights
+from stagetune.workers.config import parse_params
+from stagetune.workers.data import load_dataset
+from stagetune.workers.models import build_model
 from tests.studies.ray_support import (
     NO_PROBES,
     digits_spec,
@@ -31,9 +34,6 @@ from tests.studies.ray_support import (
     wait_until,
 )
 from tests.studies.test_runner import spec_from_example
-from stagetune.workers.config import parse_params
-from stagetune.workers.data import load_dataset
-from stagetune.workers.models import build_model
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))

@@ -11,10 +11,10 @@ import torch
 from sklearn import datasets as skdatasets
 from torch.utils.data import TensorDataset
 
-from tests.workers import trainer_plugin  # noqa: F401  (registers the trainers)
 from stagetune.workers import ConfigError, Task, TrialRequest, TrialResult, execute
 from stagetune.workers.data import DATASETS, DataSettings, RawData, StreamData, load_dataset, register_dataset
 from stagetune.workers.data_check import check_dataset
+from tests.workers import trainer_plugin  # noqa: F401  (registers the trainers)
 
 if "wine_broken" not in DATASETS:  # process-wide registry: once
 

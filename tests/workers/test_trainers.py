@@ -11,9 +11,9 @@ import psutil
 import pytest
 from pydantic import BaseModel
 
-from tests.workers import trainer_plugin  # noqa: F401  (registers the trainers)
 from stagetune.workers import ConfigError, Task, TrialRequest, TrialResult, execute
 from stagetune.workers.trainers import TrainerError, register_command, register_trainer
+from tests.workers import trainer_plugin  # noqa: F401  (registers the trainers)
 
 ON_DIGITS = Task("digits", None, trainer="own_loop")
 OWN_DATA = Task(None, None, trainer="own_loop")
