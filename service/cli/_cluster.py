@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import math
@@ -136,8 +137,10 @@ def _settle_ray_auth() -> bool:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
-    except ImportError:  # a Ray without token authentication
-        return False
+    except ImportError:  # pyproject pins Ray to versions that have it
+        raise fail(f"Ray {importlib.metadata.version('ray')} moved its token authentication setup; stagetune "
+                   "supports Ray 2.52 to 2.60 (set RAY_AUTH_MODE=token or disabled to "
+                   "decide it yourself)") from None
     if maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
         return True
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a token file that appears later changes nothing
