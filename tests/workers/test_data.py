@@ -24,7 +24,7 @@ IDX_ARCHIVES = (
 )
 
 # The datasets the package ships; tests may register plugins of their own.
-BUILTIN = [n for n in DATASETS.names() if DATASETS.get(n).__module__.startswith("workers.")]
+BUILTIN = [n for n in DATASETS.names() if DATASETS.get(n).__module__.startswith("stagetune.workers.")]
 # Datasets that only torchvision's checksummed download can provide: offline they must
 # say how to get them.
 NEEDS_DOWNLOAD = ("cifar10", "cifar100")

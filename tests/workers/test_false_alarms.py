@@ -41,8 +41,8 @@ PROBES: tuple[Mode, ...] = ("init_check", "overfit", "lr_probe")
 
 # What the package ships; tests register plugins of their own (tests/conftest.py).
 BUILTIN_DATASETS = [n for n in DATASETS.names()
-                    if DATASETS.get(n).__module__.startswith("workers.")]
-BUILTIN_MODELS = [n for n in MODELS.names() if MODELS.get(n).__module__.startswith("workers.")]
+                    if DATASETS.get(n).__module__.startswith("stagetune.workers.")]
+BUILTIN_MODELS = [n for n in MODELS.names() if MODELS.get(n).__module__.startswith("stagetune.workers.")]
 
 # Options that keep a big dataset small; the others load as a user gets them.
 SUBSET = {"subset": 2000, "val_subset": 500}

@@ -15,7 +15,7 @@ from stagetune.workers.errors import ConfigError
 from stagetune.workers.models import MODELS, build_model, register_model
 
 # The models the package ships; tests may register plugins of their own (tests/conftest.py).
-BUILTIN = [n for n in MODELS.names() if MODELS.get(n).__module__.startswith("workers.")]
+BUILTIN = [n for n in MODELS.names() if MODELS.get(n).__module__.startswith("stagetune.workers.")]
 # The dataset and options each model is tried with; others get digits and defaults.
 MODEL_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet": ("digits", {"width": 8, "depth": 1}),
