@@ -8,9 +8,11 @@ Every few seconds, and at once when the API writes (`kick`), it reads the store:
   process to come up;
 - a study that is cancelling has its runner stop it (the runner records it cancelled);
   with no runner working on it, it is recorded cancelled here;
-- a runner whose study ended or was deleted is stopped, whoever started it (runners are
+- a runner whose study ended or was deleted is stopped once its thread has ended (it may
+  still be handing the study to the end-of-study hooks), whoever started it (runners are
   detached and found by name, so a restarted service stops its predecessor's too),
-  freeing its process; the store keeps everything it did.
+  freeing its process; the store keeps everything it did. A study cancelled with no
+  runner on it has its hooks asked for here.
 
 One study's trouble (deleted meanwhile, a runner that will not start) never stops a tick
 for the others. One service per store: two services on two Ray clusters would each start
@@ -30,6 +32,8 @@ from stagetune.studies.errors import StudyNotFoundError
 from stagetune.studies.runner import CANCELLED
 from stagetune.studies.runner_actor import find_runner, launch_runner, runner_studies, stop_runner
 from stagetune.studies.store import Store, is_database_error
+from stagetune.studies.study_end import WAIT_SECONDS as HOOKS_WAIT_SECONDS
+from stagetune.studies.study_end import study_ended_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class Supervisor:
         self._actors: dict[str, Any] = {}  # study -> its runner, as far as we know
         self._starting: dict[str, ray.ObjectRef] = {}  # study -> a start not answered yet
         self._cancels: dict[str, ray.ObjectRef] = {}  # study -> a cancel not answered yet
+        self._stopping: dict[str, ray.ObjectRef] = {}  # study -> its ended runner's wait
         self._failures: dict[str, int] = {}  # study -> starts in a row its runner died in
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -88,7 +93,8 @@ class Supervisor:
     def _collect(self) -> None:
         """Hear from the starts and cancels sent on earlier ticks that have answered."""
         for calls, answered in ((self._starting, self._started),
-                                (self._cancels, self._cancelled)):
+                                (self._cancels, self._cancelled),
+                                (self._stopping, self._runner_done)):
             if not calls:
                 continue
             ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=0)
@@ -155,7 +161,7 @@ class Supervisor:
             return
         actor = self._actors.get(name) or find_runner(name, self.store.url)
         if actor is None:  # pending, or its runner is gone: nothing runs
-            self.store.set_status(name, "cancelled", CANCELLED, only_from=("cancelling",))
+            self._record_cancelled(name)
             return
         self._actors[name], self._cancels[name] = actor, actor.cancel.remote()
 
@@ -166,7 +172,12 @@ class Supervisor:
             self._actors.pop(name, None)
             stopped = False
         if not stopped:
-            self.store.set_status(name, "cancelled", CANCELLED, only_from=("cancelling",))
+            self._record_cancelled(name)
+
+    def _record_cancelled(self, name: str) -> None:
+        """No runner ran it to its end, so none runs its end-of-study hooks: ask for them."""
+        if self.store.set_status(name, "cancelled", CANCELLED, only_from=("cancelling",)):
+            study_ended_elsewhere(self.store.url, name)
 
     # -- ended and deleted studies ----------------------------------------------------
 
@@ -175,15 +186,34 @@ class Supervisor:
             status: str | None = self.store.study(name).status
         except StudyNotFoundError:
             status = None
-        if status in KEEP:  # resubmitted or resumed since this tick read the store
+        if status in KEEP or name in self._stopping:  # resumed since this tick read the store
             return
         self._starting.pop(name, None)
         self._cancels.pop(name, None)
         self._failures.pop(name, None)
-        actor = self._actors.pop(name, None) or find_runner(name, self.store.url)
-        if actor is not None:
-            stop_runner(actor)
-            log.info("study %s is %s: its runner is stopped", name, status or "deleted")
+        actor = self._actors.get(name) or find_runner(name, self.store.url)
+        if actor is None:
+            return
+        # Its thread may still be about to hand the study to the end-of-study hooks: stop
+        # the runner once that thread has ended (a call sent to the hook actor survives).
+        self._actors[name] = actor
+        self._stopping[name] = actor.wait.remote(HOOKS_WAIT_SECONDS + 60)
+
+    def _runner_done(self, name: str, ref: ray.ObjectRef) -> None:
+        actor = self._actors.pop(name)
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayActorError:  # gone already
+            return
+        try:
+            status: str | None = self.store.study(name).status
+        except StudyNotFoundError:
+            status = None
+        if status in KEEP:  # resumed while it finished: the same runner takes it up
+            self._actors[name] = actor
+            return
+        stop_runner(actor)
+        log.info("study %s is %s: its runner is stopped", name, status or "deleted")
 
 
 def _reason(exc: BaseException) -> str:

@@ -60,6 +60,18 @@ def study_ended(store_url: str, study: str, result: dict[str, Any] | None) -> No
         log.exception("study %s: its end-of-study hooks (MLflow export, webhook) failed", study)
 
 
+def study_ended_elsewhere(store_url: str, study: str) -> None:
+    """Ask the hook actor to run the configured hooks for `study`, which ended with no
+    runner to run them (it was cancelled while pending); does not wait, never raises."""
+    hooks = Hooks.from_settings(get_settings())
+    if not hooks.any:
+        return
+    try:
+        hook_actor().run.remote(store_url, study, "", hooks)
+    except Exception:
+        log.exception("study %s: its end-of-study hooks (MLflow export, webhook) failed", study)
+
+
 def hook_actor() -> Any:
     """The cluster's hook actor, created if none is alive. A service creates it when it
     starts (service/app.py): a call to an actor still coming up waits in its caller, and
