@@ -164,3 +164,21 @@ def test_a_finished_study_posts_its_summary_and_leaves_one_mlflow_run_per_trial(
     assert len(winner) == 1 and winner[0].data.tags["stagetune.stage"] == "confirm"
     files = [f.path for f in client.list_artifacts(winner[0].info.run_id, "weights")]
     assert files == ["weights/weights.pt"]
+
+
+def test_a_study_cancelled_as_soon_as_it_is_submitted_sends_its_webhook(
+        hooked: tuple[Receiver, str, Path], server: Server) -> None:
+    """Cancelled before any runner ran it, or by its runner moments in: either way the
+    study ended, and the receiver hears so."""
+    receiver = hooked[0]
+    spec = digits_spec("cancelled-early", resources={"max_concurrent": 2}, stages={**NO_PROBES, "coarse": {"trials": 4, "epochs": 30},
+                                                  "refine": {"enabled": False},
+                                                  "confirm": {"enabled": False}})
+    with Client(server.url) as api:
+        api.submit(spec)
+        api.cancel("cancelled-early")
+        assert wait_for_status(api, "cancelled-early", ("cancelled",), 120)["status"] == "cancelled"
+    ended = wait_until(lambda: [r for r in receiver.received
+                                if r["body"].get("study") == "cancelled-early"], 120,
+                       "the cancelled study's webhook is delivered")
+    assert len(ended) == 1 and ended[0]["body"]["status"] == "cancelled"
