@@ -200,7 +200,9 @@ class Supervisor:
         self._stopping[name] = actor.wait.remote(HOOKS_WAIT_SECONDS + 60)
 
     def _runner_done(self, name: str, ref: ray.ObjectRef) -> None:
-        actor = self._actors.pop(name)
+        actor = self._actors.pop(name, None) or find_runner(name, self.store.url)
+        if actor is None:
+            return
         try:
             ray.get(ref)
         except ray.exceptions.RayActorError:  # gone already
