@@ -18,4 +18,5 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+# constraints.txt: the versions the suite was run on (scripts/lock.sh), the image's too
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import typer
 
 from stagetune.service.cli._cluster import PASS_THROUGH, head, worker
@@ -18,6 +20,20 @@ EPILOG = ("Exit codes: 0 ok; 1 an error (the service unreachable, a study that f
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="stagetune: staged hyperparameter search for PyTorch training.",
                   epilog=EPILOG)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"stagetune {importlib.metadata.version('stagetune')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print stagetune's version and exit.")) -> None:
+    """stagetune: staged hyperparameter search for PyTorch training."""
+
+
 for command in (train, probe, run, resume, validate, schema, serve, submit, status, trials,
                 best, model, cancel, delete, report):
     app.command()(command)

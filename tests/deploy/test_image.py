@@ -31,27 +31,30 @@ def instructions(kind: str) -> list[str]:
 
 
 def test_the_image_is_python_3_11_slim_and_runs_as_a_user_that_is_not_root() -> None:
-    assert instructions("FROM") == ["python:3.11-slim-bookworm"]  # the machines' Debian
+    # a build stage and the runtime stage, both on the machines' Debian
+    assert [f.split()[0] for f in instructions("FROM")] == ["python:3.11-slim-bookworm"] * 2
     users = instructions("USER")
     assert users and users[-1] not in ("root", "0")
     assert f"useradd --create-home --uid 1000 {users[-1]}" in " ".join(instructions("RUN"))
 
 
-def test_the_image_installs_what_ci_installs() -> None:
-    runs = [shlex.split(r) for r in instructions("RUN")]
-    pip = [r for r in runs if r[:2] == ["pip", "install"]]
-    assert pip == [["pip", "install", "."]]  # the project from its own folder, torch from PyPI
+def test_the_image_installs_what_ci_installs_at_the_locked_versions() -> None:
+    pips = [p for r in instructions("RUN") for p in re.findall(r"pip (?:install|wheel) ([^&]*)", r)]
+    # the dependencies under the lock; the project's wheel, built under it and installed alone
+    assert [p.split()[:3] for p in pips] == [["-c", "constraints.txt", "-r"],
+                                             ["--no-deps", "-c", "constraints.txt"],
+                                             ["--no-deps", "/wheels/*.whl"]]
     install_sh = (REPO / "scripts" / "install.sh").read_text()
-    assert re.search(r"pip install -q -e '\.\[dev\]'", install_sh)  # the same project, editable
+    assert re.search(r"pip install -q -c constraints\.txt -e '\.\[dev\]'", install_sh)
     system = re.search(r"system_packages=\(([^)]*)\)", install_sh)
     assert system is not None
-    apt = next(r for r in runs if "apt-get" in r and "install" in r)
+    apt = next(shlex.split(r) for r in instructions("RUN") if "apt-get" in r and "install" in r)
     tail = apt[apt.index("install") + 1:]
     packages = {a for a in tail[:tail.index("&&") if "&&" in tail else None] if not a.startswith("-")}
     # what CI installs; chromium only serves the dashboard's browser tests
     assert packages == set(system.group(1).split()) - {"chromium"} == {"dataset-fashion-mnist"}
     copied = {source for args in instructions("COPY") for source in args.split()[:-1]}
-    assert set(PACKAGES) | {"pyproject.toml", PYPROJECT["project"]["readme"]} <= copied
+    assert set(PACKAGES) | {"pyproject.toml", "constraints.txt", PYPROJECT["project"]["readme"]} <= copied
 
 
 def test_the_image_exposes_the_api_and_the_ray_head_and_starts_the_head() -> None:
