@@ -4,19 +4,23 @@
 
 # Stage 1: the dependencies in a virtual environment, and the project as a wheel. The
 # runtime image below copies both, so pip's build files and the sources stay behind.
+FROM python:3.11-slim-bookworm AS requirements
+COPY pyproject.toml /
+RUN python -c "import tomllib; print(*tomllib.load(open('/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+    > /requirements.txt
+
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/stagetune
 WORKDIR /src
 # The dependencies in a layer keyed on their list and the lock alone: a change to the code
-# (or to pyproject.toml's other tables) reuses it instead of fetching torch's CUDA wheels
+# or to pyproject.toml's other tables reuses it instead of fetching torch's CUDA wheels
 # (several GB) again.
-COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
-        > requirements.txt \
-    && /opt/stagetune/bin/pip install -c constraints.txt -r requirements.txt
-COPY README.md ./
+COPY --from=requirements /requirements.txt ./
+COPY constraints.txt ./
+RUN /opt/stagetune/bin/pip install -c constraints.txt -r requirements.txt
+COPY pyproject.toml README.md ./
 COPY workers ./workers
 COPY studies ./studies
 COPY service ./service

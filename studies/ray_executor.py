@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -78,11 +79,15 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
     """Run one request on this worker. `runner` (the actor, or None) hears where each
     attempt starts and, when `reports` is set, each epoch's metrics."""
     with _interrupts_held():  # torch: here, so the runner that submits this imports none
+        from stagetune.workers.runtime import trial_device
+    # GPUs that torch cannot use fail the trial here, with why, before it loads the rest:
+    # it never trains on the CPU while it holds a GPU
+    device = trial_device(request.device, ray.get_gpu_ids(), _host())
+    with _interrupts_held():
         from stagetune.workers import execute
         from stagetune.workers.data import dataset_loaded
 
     load_plugins()
-    device = request.device or ("cuda" if ray.get_gpu_ids() else "cpu")
     task = request.task
     cached = task.dataset is not None and dataset_loaded(task.dataset, task.dataset_options)
     where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
@@ -113,6 +118,11 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
     if result.state_dict is not None:
         result.state_dict = as_saved(result.state_dict)
     return result
+
+
+def _host() -> str:
+    """This worker's machine, as a person finds it: its name and its Ray node's address."""
+    return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
 
 
 @ray.remote(max_calls=0, retry_exceptions=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.stack import COMPOSE, IMAGE, REPO, Stack, engine_missing, run, say, timed, wait_for
+from tests.deploy.stack import COMPOSE, IMAGE, PLUGIN, REPO, Stack, engine_missing, run, say, timed, wait_for
 from tests.deploy.test_lock import canonical, locked
 
 CACHE = "stagetune:build-stage"
