@@ -28,17 +28,18 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["versi
 ENDED = ("completed", "stopped", "failed", "cancelled")
 
 
-def spec(name: str, **overrides: Any) -> dict[str, Any]:
-    """A short study: the plugin's model on Fashion-MNIST (Debian's package, in the image),
-    epochs of a few seconds on one CPU, so that an operator can interrupt trials mid-way."""
+def spec(name: str, model: str = "mlp", **overrides: Any) -> dict[str, Any]:
+    """A short study on Fashion-MNIST (Debian's package, in the image): epochs of a few
+    seconds on one CPU, so that an operator can interrupt its trials mid-way."""
     return {"name": name,
-            "task": {"dataset": "fashion_mnist", "dataset_options": {"subset": 12000},
-                     "model": "linear_softmax"},  # the plugin's,
+            "task": {"dataset": "fashion_mnist", "dataset_options": {"subset": 20000},
+                     "model": model},
             "space": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
                       "batch_size": {"type": "categorical", "choices": [32, 64]}},
+            "fixed": {"width": 128} if model == "mlp" else {},
             "stages": {"overfit": {"enabled": False}, "lr_probe": {"enabled": False},
                        "coarse": {"enabled": False}, "confirm": {"enabled": False},
-                       "refine": {"trials": 4, "epochs": 6, "warm_start": 0}},
+                       "refine": {"trials": 4, "epochs": 5, "warm_start": 0}},
             "resources": {"cpus_per_trial": 1, "max_concurrent": 2}, **overrides}
 
 
@@ -149,13 +150,15 @@ def test_a_study_with_the_mounted_plugin_completes_with_its_trials_on_the_worker
     workers = [n["id"] for n in nodes if n["id"] != head]
     assert len(workers) == 1 and nodes, nodes
     start = time.monotonic()
-    study_id = submit(stack, spec("deploy-first"))
+    first = spec("deploy-first", model="linear_softmax")  # the mounted plugin's model
+    first["stages"] |= {"refine": {"trials": 2, "epochs": 2}, "confirm": {"top": 1, "seeds": 2}}
+    study_id = submit(stack, first)
     ended = finish(stack, study_id)
     done = trials(stack, study_id)
     say(f"first study: {len(done)} trials in {time.monotonic() - start:.0f} s on PostgreSQL, "
         f"nodes {sorted({t['worker']['node'][:8] for t in done if t['worker']})} "
         f"(worker {workers[0][:8]}, head {head[:8]})")
-    assert ended["spec"]["task"]["model"] == "linear_softmax"  # the mounted plugin's
+    assert ended["spec"]["task"]["model"] == "linear_softmax"
     assert done and {t["worker"]["node"] for t in done if t["worker"]} == {workers[0]}
 
     with stack.client() as api:
@@ -207,7 +210,8 @@ def test_stopping_the_worker_mid_trial_then_starting_it_retries_the_trial(stack:
         f"{[after[n]['started_after'] for n in interrupted]}; failed trials: "
         f"{len(lost(stack, study_id))}")
     assert lost(stack, study_id) == []
-    assert all(after[n]["state"] in ("complete", "pruned") for n in interrupted)
+    assert all(after[n]["state"] in ("complete", "pruned") and after[n]["restarts"] >= 1
+               for n in interrupted), after
 
 
 def test_restarting_the_api_mid_study_continues_its_trials_from_their_checkpoints(stack: Stack) -> None:
@@ -228,10 +232,11 @@ def test_restarting_the_api_mid_study_continues_its_trials_from_their_checkpoint
 
 def test_down_then_up_keeps_every_study(stack: Stack) -> None:
     with stack.client() as api:
-        before = {s["name"]: s["status"] for s in api.get("/api/studies").json()["items"]}
+        before = {s["id"]: (s["status"], s["best_value"]) for s in api.get("/api/studies").json()["items"]}
     timed("docker compose down (volumes kept)", lambda: stack.compose("down", "--timeout", "30"))
     stack.up()
     with stack.client() as api:
-        after = {s["name"]: s["status"] for s in api.get("/api/studies").json()["items"]}
-    say(f"down/up: {len(before)} studies before, {len(after)} after, statuses kept: {before == after}")
+        after = {s["id"]: (s["status"], s["best_value"]) for s in api.get("/api/studies").json()["items"]}
+    say(f"down/up: {len(before)} studies before, {len(after)} after, each with its status and best "
+        f"value: {before == after}")
     assert after == before and len(before) >= 3
