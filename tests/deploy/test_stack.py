@@ -182,7 +182,8 @@ def test_a_second_worker_started_with_docker_run_joins_and_takes_trials(stack: S
          "-v", f"{stack.project}_data:/data", "-v", f"{REPO / 'plugins'}:/plugins:ro",
          "-e", f"RAY_ADDRESS=127.0.0.1:{stack.ports['RAY']}", "-e", "RAY_AUTH_MODE=token",
          "-e", f"RAY_AUTH_TOKEN={stack.ray_token}", "-e", f"STAGETUNE_PLUGINS={PLUGIN}",
-         IMAGE, "stagetune", "worker", "--resources", '{"second_worker": 2}', "--",
+         # it claims a GPU it does not have: the next test's GPU trial lands here
+         IMAGE, "stagetune", "worker", "--resources", '{"second_worker": 2}', "--num-gpus", "1", "--",
          "--node-ip-address=127.0.0.1", f"--min-worker-port={ports}",
          f"--max-worker-port={ports + 299}"])
     joined = wait_for(lambda: [n for n in stack.nodes() if "second_worker" in n["resources"]], 180,
@@ -193,7 +194,17 @@ def test_a_second_worker_started_with_docker_run_joins_and_takes_trials(stack: S
     finish(stack, study_id)
     nodes = {t["worker"]["node"] for t in trials(stack, study_id) if t["worker"]}
     assert nodes == {joined[0]["id"]}
-    run(["docker", "rm", "-f", name])
+
+
+def test_a_gpu_trial_on_a_worker_whose_gpu_torch_cannot_use_fails_with_the_reason(stack: Stack) -> None:
+    """The second worker offers Ray a GPU, but its container has no NVIDIA runtime."""
+    study_id = submit(stack, spec("deploy-no-usable-gpu", resources={"gpus_per_trial": 1}))
+    ended = wait_for(lambda: (s := study(stack, study_id))["status"] in ENDED and s, 300,
+                     "the GPU study ends", every=3)
+    say(f"GPU trial on a worker without a usable GPU: study {ended['status']}: {ended['message']}")
+    assert ended["status"] == "failed"
+    assert "torch cannot use CUDA" in ended["message"] and "rather than run on the CPU" in ended["message"]
+    run(["docker", "rm", "-f", f"{stack.project}-worker2"])
 
 
 def test_stopping_the_worker_mid_trial_then_starting_it_retries_the_trial(stack: Stack) -> None:
