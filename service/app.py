@@ -25,6 +25,7 @@ from stagetune.service.metrics import router as metrics_router
 from stagetune.service.settings import Settings, get_settings
 from stagetune.service.supervisor import Supervisor
 from stagetune.service.web import pages_router
+from stagetune.service.web._hosts import warn_if_any_host
 from stagetune.service.web.docs import router as docs_router
 from stagetune.service.web.security import install_security
 from stagetune.studies.cluster import connect
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)  # after uvicorn's own set-up, which it adjusts
+        warn_if_any_host(settings)
         load_plugins()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # figures build in-memory studies
         store = Store(settings.database_url)  # runs the migrations

@@ -27,7 +27,9 @@ class FigureCache:
         """The figure `kind` of `study` as Plotly JSON (unknown kind or study: not found)."""
         plot_kind(kind)
         source = PlotSource.load(store, study)
-        key, version = (study, kind, tuple(sorted(options.items()))), source.version()
+        # the creation time tells a study deleted and created again under its name apart
+        key = (study, source.record.created_at, kind, tuple(sorted(options.items())))
+        version = source.version()
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] == version:

@@ -84,6 +84,7 @@ class TrialOut(BaseModel):
     params: dict[str, Any]
     epochs: int | None
     restarts: int
+    interrupted: int = 0  # times its runner stopped while it ran; it went on each time
     worker: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None

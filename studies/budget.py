@@ -41,6 +41,14 @@ class Allowance:
             if self._epochs is not None:
                 self._epochs += reserved - used
 
+    def charge(self, epochs: float, seconds: float = 0.0) -> None:
+        """Take what was spent outside any reservation here: an interrupted trial's earlier
+        runs, within the reservation a dead runner held for it."""
+        with self._lock:
+            if self._epochs is not None:
+                self._epochs -= epochs
+        self.charge_seconds(seconds)
+
     def charge_seconds(self, seconds: float) -> None:
         with self._lock:
             if self._seconds is not None:

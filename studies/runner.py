@@ -1,8 +1,9 @@
 """The runner: drives one study through its stages and writes everything to the store.
 
 Run again on the same store, it resumes: finished stages are skipped (what they
-handed on is read back), finished trials are kept, and trials left running are
-marked failed. `studies.runner_actor` runs it inside a Ray actor, trials on Ray tasks.
+handed on is read back), finished trials are kept, and trials left running go on from
+their last checkpoint (`studies.search.interrupted`). `studies.runner_actor` runs it
+inside a Ray actor, trials on Ray tasks.
 """
 
 from __future__ import annotations

@@ -1,16 +1,28 @@
 """The ask-run-tell loop shared by the search stages, resumable from the store.
 
-Optuna numbers the trials, so a number is never given twice; a trial that was
-running when a runner died is told FAIL on resume and its budget slot is spent.
-Each trial reserves the epochs it may run from its stage's allowance before it starts
-(`studies.budget`), and is charged one epoch per report.
+Optuna numbers the trials, so a number is never given twice. Each trial reserves the
+epochs it may run from its stage's allowance before it starts (`studies.budget`), and is
+charged one epoch per report.
+
+A trial that was running when its runner died (a restart of the service, whose container
+is the Ray head) goes on under the next runner, as in Determined: the same Optuna trial,
+its values kept, after its last checkpoint in the store, or from its start if it had none
+(`interrupted`). What its earlier runs spent is read back from its epoch records and
+charged first; an epoch run again is charged again and its record replaced, as after a
+lost worker. A cancelled or deleted trial is finished or gone: never continued.
+
+Checkpoints: a trial hands one over after every epoch it runs but a full trial's last
+(`checkpoint_epochs`), so a lost worker or runner costs at most the epoch it was in. That
+costs the worker one `torch.save` to bytes; the runner keeps the latest in memory for a
+retry and writes it to the store as `studies.weights.TrialCheckpoints` allows (always at
+coarse's rungs, else while writing takes a small share of the trial's time).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +34,7 @@ from stagetune.studies.executor import Job, Outcome
 from stagetune.studies.stages._base import StageContext
 from stagetune.studies.stages._chance import at_chance, chance_bound, learning
 from stagetune.studies.store import is_database_error
-from stagetune.studies.weights import TrialCheckpoints
+from stagetune.studies.weights import TrialCheckpoints, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +55,37 @@ class Tally:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class EarlierRuns:
+    """What the runs of an interrupted trial left: the epochs charged (every report,
+    repeats included), their trial-seconds, the last epoch reported, how many reports
+    were repeats, and its own latest checkpoint in the store (artifact id and epoch)."""
+
+    epochs: int = 0
+    seconds: float = 0.0
+    last: int = 0
+    repeats: int = 0
+    checkpoint: dict[str, Any] | None = None
+
+
 @dataclass
 class Proposal:
-    """A trial to run: its knob values, the epoch it starts after (a continuation) and the
-    checkpoint it continues from."""
+    """A trial to run: its knob values, the epoch it starts after (a continuation), the
+    checkpoint it continues from (an artifact id, `studies.weights`), the values it brings
+    along by epoch (told to Optuna before it runs), and what its earlier runs spent."""
 
     trial: optuna.Trial
     params: dict[str, Any]
     start: int = 0
-    resume: bytes | None = None
-    replayed: list[float] = field(default_factory=list)  # values it brought from coarse
+    checkpoint: str | None = None
+    replayed: dict[int, float] = field(default_factory=dict)
+    earlier: EarlierRuns = field(default_factory=EarlierRuns)
 
 
 @dataclass
 class SearchPlan:
-    """How a stage runs its trials: how many, how long, where they checkpoint, whether
-    they may be pruned, and when to stop asking."""
+    """How a stage runs its trials: how many, how long, which checkpoints a later stage
+    takes up (always written), whether they may be pruned, and when to stop asking."""
 
     trials: int
     epochs: int  # the last epoch a trial runs
@@ -69,18 +96,78 @@ class SearchPlan:
     stop: Callable[[], bool] = field(default=lambda: False)
 
 
-def fail_orphans(study: optuna.Study) -> int:
-    """Mark trials left running by a dead runner as failed; they are not re-run."""
-    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for frozen in orphans:
-        trial = optuna.trial.Trial(study, frozen._trial_id)  # a handle on the running trial
-        trial.set_user_attr("status", "failed")
-        trial.set_user_attr("message", "its runner stopped while it ran (a restart); the "
-                            "study went on without it")
+def checkpoint_epochs(start: int, stop_at: int, last: int, keep: Collection[int] = ()
+                      ) -> tuple[int, ...]:
+    """The epochs after which a trial running `start + 1 .. stop_at` hands over a
+    checkpoint: every one but `last`, the last epoch of a full trial, after which nothing
+    goes on, unless a later stage takes it up (`keep`)."""
+    return tuple(e for e in range(start + 1, stop_at + 1) if e < last or e in keep)
+
+
+def interrupted(ctx: StageContext, stage: str, study: optuna.Study,
+                propose: Callable[[optuna.Trial], Proposal | None], prune: bool = False
+                ) -> list[Proposal]:
+    """The trials a dead runner left running, proposed again to go on: `propose` gives back
+    what the stage drew for each (its parameters are set, so suggest returns them), then
+    each moves on to its own last checkpoint, with what its earlier runs spent."""
+    out = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        proposal = propose(optuna.trial.Trial(study, frozen._trial_id))
+        if proposal is not None:
+            out.append(_pick_up(ctx, stage, study, frozen, proposal, prune))
+    return out
+
+
+def _pick_up(ctx: StageContext, stage: str, study: optuna.Study,
+             frozen: optuna.trial.FrozenTrial, proposal: Proposal, prune: bool) -> Proposal:
+    own = frozen.user_attrs.get("checkpoint")
+    if own is not None and own["epoch"] > proposal.start:
+        proposal.start, proposal.checkpoint = int(own["epoch"]), own["artifact_id"]
+    told = frozen.intermediate_values
+    replay(proposal, prune, told)  # what a death in the middle of proposing left untold
+    proposal.replayed = {**proposal.replayed, **{s: v for s, v in told.items()
+                                                 if s <= proposal.start and math.isfinite(v)}}
+    rows = ctx.store.curves_of(ctx.spec.name, stage, frozen.number)
+    repeats = int(frozen.user_attrs.get("repeats", 0))
+    proposal.earlier = EarlierRuns(
+        epochs=len(rows) + repeats, seconds=sum(float(m.get("epoch_seconds", 0.0)) for m in rows),
+        last=max((int(m["epoch"]) for m in rows), default=0), repeats=repeats, checkpoint=own)
+    times = int(frozen.user_attrs.get("interrupted", 0)) + 1
+    proposal.trial.set_user_attr("interrupted", times)
+    log.warning("%s: trial %d was running when its runner stopped; it continues %s "
+                "(%d epochs spent before)", study.study_name, frozen.number,
+                f"after epoch {proposal.start}, from its checkpoint" if proposal.checkpoint
+                else "from its start", proposal.earlier.epochs)
+    return proposal
+
+
+def replay(proposal: Proposal, prune: bool, told: Collection[int] = ()) -> None:
+    """Tell Optuna the values a continued trial brings along (a coarse survivor's epochs),
+    but those it was `told`; with `prune`, ask the pruner after each so that ASHA records
+    the rungs it passed (the answer was given when they ran)."""
+    for step, value in sorted(proposal.replayed.items()):
+        if step in told:
+            continue
+        proposal.trial.report(value, step)
+        if prune:
+            proposal.trial.should_prune()
+
+
+def close_cut(study: optuna.Study, proposal: Proposal, scored: bool = True) -> None:
+    """Tell a trial the budget left no room for: complete with the best value it brings (an
+    interrupted search trial's), else failed (`scored` False: a part of a run says
+    nothing, as in confirm)."""
+    trial, earlier = proposal.trial, proposal.earlier
+    trial.set_user_attr("status", "cut_by_budget")
+    if earlier.epochs:
+        trial.set_user_attr("epochs", earlier.epochs)
+        trial.set_user_attr("seconds", round(earlier.seconds, 3))
+    values = list(proposal.replayed.values()) if scored else []
+    if not values:
         study.tell(trial, state=TrialState.FAIL)
-        log.warning("%s: trial %d was running when its runner stopped; marked failed",
-                    study.study_name, frozen.number)
-    return len(orphans)
+        return
+    study.tell(trial, max(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE
+               else min(values))
 
 
 def fail_waiting(study: optuna.Study, why: str) -> int:
@@ -105,43 +192,70 @@ def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Allowance,
-               plan: SearchPlan, propose: Callable[[], Proposal | None]) -> Tally:
+               plan: SearchPlan, propose: Callable[[optuna.Trial], Proposal | None]) -> Tally:
     """Ask, run and tell until the stage holds `plan.trials` finished trials, its
-    allowance is spent, or `plan.stop()` says so."""
-    fail_orphans(study)
+    allowance is spent, or `plan.stop()` says so. `propose(trial)` draws a trial's
+    parameters: a trial just asked, or one a dead runner left running (`interrupted`),
+    which runs first, whatever `plan.stop()` says: it was started before."""
+    resumed = interrupted(ctx, stage, study, propose, plan.prune)
+    for proposal in resumed:  # spent within the dead runner's reservations: it fits
+        allowance.charge(proposal.earlier.epochs, proposal.earlier.seconds)
     finished = len(counted(study))
+    fresh_ones = plan.trials - finished - len(resumed)
     ctx.tick(stage, finished, plan.trials)
 
     def jobs() -> Iterator[Job]:  # asked one by one, as slots free up
-        for _ in range(plan.trials - finished):
+        for going_on in resumed:
+            job = _job(ctx, stage, study, allowance, plan, going_on)
+            if job is not None:
+                yield job
+        for _ in range(fresh_ones):
             left = allowance.epochs_left
             if plan.stop() or allowance.out_of_seconds() or (left is not None and left < 1):
                 return
-            proposal = propose()
-            if proposal is None:
+            fresh = propose(study.ask())
+            if fresh is None:
                 continue  # the stage settled it without running it
-            granted = int(allowance.reserve(plan.epochs - proposal.start))
-            trial = proposal.trial
-            if granted < 1:
-                trial.set_user_attr("status", "cut_by_budget")
-                study.tell(trial, state=TrialState.FAIL)
+            replay(fresh, plan.prune)
+            job = _job(ctx, stage, study, allowance, plan, fresh)
+            if job is None:
                 return
-            stop_at = proposal.start + granted
-            request = ctx.request(
-                "train", proposal.params, stop_at, seed=ctx.spec.seed + trial.number,
-                horizon=plan.horizon, resume=proposal.resume, vitals=plan.diagnose,
-                checkpoint_at=tuple(e for e in plan.checkpoint_at if proposal.start < e <= stop_at))
-            chance = hopeless_bound(ctx) if plan.diagnose and proposal.start == 0 else None
-            report = Reporter(ctx, stage, trial, plan.prune, allowance, granted, stop_at,
-                              values=list(proposal.replayed), chance=chance)
-            yield Job(trial, request, report, TrialCheckpoints(trial) if request.checkpoint_at
-                      else None)
+            yield job
 
     for outcome in ctx.executor.run(jobs()):
         tell(ctx, study, outcome)
         finished += not outcome.cancelled
         ctx.tick(stage, finished, plan.trials)
     return tally(study)
+
+
+def _job(ctx: StageContext, stage: str, study: optuna.Study, allowance: Allowance,
+         plan: SearchPlan, proposal: Proposal) -> Job | None:
+    """Reserve what a proposal may run and make its job; None when the budget leaves it no
+    epoch (the trial is then told, `close_cut`). One that ran every epoch before its
+    runner died, untold, runs none: its worker only hands back the result."""
+    want = plan.epochs - proposal.start
+    granted = int(allowance.reserve(want))
+    if granted < min(want, 1):
+        close_cut(study, proposal)
+        return None
+    trial, stop_at = proposal.trial, proposal.start + granted
+    request = ctx.request(
+        "train", proposal.params, stop_at, seed=ctx.spec.seed + trial.number,
+        horizon=plan.horizon, resume=resume_of(proposal), vitals=plan.diagnose,
+        checkpoint_at=checkpoint_epochs(proposal.start, stop_at, plan.epochs, plan.checkpoint_at))
+    chance = hopeless_bound(ctx) if plan.diagnose and proposal.start == 0 else None
+    report = Reporter(ctx, stage, trial, plan.prune, allowance,
+                      proposal.earlier.epochs + granted, stop_at,
+                      values=list(proposal.replayed.values()), chance=chance,
+                      earlier=proposal.earlier)
+    save = TrialCheckpoints(trial, plan.checkpoint_at, proposal.earlier.checkpoint)
+    return Job(trial, request, report, save if request.checkpoint_at else None)
+
+
+def resume_of(proposal: Proposal) -> bytes | None:
+    """The bytes of the checkpoint a proposal continues from (None: a fresh start)."""
+    return load_checkpoint(proposal.checkpoint) if proposal.checkpoint is not None else None
 
 
 def hopeless_bound(ctx: StageContext) -> float | None:
@@ -170,22 +284,35 @@ class Reporter:
     trial: optuna.Trial
     prune: bool
     allowance: Allowance | None = None
-    granted: float = math.inf
+    granted: float = math.inf  # all it may spend, its earlier runs' epochs included
     stop_at: int = 0
     values: list[float] = field(default_factory=list)  # the objective at each epoch
-    epochs: int = 0  # charged: every epoch run, repeats after a lost worker included
     missed: bool = False
     cut: bool = False  # stopped because the budget ran out
     chance: float | None = None
     hopeless: str = ""  # why it was stopped as hopeless
+    earlier: EarlierRuns = field(default_factory=EarlierRuns)  # an interrupted trial's
+    # charged: every epoch run, repeats (after a lost worker, or a continuation from an
+    # older checkpoint) and its earlier runs' included
+    epochs: int = field(init=False)
+    last: int = field(init=False)  # the last epoch reported
+    repeats: int = field(init=False)  # reports of an epoch reported before
+
+    def __post_init__(self) -> None:
+        self.epochs, self.last = self.earlier.epochs, self.earlier.last
+        self.repeats = self.earlier.repeats
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.epochs += 1
+        repeat = epoch <= self.last
+        self.last, self.repeats = max(self.last, epoch), self.repeats + repeat
         if self.allowance is not None:
             self.allowance.charge_seconds(float(metrics.get("epoch_seconds", 0.0)))
         try:
             self.ctx.store.record_epoch(self.ctx.spec.name, self.stage, self.trial.number,
                                         epoch, metrics)
+            if repeat:  # the records hold each epoch once: a next runner counts these apart
+                self.trial.set_user_attr("repeats", self.repeats)
             value = metrics.get(self.ctx.objective)
             pruned = False
             if value is not None and math.isfinite(value):
@@ -248,7 +375,8 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
     if isinstance(report, Reporter) and report.hopeless and result.status == "stopped":
         result.status, result.message = "hopeless", report.hopeless
     trial.set_user_attr("status", "cut_by_budget" if cut else result.status)
-    trial.set_user_attr("seconds", round(result.seconds, 3))
+    earlier = report.earlier if isinstance(report, Reporter) else EarlierRuns()
+    trial.set_user_attr("seconds", round(earlier.seconds + result.seconds, 3))
     trial.set_user_attr("parameters", getattr(result, "parameters", 0))
     if getattr(result, "start_epoch", 0):  # continued from a checkpoint after this epoch
         trial.set_user_attr("started_after", result.start_epoch)

@@ -127,7 +127,8 @@ def trial_row(number: int, stage: str, trial: optuna.trial.FrozenTrial) -> dict[
             "state": STATE_NAMES[trial.state], "status": attrs.get("status"),
             "reason": attrs.get("message"), "value": _finite(trial.value),
             "params": trial.params, "epochs": attrs.get("epochs"),
-            "restarts": attrs.get("restarts", 0), "worker": attrs.get("worker"),
+            "restarts": attrs.get("restarts", 0), "interrupted": attrs.get("interrupted", 0),
+            "worker": attrs.get("worker"),
             "started_at": local_to_utc(trial.datetime_start),
             "finished_at": local_to_utc(trial.datetime_complete),
             # successive halving: the rungs it passed, and where a continued trial came from

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import tempfile
+import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 
 from stagetune.workers.data import get_data_settings
 
@@ -57,14 +60,31 @@ def fetch_weights(artifact_id: str, path: Path) -> Path:
 
 
 class TrialCheckpoints:
-    """A running trial's `save` callback: each checkpoint becomes an artifact of the trial
-    (so any worker, or a later stage, can continue it), replacing the one before."""
+    """A running trial's `save` callback: a checkpoint it hands over becomes an artifact of
+    the trial, replacing the one before (`latest`: an interrupted trial's, from its earlier
+    runs), so that any worker, a later stage, or the next runner after a restart can go on.
 
-    def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
-        self.latest: dict[str, Any] | None = None
+    The trial waits while one is written, so not every one is: those after the epochs in
+    `keep` (coarse's rungs, which refine continues) and the first always are; the others
+    only once the time since the last write is `1 / SHARE` times what that write took, so
+    that writing costs the trial at most about SHARE of its time. A small model's epochs of
+    a fraction of a second are then written every few epochs, a large one's every epoch;
+    a runner restarted meanwhile re-runs the epochs since the last one written."""
+
+    SHARE = 0.05
+
+    def __init__(self, trial: optuna.Trial, keep: Collection[int] = (),
+                 latest: dict[str, Any] | None = None) -> None:
+        self.trial, self.keep = trial, frozenset(keep)
+        self.latest = latest
+        self._written = False
+        self._written_at = self._cost = 0.0
 
     def __call__(self, epoch: int, checkpoint: bytes) -> None:
+        started = time.monotonic()
+        if self._written and epoch not in self.keep \
+                and (started - self._written_at) * self.SHARE < self._cost:
+            return
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"checkpoint-{epoch}.pt"
             path.write_bytes(checkpoint)
@@ -75,7 +95,24 @@ class TrialCheckpoints:
         previous, self.latest = self.latest, {"artifact_id": artifact_id, "epoch": epoch}
         self.trial.set_user_attr("checkpoint", self.latest)
         if previous is not None:
-            store.remove(previous["artifact_id"])  # only the latest is ever continued
+            _remove(store, previous["artifact_id"])  # only the latest is ever continued
+        self._written, self._written_at = True, time.monotonic()
+        self._cost = self._written_at - started
+
+    def discard(self) -> None:
+        """Free the file of a told trial's latest checkpoint, which no stage continues
+        (confirm's); the trial's record of it stays, as its history. (Before the tell, a
+        runner that died in between would leave a finished run to be run again.)"""
+        if self.latest is not None:
+            _remove(artifact_store(), self.latest["artifact_id"])
+            self.latest = None
+
+
+def _remove(store: FileSystemArtifactStore, artifact_id: str) -> None:
+    try:
+        store.remove(artifact_id)
+    except ArtifactNotFound:  # gone already (a cleaned data folder): nothing to free
+        pass
 
 
 def load_checkpoint(artifact_id: str) -> bytes:

@@ -103,6 +103,7 @@ def ray_local() -> Iterator[str]:
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/install.sh installs it
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,6 @@ def browser() -> Iterator[Browser]:
     """Headless Chromium, one per test module that asks for it."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()

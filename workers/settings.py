@@ -9,14 +9,17 @@ builds its own `Settings(...)` and passes it on.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # as a Host header names them
 
 
 class Settings(BaseSettings):
@@ -52,6 +55,15 @@ class Settings(BaseSettings):
     session_max_age_s: int = Field(12 * 3600, ge=60)
     secure_cookies: bool | None = None  # None: Secure when the request came over https
     public_origin: str | None = None  # what browsers call the service; default: the request's
+    # the Host names it answers to (comma-separated, `*.example.com` allowed, `*` any): any
+    # other is refused, so a page cannot reach a loopback service through a name of its own
+    # (DNS rebinding); default: on a loopback address the loopback names and the public
+    # origin's, else `*` (warned)
+    allowed_hosts: str | None = None
+    # proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (uvicorn's
+    # --forwarded-allow-ips): IP addresses or networks, comma-separated, or `*`; empty: none,
+    # and the peer's address is the client's (the login's limit counts by it)
+    forwarded_allow_ips: str = ""
     login_max_failures: int = Field(10, ge=1)  # failed logins per client per window ...
     login_window_s: float = Field(60.0, gt=0)  # ... before 429 with Retry-After
 
@@ -77,6 +89,67 @@ class Settings(BaseSettings):
             raise ValueError("STAGETUNE_WEBHOOK_URL takes an http:// or https:// URL")
         return value
 
+    @field_validator("public_origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        try:
+            _ = parts.port  # one that is not a number raises
+            host = _host_name(parts.hostname or "*")  # so does a stray character
+            ok = (parts.scheme in ("http", "https") and "*" not in host and not parts.username
+                  and parts.path in ("", "/") and not parts.query and not parts.fragment)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("STAGETUNE_PUBLIC_ORIGIN is the scheme, host and port browsers "
+                             f"use, e.g. https://stagetune.example.com:8443; got {value!r}")
+        return value.strip().rstrip("/")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        names = [_host_name(n) for n in value.split(",") if n.strip()]
+        if not names:
+            raise ValueError("STAGETUNE_ALLOWED_HOSTS names at least one host, or * for any")
+        return ",".join(names)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for item in (i.strip() for i in value.split(",") if i.strip()):
+            try:
+                if item != "*":
+                    ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"STAGETUNE_FORWARDED_ALLOW_IPS lists the proxies' IP addresses "
+                                 f"or networks (e.g. 127.0.0.1,10.0.0.0/8), or *; got {item!r}"
+                                 ) from None
+        return value
+
+    @property
+    def host_names(self) -> list[str]:
+        """The Host names the API answers to, as Starlette's TrustedHostMiddleware takes
+        them (an IPv6 address in brackets); ["*"] for any."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts.split(",")
+        if not self.on_loopback:
+            return ["*"]
+        public = urlsplit(self.public_origin or "").hostname  # a proxy in front sends it
+        return [*LOOPBACK_NAMES, *([_host_name(public)] if public else [])]
+
+    @property
+    def on_loopback(self) -> bool:
+        """Whether the API listens on a loopback address only."""
+        host = self.bind_host.strip("[]")
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
     @property
     def tokens(self) -> frozenset[str]:
         return frozenset(t.strip() for t in self.api_tokens.split(",") if t.strip())
@@ -91,6 +164,22 @@ class Settings(BaseSettings):
     def modules(self) -> list[str]:
         """The plugin modules STAGETUNE_PLUGINS names, in order."""
         return [m.strip() for m in self.plugins.split(",") if m.strip()]
+
+
+def _host_name(given: str) -> str:
+    """One allowed Host name in the form Starlette compares: lower case, an IPv6 address in
+    brackets; a port, a scheme or a misplaced wildcard is refused, naming what is allowed."""
+    name = given.strip().lower()
+    try:
+        return f"[{ipaddress.IPv6Address(name.strip('[]'))}]"
+    except ValueError:
+        pass
+    wildcard = name.startswith("*.") and "*" not in name[1:]
+    if name != "*" and not wildcard and any(c in name for c in ":/*@ "):
+        raise ValueError(f"STAGETUNE_ALLOWED_HOSTS lists host names or addresses without a "
+                         f"scheme or port (e.g. localhost,stagetune.example.com,*.lab.example, "
+                         f"or * for any); got {given.strip()!r}")
+    return name
 
 
 @lru_cache

@@ -34,7 +34,8 @@ Report = Callable[[int, Metrics], bool]
 """Called after each epoch with its metrics; returning True stops the run (pruning)."""
 
 Save = Callable[[int, bytes], None]
-"""Called after each epoch in `checkpoint_at` with the epoch and its checkpoint's bytes."""
+"""Called after each epoch in `checkpoint_at`, once the epoch is reported, with the epoch
+and its checkpoint's bytes."""
 
 DIVERGENCE_FACTOR = 10.0  # a training loss this many times the first one has diverged
 CHECK_EVERY = 20  # steps between divergence checks (each check syncs with the device)
@@ -216,10 +217,13 @@ def train(
                 state.since_best += 1
             state.epoch = epoch
 
-            # Checkpoint before the caller's say: a run the caller stops can still be resumed.
+            # Report, then checkpoint, then obey: a run the caller stops can still be
+            # resumed, and a checkpoint never runs ahead of the epochs reported (a runner
+            # or worker lost between the two re-runs the epoch rather than lose its record).
+            stop = report is not None and report(epoch, metrics)
             if save is not None and epoch in checkpoint_at:
                 save(epoch, checkpoint.dump(model, optimizer, scheduler, generator, state, shape))
-            if report is not None and report(epoch, metrics):
+            if stop:
                 outcome.status, outcome.epoch = "stopped", epoch
                 outcome.message = f"stopped by the caller after epoch {epoch}"
                 return outcome

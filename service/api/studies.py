@@ -28,10 +28,11 @@ from stagetune.service.schemas import (
     ValidationErrors,
 )
 from stagetune.studies import views
+from stagetune.studies.errors import StudyNotFoundError
 from stagetune.studies.spec import SpecError, load_spec
 from stagetune.studies.spec_input import YAML_TYPES, parse_spec_text
 from stagetune.studies.stages import ORDER
-from stagetune.studies.store import Store
+from stagetune.studies.store import Store, StudyIdentity, studies_version, study_identity
 from stagetune.studies.weights import fetch_weights
 
 router = APIRouter(tags=["studies"])
@@ -74,10 +75,23 @@ def _reply(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def _changed(request: Request) -> None:
-    """A write: drop cached reads, and let the supervisor act now."""
+def _changed(request: Request, study: str | None = None) -> None:
+    """A write: drop cached reads (and `study`'s trials and figures), and let the
+    supervisor act now."""
+    if study is not None:
+        _store(request).trial_cache.forget(study)
+        request.app.state.figures.drop(study)
     _cache(request).clear()
     request.app.state.supervisor.kick()
+
+
+def _identity(request: Request, study_id: str) -> StudyIdentity:
+    """The study's identity, the read cache's key for it: a study deleted and created
+    again under its name (by this service or another process) is another one."""
+    identity = study_identity(_store(request).url, study_id)
+    if identity is None:
+        raise StudyNotFoundError(f"no study named '{study_id}' in the store")
+    return identity
 
 
 @router.post("/studies", status_code=201, response_model=StudyDetail, openapi_extra=SPEC_BODY,
@@ -135,14 +149,16 @@ def list_studies(request: Request, status: StudyStatus | None = None, offset: Of
                                                     for r in records],
                                           "total": total, "offset": offset, "limit": limit})
 
-    return _reply(_cache(request).get(("studies", status, offset, limit), compute))
+    # keyed by the studies' version too: a study created or deleted by another process
+    version = studies_version(_store(request).url)
+    return _reply(_cache(request).get(("studies", version, status, offset, limit), compute))
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail, responses=ERRORS)
 def get_study(request: Request, study_id: str) -> Any:
     """A study with its stages, verdicts, best parameters and value, baseline and compute."""
     store = _store(request)
-    return _reply(_cache(request).get(("study", study_id), lambda: _json(
+    return _reply(_cache(request).get(("study", _identity(request, study_id)), lambda: _json(
         StudyDetail, views.detail(store, store.study(study_id)))))
 
 
@@ -171,7 +187,7 @@ def resume(request: Request, study_id: str) -> Any:
         raise HTTPException(409, f"study '{study_id}' is {status}; only a cancelled or failed "
                        "study can be resumed")
     store.set_status(study_id, "pending", "resume requested")
-    _changed(request)
+    _changed(request, study_id)
     return views.detail(store, store.study(study_id))
 
 
@@ -184,8 +200,7 @@ def delete(request: Request, study_id: str) -> Response:
     if status in ("pending", "running"):
         raise HTTPException(409, f"study '{study_id}' is {status}; cancel it before deleting it")
     store.delete_study(study_id)
-    request.app.state.figures.drop(study_id)
-    _changed(request)
+    _changed(request, study_id)
     return Response(status_code=204)
 
 
@@ -216,25 +231,27 @@ def select_trials(request: Request, study_id: str, **query: Any) -> list[views.N
     """The trials that pass the filters, in order, kept in the read cache: 10,000 trials sort
     in well under 200 ms on 2 cores, and the next page's request reuses the order. A bad
     `sort` or `q` is a 422 shaped like FastAPI's own."""
+    identity = _identity(request, study_id)
+
     def compute() -> list[views.Numbered]:
         try:
-            return views.select_trials(cached_trials(request, study_id), **query)
+            return views.select_trials(_trials(request, identity), **query)
         except views.TrialQueryError as exc:
             raise RequestValidationError([{"loc": ("query", exc.field), "msg": str(exc),
                                            "type": "value_error"}]) from None
 
-    return _cache(request).get(("trials", study_id, *sorted(query.items())), compute)
+    return _cache(request).get(("trials", identity, *sorted(query.items())), compute)
 
 
 def cached_trials(request: Request, study_id: str) -> list[views.Numbered]:
     """(number, stage, FrozenTrial) for every trial; rows are built for a page only."""
+    return _trials(request, _identity(request, study_id))
+
+
+def _trials(request: Request, identity: StudyIdentity) -> list[views.Numbered]:
     store = _store(request)
-
-    def compute() -> list[views.Numbered]:
-        store.study(study_id)  # 404 for an unknown study
-        return list(views.all_trials(store, study_id))
-
-    return _cache(request).get(("trials", study_id), compute)
+    return _cache(request).get(("trials", identity),
+                               lambda: list(views.all_trials(store, identity.name)))
 
 
 @router.get("/studies/{study_id}/trials/{number}", response_model=TrialDetail, responses=ERRORS)

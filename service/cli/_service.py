@@ -54,9 +54,13 @@ def run_service(settings: Settings, demo: bool = False) -> None:
         err_console.print("no STAGETUNE_API_TOKENS: listening on 127.0.0.1 only "
                           "(set tokens, or --host, to accept other machines)")
     app = create_app(settings, on_ready=_submit_demo if demo else None)
-    # its start-up lines and access log follow STAGETUNE_LOG_LEVEL and STAGETUNE_ACCESS_LOG
+    # its start-up lines and access log follow STAGETUNE_LOG_LEVEL and STAGETUNE_ACCESS_LOG;
+    # X-Forwarded-* only from the proxies named (uvicorn's default believes 127.0.0.1, so
+    # any local process could pick the client address the login's limit counts by)
+    proxies = settings.forwarded_allow_ips.strip()
     uvicorn.run(app, host=settings.bind_host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.access_log)
+                access_log=settings.access_log, proxy_headers=bool(proxies),
+                forwarded_allow_ips=proxies or None)
 
 
 def _submit_demo(app: Any) -> None:

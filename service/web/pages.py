@@ -52,12 +52,36 @@ def _to_login(request: Request) -> Response:
 def safe_next(target: str) -> str:
     """`target` when it is a path on this service, else "/": no scheme (javascript:,
     data:), no other host (//host, /\\host, which browsers read as //host), no control
-    or blank characters, which browsers drop before they parse."""
+    or blank characters, which browsers drop before they parse, and no path that the
+    browser's removal of dot segments turns into //host (/.//host, /%2e//host)."""
     if (not target.startswith("/") or target.startswith("//") or "\\" in target
             or any(unicodedata.category(c)[0] in "CZ" for c in target)):
         return "/"
     parts = urlsplit(target)
-    return target if not parts.scheme and not parts.netloc else "/"
+    if parts.scheme or parts.netloc or _without_dots(parts.path).startswith("//"):
+        return "/"
+    return target
+
+
+def _without_dots(path: str) -> str:
+    """The path as a browser resolves it (the URL Standard's path parsing): `.` and `..`
+    segments, also spelled %2e, removed."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        dots = segment.lower().replace("%2e", ".")
+        last = i == len(segments) - 1
+        if dots == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif dots == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
 
 
 def _store(request: Request) -> Store:
@@ -165,6 +189,7 @@ def login(request: Request, token: Annotated[str, Body(embed=True)]) -> Response
     """Check a token and start a session for the pages and their API calls; a client
     that failed too often lately gets 429 and is told when to try again."""
     limiter: FailureLimiter = request.app.state.login_limiter
+    # the peer, or the client a proxy of STAGETUNE_FORWARDED_ALLOW_IPS names (uvicorn's)
     client = request.client.host if request.client else "unknown"
     wait = limiter.retry_after(client)
     if wait:

@@ -1,6 +1,7 @@
-"""The browser's defences: a write from another origin is refused, a write made with a
-session cookie needs the session's CSRF token, and every response carries the security
-headers (a Content-Security-Policy that allows only the service's own files)."""
+"""The browser's defences: a request naming a host the service does not answer to is
+refused (service/web/_hosts.py), a write from another origin is refused, a write made
+with a session cookie needs the session's CSRF token, and every response carries the
+security headers (a Content-Security-Policy that allows only the service's own files)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stagetune.service.auth import SESSION_COOKIE, Sessions, bearer_token
 from stagetune.service.settings import Settings
+from stagetune.service.web._hosts import HostGuard, host_allowed
 from stagetune.service.web._throttle import FailureLimiter
 
 CSRF_HEADER = "x-csrf-token"
@@ -45,11 +47,13 @@ HEADERS = {"x-frame-options": "DENY", "x-content-type-options": "nosniff",
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
-    """Sessions, the login limiter, the CSRF guard and the headers (the outermost layer,
-    so that the guard's refusals carry the headers too)."""
+    """Sessions, the login limiter, the CSRF guard, the host check and the headers (the
+    outermost layer, so that the guards' refusals carry the headers too)."""
     app.state.sessions = Sessions.from_settings(settings)
     app.state.login_limiter = FailureLimiter(settings.login_max_failures, settings.login_window_s)
-    app.add_middleware(CsrfGuard, public_origin=settings.public_origin)
+    app.add_middleware(CsrfGuard, public_origin=settings.public_origin,
+                       host_names=settings.host_names)
+    app.add_middleware(HostGuard, names=settings.host_names)
     app.add_middleware(SecurityHeaders)
 
 
@@ -79,9 +83,12 @@ class SecurityHeaders:
 
 
 class CsrfGuard:
-    """Refuses (403) a write whose Origin (else Referer) is not the service's own origin,
-    port included, since SameSite cookies reach every port of a host; and a write
-    authenticated by the session cookie that lacks the session's token in X-CSRF-Token.
+    """Refuses (403) a write whose Origin (else Referer) is not the service's own origin:
+    STAGETUNE_PUBLIC_ORIGIN when set, else the address the request was sent to, port
+    included (SameSite cookies reach every port of a host), and only under an allowed host
+    name (a page that re-pointed its own name at the service is on "the same" origin);
+    and a write authenticated by the session cookie that lacks the session's token in
+    X-CSRF-Token.
 
     The token is derived from the HttpOnly session and handed to the page in a
     <meta> tag, rather than kept in a cookie of its own as a plain double-submit
@@ -90,9 +97,11 @@ class CsrfGuard:
     Authorization header is authenticated by that header alone, and a page of another
     origin cannot send one."""
 
-    def __init__(self, app: ASGIApp, public_origin: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, public_origin: str | None = None,
+                 host_names: list[str] | None = None) -> None:
         self.app = app
         self.public_origin = public_origin.rstrip("/") if public_origin else None
+        self.host_names = host_names or ["*"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
@@ -105,7 +114,9 @@ class CsrfGuard:
     def refusal(self, request: Request) -> str | None:
         own = self.public_origin or f"{request.url.scheme}://{request.url.netloc}"
         sender = request.headers.get("origin") or _origin(request.headers.get("referer"))
-        if sender is not None and sender != own:
+        allowed = self.public_origin is not None or host_allowed(
+            request.url.netloc, self.host_names)
+        if sender is not None and (sender != own or not allowed):
             return f"a write from another origin ({sender}) is refused: send it from {own}"
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie is None or bearer_token(request) is not None:

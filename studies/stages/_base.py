@@ -127,7 +127,8 @@ def _value(value: Any) -> str:
 
 class Stage(ABC):
     """One step of the protocol. `run` must be safe to call again after an interruption:
-    whatever it finished before is in the store and must not be redone."""
+    whatever it finished before is in the store and must not be redone, and a trial it
+    was running goes on (`studies.search.interrupted`)."""
 
     name: ClassVar[str]
     gate: ClassVar[bool] = False  # a failed gate stops the study unless the spec says go on

@@ -55,8 +55,7 @@ class Coarse(Stage):
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
 
-        def propose() -> Proposal:
-            trial = study.ask()
+        def propose(trial: optuna.Trial) -> Proposal:
             return Proposal(trial, knobs(suggest(trial, space)))
 
         search = SearchPlan(trials=plan.sizes["trials"], epochs=levels[-1],
@@ -96,7 +95,7 @@ class Coarse(Stage):
                                              self.config.reduction), self.config.widen)
         best = study.best_trial
         survivors = [t for t in top_trials(study, ctx.spec.stages.refine.warm_start)
-                     if "checkpoint" in t.user_attrs]
+                     if t.user_attrs.get("checkpoint")]
         top = [knobs(t.params) for t in top_trials(study, ctx.spec.stages.confirm.top)]
         figures |= {"best_value": best.value, "best_params": knobs(best.params),
                     "boundary": narrowed.boundary, "space": dump_region(narrowed.region)}

@@ -18,9 +18,20 @@ from optuna.trial import TrialState
 from stagetune.studies.budget import Allowance
 from stagetune.studies.diagnosis import Diagnosis, diagnose
 from stagetune.studies.executor import Job
-from stagetune.studies.search import Reporter, counted, fail_orphans, fail_waiting, tally, tell
+from stagetune.studies.search import (
+    Proposal,
+    Reporter,
+    checkpoint_epochs,
+    close_cut,
+    counted,
+    fail_waiting,
+    interrupted,
+    resume_of,
+    tally,
+    tell,
+)
 from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage
-from stagetune.studies.weights import keep_weights
+from stagetune.studies.weights import TrialCheckpoints, keep_weights
 
 HEALTHY = ("saturated", "still_improving", "not_diagnosed")
 # Search trials train with seed + trial number; confirm seeds start past any trial number,
@@ -45,7 +56,6 @@ class Confirm(Stage):
                                 "(stages.confirm.share) pays for less than one full run.")
         epochs = sizes["epochs"]
         study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction, metric=ctx.objective)
-        fail_orphans(study)
         fail_waiting(study, "not run: its runner stopped before it began; it runs again")
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
@@ -56,34 +66,65 @@ class Confirm(Stage):
 
     def _run_missing(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
                      pairs: list[tuple[int, int]], epochs: int, allowance: Allowance) -> None:
+        """Run the pairs not finished yet: first those a dead runner left running, each
+        continued in its own trial (`studies.search.interrupted`), then the others."""
         def done() -> set[tuple[int, int]]:
             return {(t.user_attrs["config"], t.user_attrs["seed"]) for t in counted(study)
                     if "config" in t.user_attrs}
 
+        resumed = interrupted(ctx, self.name, study,
+                              lambda trial: Proposal(trial, configs[trial.user_attrs["config"]]))
+        for proposal in resumed:  # spent within the dead runner's reservations: it fits
+            allowance.charge(proposal.earlier.epochs, proposal.earlier.seconds)
+
         def jobs(missing: list[tuple[int, int]]) -> Iterator[Job]:
+            for proposal in resumed:
+                granted = int(allowance.reserve(epochs - proposal.start))
+                if granted < epochs - proposal.start:  # a shortened run confirms nothing
+                    allowance.settle(granted, 0)
+                    close_cut(study, proposal, scored=False)
+                    TrialCheckpoints(proposal.trial, latest=proposal.earlier.checkpoint).discard()
+                    continue
+                yield self._job(ctx, proposal, epochs, allowance, granted)
             for index, seed in missing:
                 granted = int(allowance.reserve(epochs))
-                if granted < epochs:  # a shortened run would not confirm anything
+                if granted < epochs:
                     allowance.settle(granted, 0)
                     return
                 study.enqueue_trial(configs[index], user_attrs={"config": index, "seed": seed})
                 trial = study.ask(distributions)  # the pair just queued: none is left waiting
-                index, seed = trial.user_attrs["config"], trial.user_attrs["seed"]
-                request = ctx.request("train", configs[index], epochs,
-                                      seed=ctx.spec.seed + CONFIRM_SEED_OFFSET + seed, weights=True)
-                yield Job(trial, request, Reporter(ctx, self.name, trial, False, allowance,
-                                                   granted, epochs))
+                yield self._job(ctx, Proposal(trial, configs[trial.user_attrs["config"]]),
+                                epochs, allowance, granted)
 
         distributions = _covering(configs)
-        missing = [p for p in pairs if p not in done()]
-        finished = len(pairs) - len(missing)
+        going_on = {(p.trial.user_attrs["config"], p.trial.user_attrs["seed"]) for p in resumed}
+        missing = [p for p in pairs if p not in done() and p not in going_on]
+        finished = len(pairs) - len(missing) - len(going_on)
         ctx.tick(self.name, finished, len(pairs))
         for outcome in ctx.executor.run(jobs(missing)):
             if outcome.result is not None and outcome.result.state_dict is not None:
                 keep_weights(outcome.job.key, outcome.result.state_dict)  # before tell: then it is final
             tell(ctx, study, outcome)
+            if isinstance(outcome.job.save, TrialCheckpoints):
+                outcome.job.save.discard()  # the weights are kept; nothing continues it
             finished += not outcome.cancelled
             ctx.tick(self.name, finished, len(pairs))
+
+    def _job(self, ctx: StageContext, proposal: Proposal, epochs: int, allowance: Allowance,
+             granted: int) -> Job:
+        """A pair's run: all `epochs` (after its checkpoint, for a continued one), its
+        weights back, checkpointing as the search stages do."""
+        trial = proposal.trial
+        request = ctx.request("train", proposal.params, epochs,
+                              seed=ctx.spec.seed + CONFIRM_SEED_OFFSET + trial.user_attrs["seed"],
+                              weights=True, resume=resume_of(proposal),
+                              checkpoint_at=checkpoint_epochs(proposal.start, epochs, epochs))
+        report = Reporter(ctx, self.name, trial, False, allowance,
+                          proposal.earlier.epochs + granted, epochs,
+                          values=list(proposal.replayed.values()), earlier=proposal.earlier)
+        # always one: it discards what an interrupted run left, even with none to hand over
+        return Job(trial, request, report,
+                   TrialCheckpoints(trial, latest=proposal.earlier.checkpoint))
 
     def _judge(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
                epochs: int) -> StageOutcome:

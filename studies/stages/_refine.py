@@ -23,7 +23,6 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from pydantic import TypeAdapter
 
 from stagetune.studies.lr_ranges import declared_space
-from stagetune.studies.plan import rungs
 from stagetune.studies.samplers import SoftPriorSampler
 from stagetune.studies.search import (
     NOT_RUN,
@@ -38,7 +37,6 @@ from stagetune.studies.space import dims, distribution, knobs, suggest
 from stagetune.studies.spec import Param
 from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.stages._coarse import fmt_params
-from stagetune.studies.weights import load_checkpoint
 
 REGION = TypeAdapter(dict[str, Param])
 
@@ -62,20 +60,19 @@ class Refine(Stage):
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
         coarse = {t.number: t for t in ctx.store.trials(ctx.spec.name, "coarse")}
-        levels = rungs(1, cfg.epochs, ctx.spec.stages.coarse.reduction)
 
-        def propose() -> Proposal:
-            trial = study.ask()
+        def propose(trial: optuna.Trial) -> Proposal:
             params = knobs(suggest(trial, declared))
             source = trial.user_attrs.get("continues")
             if source is None:
                 trial.set_user_attr("drawn_from", "the whole space"
                                     if sampler.explores(trial.number) else "the narrowed region")
                 return Proposal(trial, params)
-            return _continuation(trial, params, coarse[source], cfg.pruner != "none")
+            return _continuation(trial, params, coarse[source])
 
+        # no later stage continues a refine trial: its checkpoints serve a lost worker or
+        # a restarted runner only (studies.search)
         search = SearchPlan(trials=plan.sizes["trials"], epochs=cfg.epochs, horizon=cfg.epochs,
-                            checkpoint_at=tuple(e for e in levels if e < cfg.epochs),
                             prune=cfg.pruner != "none",
                             diagnose=cfg.diagnose and not ctx.handed.get("chance_stuck"),
                             stop=_stop_rule(ctx, study, cfg.patience))
@@ -137,22 +134,16 @@ class Refine(Stage):
                 "start": s["epoch"]})
 
 
-def _continuation(trial: optuna.Trial, params: dict[str, Any], source: FrozenTrial,
-                  prune: bool) -> Proposal:
-    """A coarse survivor picks up after its checkpoint. Its coarse epochs are reported
-    first, and shown to the pruner so that ASHA records the rungs it passed; coarse
-    already promoted it through those, so refine judges it from the next rung on."""
+def _continuation(trial: optuna.Trial, params: dict[str, Any], source: FrozenTrial
+                  ) -> Proposal:
+    """A coarse survivor picks up after its checkpoint. Its coarse epochs go along, told to
+    Optuna first and shown to the pruner, so that ASHA records the rungs it passed
+    (`studies.search.replay`); coarse already promoted it through those, so refine judges
+    it from the next rung on."""
     start = int(trial.user_attrs["start"])
-    replayed = []
-    for step, value in sorted(source.intermediate_values.items()):
-        if step > start or not math.isfinite(value):
-            continue
-        trial.report(value, step)
-        replayed.append(value)
-        if prune:
-            trial.should_prune()  # records the rung; the answer is coarse's, already given
-    return Proposal(trial, params, start=start,
-                    resume=load_checkpoint(trial.user_attrs["checkpoint_from"]),
+    replayed = {step: value for step, value in source.intermediate_values.items()
+                if step <= start and math.isfinite(value)}
+    return Proposal(trial, params, start=start, checkpoint=trial.user_attrs["checkpoint_from"],
                     replayed=replayed)
 
 

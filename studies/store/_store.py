@@ -24,7 +24,9 @@ from stagetune.studies.store._engine import (
     session_scope,
     store_error,
 )
+from stagetune.studies.store._identity import study_identity
 from stagetune.studies.store._tables import EventRow, StageRow, StudyRow, TrialMetricRow, utcnow
+from stagetune.studies.store._trial_cache import TrialCache
 
 
 @dataclass(frozen=True)
@@ -123,25 +125,21 @@ class Store:
                 pass
         with session_scope(self.url) as s:
             s.delete(self._study_row(s, name))
+        self.trial_cache.forget(name)
 
     def trials(self, study: str, stage: str) -> list[optuna.trial.FrozenTrial]:
         """The trials a stage ran, read through Optuna's cached storage: finished trials are
-        read from the database once per process, so a 10,000-trial study pages quickly.
-        Refine's copies of coarse trials (told to its sampler) are coarse's, not refine's."""
-        try:
-            study_id = self._cached_storage.get_study_id_from_name(f"{study}:{stage}")
-        except KeyError:
+        read from the database once per study (`_trial_cache`), so a 10,000-trial study pages
+        quickly. Refine's copies of coarse trials (told to its sampler) are coarse's."""
+        identity = study_identity(self.url, study)
+        if identity is None:
             return []
-        trials = self._cached_storage.get_all_trials(study_id, deepcopy=False)
+        trials = self.trial_cache.trials(identity, stage)
         return [t for t in trials if t.user_attrs.get("from") != "coarse"]
 
     @cached_property
-    def _cached_storage(self) -> optuna.storages.BaseStorage:
-        # Optuna wraps an RDBStorage in _CachedStorage inside each create/load_study; keeping
-        # one here keeps its cache between requests (Optuna has no public handle for it).
-        from optuna.storages._cached_storage import _CachedStorage
-
-        return _CachedStorage(self.optuna_storage)
+    def trial_cache(self) -> TrialCache:
+        return TrialCache(self.optuna_storage)
 
     def study_names(self) -> list[str]:
         with session_scope(self.url) as s:
@@ -191,13 +189,20 @@ class Store:
 
     def record_epoch(self, study: str, stage: str, trial_number: int, epoch: int,
                      metrics: dict[str, Any]) -> None:
-        """Record one epoch of a trial; a repeat of the same epoch is ignored, not doubled."""
+        """Record one epoch of a trial. An epoch run again (after a lost worker, or by a
+        trial continued from an older checkpoint after a restart) replaces its record:
+        the curve shows the run that went on, and no epoch is counted twice."""
         try:
             with session_scope(self.url) as s:
                 study_id = self._study_row(s, study).id
-                s.add(TrialMetricRow(study_id=study_id, stage=stage, trial_number=trial_number,
-                                     epoch=epoch, metrics=metrics))
-        except StoreError as exc:
+                replaced = s.execute(update(TrialMetricRow).where(
+                    TrialMetricRow.study_id == study_id, TrialMetricRow.stage == stage,
+                    TrialMetricRow.trial_number == trial_number, TrialMetricRow.epoch == epoch,
+                ).values(metrics=metrics))
+                if not replaced.rowcount:  # type: ignore[attr-defined]
+                    s.add(TrialMetricRow(study_id=study_id, stage=stage,
+                                         trial_number=trial_number, epoch=epoch, metrics=metrics))
+        except StoreError as exc:  # another attempt's report of it came in meanwhile
             if not isinstance(exc.__cause__, IntegrityError):
                 raise
 

@@ -53,3 +53,23 @@ def test_after_a_quiet_spell_a_read_never_gets_a_value_older_than_max_age() -> N
     version[0] = 2
     time.sleep(0.4)  # quiet: no read refreshed it in the background
     assert cache.get("k", lambda: version[0]) == 2  # computed in the request, not served stale
+
+
+def test_a_value_computed_across_a_clear_is_not_kept() -> None:
+    """A read that began before a write (which clears the cache) may hold what the write
+    replaced: it answers its own request, and the next read computes again."""
+    cache = ReadCache(ttl=10)
+    began, release = threading.Event(), threading.Event()
+
+    def old() -> str:
+        began.set()
+        release.wait(5)
+        return "before the delete"
+
+    reader = threading.Thread(target=cache.get, args=("k", old))
+    reader.start()
+    began.wait(5)
+    cache.clear()  # the write
+    release.set()
+    reader.join(5)
+    assert cache.get("k", lambda: "after the delete") == "after the delete"

@@ -112,7 +112,7 @@ def test_an_invalid_spec_fails_it_and_the_server_refuses_it_too(
 def test_openapi_documents_the_spec_as_the_post_body(tmp_path: Path,
                                                      schema: dict[str, Any]) -> None:
     served = create_app(Settings(database_url=f"sqlite:///{tmp_path / 's.db'}"))
-    document = TestClient(served).get("/openapi.json").json()
+    document = TestClient(served, base_url="http://localhost").get("/openapi.json").json()
     body = document["paths"]["/api/studies"]["post"]["requestBody"]
     assert body["required"] and set(body["content"]) == {"application/json", "application/yaml"}
     components = document["components"]["schemas"]

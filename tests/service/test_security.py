@@ -1,7 +1,8 @@
 """The browser's defences against a real `stagetune serve` with tokens: the login's `next`,
 CSRF from a page on another port of 127.0.0.1 (served here by a tiny http.server), the
-session cookie, the security headers, local /docs and /redoc, and the login's rate limit.
-Browser tests drive Debian's headless Chromium through Playwright."""
+session cookie, the security headers, local /docs and /redoc, and the login's rate limit;
+and against one without tokens, on loopback: DNS rebinding. Browser tests drive Debian's
+headless Chromium through Playwright."""
 
 from __future__ import annotations
 
@@ -16,21 +17,25 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Response
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from stagetune.service.app import create_app
 from stagetune.service.auth import SESSION_COOKIE, Sessions
 from stagetune.service.client import ApiError, Client
 from stagetune.service.settings import Settings
 from stagetune.service.web.pages import safe_next
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.service.server import Server, free_port
 from tests.service.test_api import long_study
 
 TOKEN = "alpha-token-0123"
 MAX_FAILURES, WINDOW_S = 5, 4
+PROXY = "127.0.0.2"  # a loopback address of its own: the one proxy the server believes
 TARGET = "csrf-target"  # a running study that the attacker tries to cancel
 FORGED = "csrf-made"  # the study the attacker tries to create
 
@@ -43,6 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, ray_local: str) -> Iterator
     with pytest.MonkeyPatch.context() as env:
         env.setenv("STAGETUNE_LOGIN_MAX_FAILURES", str(MAX_FAILURES))
         env.setenv("STAGETUNE_LOGIN_WINDOW_S", str(WINDOW_S))
+        env.setenv("STAGETUNE_FORWARDED_ALLOW_IPS", PROXY)
         server = Server(f"sqlite:///{tmp / 'store.db'}", tmp / "data", tokens=f"{TOKEN}, beta",
                         ray_address=ray_local).start()
     try:
@@ -104,13 +110,16 @@ def log_in(context: BrowserContext, server: Server, next: str = "/", kept: str =
     "javascript:alert(1)", "JavaScript:alert(1)", "data:text/html,<script>alert(1)</script>",
     "http://elsewhere.example/", "https://elsewhere.example/x", "//elsewhere.example/",
     "/\\elsewhere.example/", "\\\\elsewhere.example", "/\t/elsewhere.example", "/\n/x",
-    " /studies", "/studies\x00", "studies/x", "", "///elsewhere.example", "/\u200b/x"])
+    " /studies", "/studies\x00", "studies/x", "", "///elsewhere.example", "/\u200b/x",
+    "/.//elsewhere.example/phish", "/..//elsewhere.example", "/a/..//elsewhere.example",
+    "/%2e//elsewhere.example", "/.%2E//elsewhere.example", "/a/%2e%2e//elsewhere.example"])
 def test_a_next_that_is_not_a_path_here_becomes_home(target: str) -> None:
     assert safe_next(target) == "/"
 
 
 @pytest.mark.parametrize("target", ["/", "/studies/a-b_1", "/studies/x/trials/3?tab=curves#top",
-                                    "/%2F%2Felsewhere.example"])
+                                    "/%2F%2Felsewhere.example", "/./studies", "/studies/..",
+                                    "/studies?next=//elsewhere.example"])
 def test_a_path_here_is_kept_as_next(target: str) -> None:
     assert safe_next(target) == target
 
@@ -142,6 +151,49 @@ def test_an_absolute_next_is_not_an_open_redirect(server: Server, browser: Brows
         page.wait_for_url(f"{server.url}/")
         assert page.url == f"{server.url}/"
         assert attacker.seen[before:] == []
+    finally:
+        context.close()
+
+
+# Well-known open-redirect spellings (PayloadsAllTheThings' and OWASP's lists), as an
+# attacker's link carries them in `next`; {h} is the attacker's host:port. The server
+# decodes the query once, the page's script resolves what is left as the browser does.
+OPEN_REDIRECTS = [
+    "//{h}/x", "///{h}/x", "////{h}/x", "/\\{h}/x", "\\/{h}/x", "\\\\{h}/x", "/\\/{h}/x",
+    "/.//{h}/x", "/..//{h}/x", "/a/..//{h}/x", "/././/{h}/x", "/%2e//{h}/x", "/.%2e//{h}/x",
+    "/%2e%2e//{h}/x", "/%252e//{h}/x", "/%2f%2f{h}/x", "/%2F%2F{h}/x", "%2f%2f{h}/x",
+    "/%2f/{h}/x", "%2f%2e%2f%2f{h}/x", "/%5c{h}/x", "/%5C%5C{h}/x", "%5c%5c{h}/x",
+    "/%5c/{h}/x", "/%09/{h}/x", "/%0a/{h}/x", "/%0d/{h}/x", "%09//{h}/x", "%20//{h}/x",
+    "/%00/{h}/x", "http://{h}/x", "HtTp://{h}/x", "https:{h}/x", "http:{h}/x",
+    "http:/{h}/x", "http:\\\\{h}/x", "//{h}%2f..", "//{h}%00.example", "/\u3031{h}/x",
+    "/\uff0f\uff0f{h}/x", "javascript://%0alocation='http://{h}/x'", "%2f%252f{h}/x"]
+
+
+def test_no_open_redirect_spelling_leaves_the_origin_after_login(
+        server: Server, browser: Browser, attacker: Attacker) -> None:
+    """Each payload as a person following the link would: open the login, log in, land."""
+    host = attacker.url.removeprefix("http://")
+    own = urlsplit(server.url)
+    context = browser.new_context()
+    page = context.new_page()
+    left: dict[str, str] = {}
+    try:
+        before = len(attacker.seen)
+        for payload in OPEN_REDIRECTS:
+            context.clear_cookies()  # logged out: a session's POST /login needs its CSRF token
+            page.goto(f"{server.url}/login?next={payload.format(h=host)}")
+            page.fill("input[name=token]", TOKEN)
+            page.click("button[type=submit]")
+            try:
+                page.wait_for_url(lambda url: not url.startswith(f"{server.url}/login"),
+                                  wait_until="commit", timeout=10_000)
+            except PlaywrightTimeout:
+                left[payload] = f"still at {page.url}"
+                continue
+            landed = urlsplit(page.url)
+            if (landed.scheme, landed.netloc) != (own.scheme, own.netloc):
+                left[payload] = page.url
+        assert left == {} and attacker.seen[before:] == [], (left, attacker.seen[before:])
     finally:
         context.close()
 
@@ -254,6 +306,53 @@ def test_scripts_with_a_bearer_token_need_no_csrf_token(server: Server) -> None:
         assert allowed.status_code == 404
 
 
+# -- DNS rebinding: a page whose own name points at a loopback service without tokens --------
+
+def test_a_rebound_host_name_is_refused_and_loopback_names_are_served(
+        open_server: Server) -> None:
+    port = open_server.port
+    rebound = {"Host": f"evil.test:{port}", "Origin": f"http://evil.test:{port}"}
+    with httpx.Client(base_url=open_server.url) as http:
+        for method, path, body in (("POST", "/api/studies", long_study("rebound", 1, 1)),
+                                   ("POST", "/api/studies/rebound/cancel", None),
+                                   ("GET", "/api/studies", None), ("GET", "/", None)):
+            refused = http.request(method, path, headers=rebound, json=body)
+            assert refused.status_code == 400, (path, refused.text)
+            detail = refused.json()["detail"]
+            assert "evil.test" in detail and "STAGETUNE_ALLOWED_HOSTS" in detail, detail
+            assert refused.headers["x-frame-options"] == "DENY"
+        assert http.get("/api/studies").json()["total"] == 0  # nothing was submitted
+        # a probe names the container by whatever address it sees
+        assert http.get("/healthz", headers={"Host": f"10.1.2.3:{port}"}).status_code == 200
+        for name in ("127.0.0.1", "localhost", "LOCALHOST", "[::1]"):
+            own = {"Host": f"{name}:{port}", "Origin": f"http://{name}:{port}"}
+            assert http.get("/api/studies", headers=own).status_code == 200, name
+            # past both guards: the empty spec is what is wrong
+            assert http.post("/api/studies", headers=own, json={}).status_code == 422, name
+        # an allowed name on another port is another origin
+        other = {"Host": f"127.0.0.1:{port}", "Origin": "http://localhost:1"}
+        assert http.post("/api/studies", headers=other, json={}).status_code == 403
+
+
+def test_a_browser_on_a_rebound_name_gets_the_refusal(open_server: Server,
+                                                      browser: Browser) -> None:
+    """Chromium resolves evil.test to 127.0.0.1, as the attacker's DNS would after the
+    page has loaded; the pages of the service's own names still work."""
+    rebinding = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.test 127.0.0.1"])
+    try:
+        page = rebinding.new_page()
+        answer = page.goto(f"http://evil.test:{open_server.port}/")
+        assert answer is not None and answer.status == 400
+        assert "STAGETUNE_ALLOWED_HOSTS" in page.inner_text("body")
+        for name in ("127.0.0.1", "localhost"):
+            answer = page.goto(f"http://{name}:{open_server.port}/")
+            assert answer is not None and answer.status == 200, name
+            assert page.title().endswith("stagetune")
+    finally:
+        rebinding.close()
+
+
 # -- 4: the session cookie ------------------------------------------------------------------
 
 def cookie_attributes(header: str) -> dict[str, str]:
@@ -282,10 +381,14 @@ def test_the_session_cookie_is_signed_expiring_and_not_the_token(server: Server)
         assert status(f"{SESSION_COOKIE}={forged}") == 401
         assert status(f"stagetune_token={TOKEN}") == 401  # the old cookie: the raw token
 
-    # over TLS (here: the proxy in front of the service says so), the cookie is Secure
-    tls = httpx.post(f"{server.url}/login", json={"token": TOKEN},
-                     headers={"X-Forwarded-Proto": "https"})
+    # over TLS (here: the proxy in front of the service says so), the cookie is Secure;
+    # the same header from an address that is not a named proxy is not believed
+    https = {"X-Forwarded-Proto": "https"}
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=PROXY)) as proxy:
+        tls = proxy.post(f"{server.url}/login", json={"token": TOKEN}, headers=https)
     assert "secure" in cookie_attributes(tls.headers["set-cookie"])
+    claimed = httpx.post(f"{server.url}/login", json={"token": TOKEN}, headers=https)
+    assert "secure" not in cookie_attributes(claimed.headers["set-cookie"])
 
 
 def test_secure_cookies_setting_and_sessions_that_end() -> None:
@@ -390,10 +493,12 @@ def test_the_pages_draw_under_their_policy(server: Server, browser: Browser) -> 
         context.close()
 
 
-# -- 5: failed logins are limited (last: it locks this client out for a while) -------------
+# -- 5: failed logins are limited (last: they lock their clients out for a while) ----------
 
 def test_failed_logins_get_429_with_retry_after(server: Server) -> None:
-    with httpx.Client(base_url=server.url) as http:
+    # a loopback address of its own: the test below locks out 127.0.0.1
+    guesser = httpx.HTTPTransport(local_address="127.0.0.3")
+    with httpx.Client(base_url=server.url, transport=guesser) as http:
         started = time.monotonic()
         statuses = [http.post("/login", json={"token": f"guess-{i}"}).status_code
                     for i in range(MAX_FAILURES)]
@@ -407,3 +512,19 @@ def test_failed_logins_get_429_with_retry_after(server: Server) -> None:
         assert http.post("/login", json={"token": TOKEN}).status_code == 429
         time.sleep(wait + 0.2)
         assert http.post("/login", json={"token": TOKEN}).status_code == 204
+
+
+def test_fresh_forwarded_for_headers_do_not_escape_the_limit(server: Server) -> None:
+    """The limit counts by the peer's address; X-Forwarded-For counts only from the proxy
+    named in STAGETUNE_FORWARDED_ALLOW_IPS (uvicorn by itself believes 127.0.0.1)."""
+    with httpx.Client(base_url=server.url) as http:
+        statuses = [http.post("/login", json={"token": f"guess-{i}"},
+                              headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code
+                    for i in range(MAX_FAILURES + 5)]
+    assert statuses == [401] * MAX_FAILURES + [429] * 5, statuses
+    # the proxy speaks for its clients: this one has not failed yet, the right token works
+    with httpx.Client(base_url=server.url,
+                      transport=httpx.HTTPTransport(local_address=PROXY)) as proxy:
+        forwarded = {"X-Forwarded-For": "203.0.113.9"}
+        assert proxy.post("/login", json={"token": "guess"}, headers=forwarded).status_code == 401
+        assert proxy.post("/login", json={"token": TOKEN}, headers=forwarded).status_code == 204

@@ -130,7 +130,7 @@ def test_cancel_stops_running_trials_within_10_seconds(store_url: str) -> None:
 
 
 def test_a_worker_killed_mid_trial_continues_from_its_checkpoint(store_url: str) -> None:
-    # coarse rungs 1, 3, 6: a trial checkpoints after epochs 1, 3 and 6; pruning is off
+    # a trial hands over a checkpoint after every epoch it has reported; pruning is off
     # (one configuration), so the victim must run all six epochs
     spec = digits_spec("ray-sigkill", resources={"max_concurrent": 1, "max_retries": 2},
                        stages={**NO_PROBES, "coarse": {"trials": 1, "epochs": 6},
@@ -149,11 +149,13 @@ def test_a_worker_killed_mid_trial_continues_from_its_checkpoint(store_url: str)
     assert killed.state == TrialState.COMPLETE
     assert killed.user_attrs["restarts"] == 1
     assert killed.user_attrs["worker"]["pid"] != victim["pid"]
-    assert killed.user_attrs["started_after"] == 3  # its last checkpoint, not a restart
+    # its last checkpoint, after the last epoch it reported or the one before (it was
+    # killed between that report and that checkpoint), not a restart
+    assert killed.user_attrs["started_after"] >= 3
     curve = store.curves("ray-sigkill", "coarse")[victim["job"]]
     assert [m["epoch"] for m in curve] == [1, 2, 3, 4, 5, 6]
-    # charged for what ran: 6 epochs plus the ones after epoch 3 run twice, not 6 + 6
-    assert 6 < killed.user_attrs["epochs"] <= 6 + 2
+    # charged for what ran: 6 epochs, plus the one run twice if it was killed there
+    assert killed.user_attrs["epochs"] == 6 + killed.user_attrs.get("repeats", 0) <= 7
     assert killed.user_attrs["checkpoint"]["epoch"] == 6
 
 
@@ -185,6 +187,7 @@ def test_a_killed_runner_is_replaced_by_stagetune_resume(store_url: str, ray_loc
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):  # kept, not run again
             assert after[number].datetime_complete == trial.datetime_complete
             assert store.curves("ray-resume", "coarse")[number] == curves_before[number]
-        elif trial.state == TrialState.RUNNING:  # orphaned by the dead runner
-            assert after[number].state == TrialState.FAIL
+        elif trial.state == TrialState.RUNNING:  # left by the dead runner: it went on
+            assert after[number].state in (TrialState.COMPLETE, TrialState.PRUNED)
+            assert after[number].user_attrs["interrupted"] == 1
     assert Store(store_url).study("ray-resume").status == "completed"

@@ -1,7 +1,9 @@
-"""A study killed in the middle of coarse resumes without redoing or renumbering trials."""
+"""A study killed in the middle of coarse resumes without redoing or renumbering trials,
+and the trials it was running go on from their checkpoints."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from optuna.trial import TrialState
 
@@ -34,7 +37,8 @@ def coarse_trials(url: str) -> list[optuna.trial.FrozenTrial]:
     return trials(url, "resume-me", "coarse")  # one storage per store, however often polled
 
 
-def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(tmp_path: Path) -> None:
+def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # The whole `stagetune run` process group (CLI and its local Ray) dies here; on
     # PostgreSQL the same recovery is tested with a killed runner actor
     # (tests/studies/test_ray_runner.py), so this one runs on SQLite only.
@@ -69,7 +73,8 @@ def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(tmp_
                        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
     assert 3 <= len(finished_before) < 10
 
-    report = Runner(load_spec(SPEC), Store(store_url)).run()
+    with caplog.at_level(logging.WARNING, logger="stagetune.studies.search"):
+        report = Runner(load_spec(SPEC), Store(store_url)).run()
     assert report.status == "completed", report.message
 
     after = coarse_trials(store_url)
@@ -82,9 +87,15 @@ def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(tmp_
         kept = after[number]
         assert kept.state == trial.state
         assert kept.value == trial.value and kept.datetime_complete == trial.datetime_complete
-    # a trial that was running at the kill is failed, not silently retried under its number
+    # a trial that was running at the kill goes on under its number, after its checkpoint
+    # (or from its start, if it had none), its values kept; one log line says so
     orphaned = [n for n, t in before.items() if t.state == TrialState.RUNNING]
     for number in orphaned:
-        assert after[number].state == TrialState.FAIL
-        assert after[number].user_attrs["status"] == "failed"
-        assert "its runner stopped while it ran" in after[number].user_attrs["message"]
+        went_on, saved = after[number], before[number].user_attrs.get("checkpoint")
+        assert went_on.state in (TrialState.COMPLETE, TrialState.PRUNED), went_on.user_attrs
+        assert went_on.user_attrs["interrupted"] == 1
+        assert went_on.user_attrs.get("started_after", 0) == (saved["epoch"] if saved else 0)
+        assert all(went_on.intermediate_values[e] == v
+                   for e, v in before[number].intermediate_values.items())
+    said = [r.getMessage() for r in caplog.records if "when its runner stopped" in r.getMessage()]
+    assert len(said) == len(orphaned), said

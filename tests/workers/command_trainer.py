@@ -1,7 +1,7 @@
 """A command trainer's program: prints JSON lines of metrics, the way SCRIPT_MODE says.
 
 ok: echoes what reached it (argv and environment) in its metrics and keeps a checkpoint
-file; garbage: mixes in lines that are not metrics; fail: exits 3 after a traceback;
+file; env: as ok, after writing its whole environment as JSON to $ENV_DUMP; garbage: mixes in lines that are not metrics; fail: exits 3 after a traceback;
 silent: prints no metric; slow: an epoch a second, writing its pid to a file; stubborn:
 as slow, ignoring SIGTERM; hang: one epoch, then ten minutes
 of silence.
@@ -28,6 +28,8 @@ params = json.loads(os.environ["STAGETUNE_PARAMS"])
 folder = Path(os.environ["STAGETUNE_CHECKPOINT_DIR"])
 start = int(os.environ["STAGETUNE_START_EPOCH"])
 
+if mode == "env":
+    Path(os.environ["ENV_DUMP"]).write_text(json.dumps(dict(os.environ)))
 if mode in ("slow", "stubborn", "hang"):
     Path(os.environ["PID_FILE"]).write_text(str(os.getpid()))
     if mode == "stubborn":

@@ -59,7 +59,9 @@ def test_horizon_keeps_the_schedule_of_the_longer_run() -> None:
     assert without_timing(short.history) == without_timing(full.history[:3])
 
 
-def test_a_run_stopped_at_a_checkpoint_epoch_still_saves_before_it_reports() -> None:
+def test_a_run_stopped_at_a_checkpoint_epoch_still_saves_once_it_has_reported() -> None:
+    """Report, then checkpoint, then obey: a stopped run can go on, and a runner or worker
+    lost between the two re-runs the epoch instead of losing its record."""
     events: list[str] = []
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
@@ -71,7 +73,7 @@ def test_a_run_stopped_at_a_checkpoint_epoch_still_saves_before_it_reports() -> 
 
     result = execute(TrialRequest(MLP, epochs=6, checkpoint_at=(2, 5)), report, save)
     assert result.status == "stopped"
-    assert events == ["report 1", "save 2", "report 2"]
+    assert events == ["report 1", "report 2", "save 2"]
 
 
 def test_early_stopping_count_survives_a_resume() -> None:

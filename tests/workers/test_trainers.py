@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import _thread
+import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -124,6 +126,11 @@ def test_registration_refuses_what_cannot_run() -> None:
         register_command("typo", ["prog", "--lr", "{lrr}"])
     with pytest.raises(ConfigError, match="non-empty list of strings"):
         register_command("shell", "python train.py")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"pass_env must be a list of environment variable "
+                       r"names, or a prefix ending in \*"):
+        register_command("leaky", ["prog"], pass_env="HOME")
+    with pytest.raises(ConfigError, match="got \\['A=B'\\]"):
+        register_command("leaky", ["prog"], pass_env=["A=B"])
 
 
 # -- command trainers -------------------------------------------------------------------
@@ -139,6 +146,28 @@ def test_a_command_gets_the_params_as_arguments_and_environment() -> None:
     assert (last["lr"], last["width"]) == (0.02, 24)  # argv placeholders
     assert last["env_hidden"] == 40 and last["env_param_hidden"] == 40  # environment
     assert last["env_epochs"] == 3 and last["best"] == pytest.approx(0.53)
+
+
+def test_a_command_gets_only_the_environment_it_is_allowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's secrets stay in the worker (a real serve: tests/service/
+    test_command_environment.py); PATH, the locale, its devices and what its
+    registration names reach the program."""
+    dump = tmp_path / "env.json"
+    for name, value in {"ENV_DUMP": str(dump), "PASSED_ONE": "1", "LC_TIME": "C",
+                        "CUDA_VISIBLE_DEVICES": "", "STAGETUNE_API_TOKENS": "secret",
+                        "STAGETUNE_WEBHOOK_TOKEN": "secret", "PGPASSWORD": "secret",
+                        "RAY_AUTH_TOKEN": "secret", "NOT_PASSED": "x"}.items():
+        monkeypatch.setenv(name, value)
+    result, _ = run(request(Task(None, None, trainer="script_env"), params={"hidden": 12}))
+    assert result.status == "completed", result.message
+    got = json.loads(dump.read_text())
+    assert got["PATH"] == os.environ["PATH"] and got["LC_TIME"] == "C"
+    assert got["PASSED_ONE"] == "1" and got["CUDA_VISIBLE_DEVICES"] == ""
+    assert got["SCRIPT_MODE"] == "env" and got["STAGETUNE_PARAM_HIDDEN"] == "12"
+    leaked = {"STAGETUNE_API_TOKENS", "STAGETUNE_WEBHOOK_TOKEN", "PGPASSWORD",
+              "RAY_AUTH_TOKEN", "NOT_PASSED"} & set(got)
+    assert not leaked
 
 
 def test_a_command_continues_from_its_checkpoint_folder() -> None:

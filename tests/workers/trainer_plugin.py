@@ -147,7 +147,12 @@ def register() -> None:
                      knobs=MlpKnobs, objective="val_accuracy", env={"SCRIPT_MODE": "ok"})
     for mode in ("garbage", "fail", "silent", "slow", "stubborn", "hang"):
         register_command(f"script_{mode}", [*script, "--epochs", "{epochs}"],
-                         objective="val_accuracy", env={"SCRIPT_MODE": mode})
+                         objective="val_accuracy", env={"SCRIPT_MODE": mode},
+                         pass_env=["PID_FILE"])
+    # writes the environment it got to $ENV_DUMP: what a program sees of its worker's
+    register_command("script_env", [*script, "--epochs", "{epochs}"], knobs=MlpKnobs,
+                     objective="val_accuracy", env={"SCRIPT_MODE": "env"},
+                     pass_env=["ENV_DUMP", "PASSED_*"])
 
 
 register()

@@ -11,6 +11,11 @@ The program is started without a shell, its argv's placeholders filled in (`{lr}
   epoch's line is that epoch's checkpoint; a continued trial finds it there again, with
   STAGETUNE_RESUME=1 and STAGETUNE_START_EPOCH the epoch it holds.
 
+Of the worker's own environment it gets only INHERITED (PATH, the locale, HOME, TMPDIR,
+the GPUs and CPU threads Ray gave the trial) and the names its registration lists in
+`pass_env`, never the rest: the worker's environment holds the service's secrets (API and
+webhook tokens, the database's URL and password, Ray's token).
+
 Each stdout line that is a JSON object with an "epoch" is that epoch's metrics, e.g.
 `{"epoch": 1, "val_accuracy": 0.9}`; other lines are ignored and counted in the trial's
 message. On prune or cancel the program gets SIGTERM and, after a grace, SIGKILL (its
@@ -19,6 +24,7 @@ whole process group). A non-zero exit fails the trial with the end of its stderr
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import logging
@@ -51,6 +57,9 @@ POLL_SECONDS = 0.1  # how often the wait for a line looks for a cancel
 STOP_GRACE_SECONDS = 3.0  # SIGTERM, then SIGKILL: inside Ray's cancel grace (5 s)
 STDERR_LINES = 20  # the tail a failed trial's message shows
 STDERR_CHARS = 2000
+# what a program needs to run where the trial runs; `*` ends a prefix
+INHERITED = ("PATH", "HOME", "TMPDIR", "LANG", "LANGUAGE", "LC_*", "TZ",
+             "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class CommandTrainer:
     env: dict[str, str]
     cwd: Path | None
     knobs: type[BaseModel] | None
+    pass_env: tuple[str, ...] = ()  # more names (or `PREFIX*`) of the worker's environment
 
     def check_placeholders(self) -> None:
         """Every `{name}` in argv must be a placeholder or a knob (checked at registration)."""
@@ -89,8 +99,8 @@ class CommandTrainer:
             values = _values(ctx)
             fill = {**values, **_builtins(ctx, checkpoints)}
             argv = [arg.format(**fill) for arg in self.argv]
-            env = {**os.environ, **self.env, **_environment(ctx, values, checkpoints,
-                                                            resumed is not None)}
+            env = {**_inherited((*INHERITED, *self.pass_env)), **self.env,
+                   **_environment(ctx, values, checkpoints, resumed is not None)}
             _Run(self, ctx, argv, env, checkpoints).run()
 
 
@@ -162,10 +172,14 @@ class _Run:
                 self.ignored += bool(line.strip())
                 continue
             epoch = metrics.pop("epoch")
-            if isinstance(epoch, (int, float)) and epoch in self.ctx.checkpoint_at:
-                # before the report, as the built-in loop: a stopped run can still go on
-                self.ctx.save_checkpoint(_pack_folder(self.checkpoints), epoch=int(epoch))
-            if self.ctx.report(epoch, metrics):
+            due = isinstance(epoch, (int, float)) and epoch in self.ctx.checkpoint_at
+            packed = _pack_folder(self.checkpoints) if due else None  # as the line came
+            stop = self.ctx.report(epoch, metrics)
+            if packed is not None:
+                # handed over after the report, before obeying it, as the built-in loop: a
+                # stopped run can still go on, and no checkpoint runs ahead of the reports
+                self.ctx.save_checkpoint(packed, epoch=int(epoch))
+            if stop:
                 return True
 
     def _drain(self, process: subprocess.Popen[str]) -> None:
@@ -226,6 +240,12 @@ def _builtins(ctx: TrainerContext, checkpoints: Path) -> dict[str, Any]:
     return {"epochs": ctx.epochs, "start_epoch": ctx.start_epoch, "horizon": ctx.horizon,
             "seed": ctx.seed, "device": str(ctx.device), "mode": ctx.mode,
             "checkpoint_dir": str(checkpoints)}
+
+
+def _inherited(names: tuple[str, ...]) -> dict[str, str]:
+    """The variables of this process's environment that `names` allow (`PREFIX*` too)."""
+    return {k: v for k, v in os.environ.items()
+            if any(fnmatch.fnmatchcase(k, n) for n in names)}
 
 
 def _environment(ctx: TrainerContext, values: dict[str, Any], checkpoints: Path,

@@ -7,6 +7,7 @@ only; a request names a trainer, never a function or a command line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ PartsFunction = Callable[["TrainerContext"], "TrainerParts"]
 TRAINERS: Registry[TrainerFunction] = Registry("trainer")
 
 DIRECTIONS = ("maximize", "minimize")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")  # a variable's name, or a prefix and *
 
 
 def register_trainer(name: str, *, knobs: type[BaseModel] | None = None,
@@ -62,10 +64,13 @@ def register_command(name: str, argv: Sequence[str], *, knobs: type[BaseModel] |
                      env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
                      objective: str | None = None, direction: str | None = None,
                      metrics: Sequence[str] | None = None,
-                     description: str = "") -> Entry[TrainerFunction]:
+                     description: str = "",
+                     pass_env: Sequence[str] = ()) -> Entry[TrainerFunction]:
     """Register a program as trainer `name`: `argv` (no shell) with placeholders such as
     `{lr}`, `{epochs}`, `{seed}`, `{device}`, `{start_epoch}`, `{checkpoint_dir}` filled in
     per trial; it prints JSON lines of metrics on stdout (see workers.trainers._command).
+    `env`: variables set for it; `pass_env`: names (or `PREFIX*`) it gets from the worker's
+    environment beyond PATH, the locale, HOME, TMPDIR and its devices (it gets no other).
     `description` is what the registry API says of it (its argv is never shown)."""
     from stagetune.workers.trainers._command import CommandTrainer  # no torch: plain subprocess
 
@@ -73,8 +78,13 @@ def register_command(name: str, argv: Sequence[str], *, knobs: type[BaseModel] |
     if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
         raise ConfigError(f"command '{name}': argv must be a non-empty list of strings, the "
                           "program first (no shell)")
+    if isinstance(pass_env, str) or not all(
+            isinstance(n, str) and ENV_NAME.fullmatch(n) for n in pass_env):
+        raise ConfigError(f"command '{name}': pass_env must be a list of environment variable "
+                          f"names, or a prefix ending in * (e.g. ['WANDB_API_KEY', 'HF_*']); "
+                          f"got {pass_env!r}")
     command = CommandTrainer(name, tuple(argv), dict(env or {}),
-                             None if cwd is None else Path(cwd), knobs)
+                             None if cwd is None else Path(cwd), knobs, tuple(pass_env))
     command.check_placeholders()
     TRAINERS.register(name, knobs=knobs, kind="command", parts=None, objective=objective,
                       direction=direction, metrics=tuple(metrics or ()),

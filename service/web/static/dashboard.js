@@ -344,11 +344,13 @@ function setUpTrialTable(form, table) {
   document.getElementById("trials-next").addEventListener("click", () => step(1));
 }
 
-// Where to go after the login: a path of this service only (the server checks it too).
+// Where to go after the login: a page of this service only (the server checks it too).
+// The whole URL, not its path: a path such as "//host/x" (what "/.//host/x" resolves to)
+// would be read again as another host's address.
 function sameOrigin(next) {
   try {
     const target = new URL(next || "/", window.location.origin);
-    if (target.origin === window.location.origin) return target.pathname + target.search + target.hash;
+    if (target.origin === window.location.origin) return target.href;
   } catch (error) { /* not a URL: go home */ }
   return "/";
 }
