@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.deploy.stack import COMPOSE, IMAGE, PLUGIN, REPO, Stack, engine_missing, run, say, timed, wait_for
@@ -166,10 +167,11 @@ def test_a_study_with_the_mounted_plugin_completes_with_its_trials_on_the_worker
         model = api.get(f"/api/studies/{study_id}/model")
         assert model.status_code == 200, model.text
         names = zipfile.ZipFile(io.BytesIO(model.content)).namelist()
-        # the dashboard, as a browser reaches it: a login, then the study's page
-        assert api.post("/login", json={"token": stack.token}).status_code == 204
-        page = api.get(f"/studies/{study_id}", headers={"Authorization": ""})
-        plotly = api.get("/vendor/plotly.min.js")
+    # the dashboard, as a browser reaches it: no bearer token, a login, then the study's page
+    with httpx.Client(base_url=stack.url, timeout=30) as browser:
+        assert browser.post("/login", json={"token": stack.token}).status_code == 204
+        page = browser.get(f"/studies/{study_id}")
+        plotly = browser.get("/vendor/plotly.min.js")
     say(f"model download: {len(model.content)} bytes ({', '.join(names)}); dashboard page "
         f"{page.status_code}, {len(page.text)} characters")
     assert page.status_code == 200 and "deploy-first" in page.text and plotly.status_code == 200
