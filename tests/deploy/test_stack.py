@@ -227,8 +227,9 @@ def test_stopping_the_worker_mid_trial_then_starting_it_retries_the_trial(stack:
         f"{[after[n]['started_after'] for n in interrupted]}; failed trials: "
         f"{len(lost(stack, study_id))}")
     assert lost(stack, study_id) == []
-    assert all(after[n]["state"] in ("complete", "pruned") and after[n]["restarts"] >= 1
-               for n in interrupted), after
+    # every interrupted trial ends; one still in its epochs when the node died is retried
+    assert all(after[n]["state"] in ("complete", "pruned") for n in interrupted), after
+    assert any(after[n]["restarts"] >= 1 for n in interrupted), after
 
 
 def test_restarting_the_api_mid_study_continues_its_trials_from_their_checkpoints(stack: Stack) -> None:
