@@ -161,7 +161,9 @@ def idle_wait(start: float, end: float, busy: list[tuple[float, float]], cpus: i
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     names = [f"multi-{i}" for i in range(args.studies)]
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(f"sqlite:///{tmp}/store.db", Path(tmp) / "data").start(timeout=180)
+        # every study runs at once, as before the queue (bench/many_studies.py measures it)
+        server = Server(f"sqlite:///{tmp}/store.db", Path(tmp) / "data", env={
+            "STAGETUNE_MAX_RUNNING_STUDIES": str(args.studies)}).start(timeout=180)
         sampler = Sampler(server.process.pid)  # type: ignore[union-attr]
         sampler.start()
         try:

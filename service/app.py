@@ -18,6 +18,7 @@ from stagetune.service import errors
 from stagetune.service.api import health_router, plots_router, registry_router, studies_router
 from stagetune.service.auth import require_token
 from stagetune.service.cache import ReadCache
+from stagetune.service.cluster_view import ClusterView
 from stagetune.service.figures import FigureCache
 from stagetune.service.logs import configure_logging
 from stagetune.service.metrics import install_metrics
@@ -29,7 +30,7 @@ from stagetune.service.web._hosts import warn_if_any_host
 from stagetune.service.web.docs import router as docs_router
 from stagetune.service.web.security import install_security
 from stagetune.studies.cluster import connect
-from stagetune.studies.store import Store
+from stagetune.studies.store import Store, fail_fast
 from stagetune.studies.study_end import Hooks, hook_actor
 from stagetune.workers.plugins import load_plugins
 
@@ -47,17 +48,22 @@ def create_app(settings: Settings | None = None,
         warn_if_any_host(settings)
         load_plugins()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # figures build in-memory studies
-        store = Store(settings.database_url)  # runs the migrations
+        store = Store(settings.database_url)  # runs the migrations, waiting for the database
+        fail_fast()  # from here on a request gets a 503 at once while the database is away
         connect(settings.ray_address)
+        app.state.cluster = ClusterView()  # what submit checks a spec's resources against
+        app.state.cluster.start()
         if Hooks.from_settings(settings).any:
             hook_actor()  # up before any study ends: see studies/study_end.py
-        supervisor = Supervisor(store)  # resumes running studies whose runner is gone
+        # resumes running studies whose runner is gone; starts pending ones as the limit allows
+        supervisor = Supervisor(store, max_running=settings.max_running_studies)
         supervisor.start()
         app.state.store, app.state.supervisor = store, supervisor
         if on_ready is not None:
             on_ready(app)
         yield
         supervisor.stop()  # runners are detached: on a shared cluster they go on
+        app.state.cluster.stop()
         ray.shutdown()
 
     app = FastAPI(title="stagetune", summary="Staged hyperparameter search for PyTorch",

@@ -42,6 +42,7 @@ class Sessions:
         self._serializer = URLSafeTimedSerializer(secret, salt="stagetune.session")
         self._tokens = tokens
         self._token_ids = frozenset(self._digest("token", t) for t in tokens)
+        self._owners = {self._digest("token", t): token_owner(t) for t in tokens}
         self.max_age_s = max_age_s
 
     @classmethod
@@ -73,6 +74,10 @@ class Sessions:
         if not isinstance(data, dict) or data.get("t") not in self._token_ids:
             return None
         return Session(str(data["t"]), str(data.get("n", "")))
+
+    def owner(self, session: Session) -> str:
+        """The `token_owner` of the token the session logged in with."""
+        return self._owners.get(session.token_id, "")
 
     def csrf_token(self, session: Session) -> str:
         return self._digest("csrf", session.nonce)
@@ -109,6 +114,25 @@ def authenticated(request: Request) -> bool:
     if given is not None:
         return known.token_valid(given)
     return current_session(request) is not None
+
+
+def token_owner(token: str) -> str:
+    """What the store records as a token's: a digest that stays the same across restarts
+    (the session key may not) and tells nothing of a random token."""
+    return hashlib.sha256(f"stagetune.owner:{token}".encode()).hexdigest()[:32]
+
+
+def caller(request: Request) -> str:
+    """Who asks, for the limits per token: the `token_owner` of the request's bearer token
+    or of its session's; "" without tokens, where callers cannot be told apart (the service
+    listens on loopback by default, for one user): the limits are the whole service's."""
+    if not sessions(request).required:
+        return ""
+    given = bearer_token(request)
+    if given is not None:
+        return token_owner(given)
+    session = current_session(request)
+    return sessions(request).owner(session) if session is not None else ""
 
 
 def start_session(request: Request, response: Response, token: str) -> None:

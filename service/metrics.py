@@ -187,8 +187,8 @@ def snapshot(store: Store, now: float) -> Snapshot:
     for status in STATUSES:
         out.studies[status] = store.list_studies(status=status, limit=0)[1]
     pending, _ = store.list_studies(status="pending", limit=1000)
-    out.oldest_pending_s = max((max(0.0, now - _utc(r.updated_at)) for r in pending
-                                if r.updated_at is not None), default=0.0)
+    out.oldest_pending_s = max((max(0.0, now - _utc(r.queued_at)) for r in pending
+                                if r.queued_at is not None), default=0.0)
     for status in ACTIVE:
         records, _ = store.list_studies(status=status, limit=10_000)
         for record in records:

@@ -2,10 +2,12 @@
 
 Every few seconds, and at once when the API writes (`kick`), it reads the store:
 
-- a study that is pending (just submitted or resumed), or running without a live runner
-  (its runner died, or the service restarted), gets one. Runners start concurrently: a
-  tick asks each to start and hears back on a later tick, never waiting for a runner's
-  process to come up;
+- a study that is running without a live runner (its runner died, or the service
+  restarted) gets one; so does a pending one (just submitted or resumed) once the limit on
+  running studies lets it through (service/admission.py): the others wait in the order
+  they were queued, with no process, and their message says where they are. Runners start
+  concurrently: a tick asks each to start and hears back on a later tick, never waiting
+  for a runner's process to come up;
 - a study that is cancelling has its runner stop it (the runner records it cancelled);
   with no runner working on it, it is recorded cancelled here;
 - a runner whose study ended or was deleted is stopped once its thread has ended (it may
@@ -28,10 +30,12 @@ from typing import Any
 
 import ray
 
+from stagetune.service.admission import admit, default_limit
+from stagetune.studies.cluster import head_node_id
 from stagetune.studies.errors import StudyNotFoundError
 from stagetune.studies.runner import CANCELLED
 from stagetune.studies.runner_actor import find_runner, launch_runner, runner_studies, stop_runner
-from stagetune.studies.store import Store, is_database_error
+from stagetune.studies.store import Queued, Store, is_database_error, note_pending, queued_studies
 from stagetune.studies.study_end import WAIT_SECONDS as HOOKS_WAIT_SECONDS
 from stagetune.studies.study_end import study_ended_elsewhere
 
@@ -40,11 +44,15 @@ log = logging.getLogger(__name__)
 ACTIVE = ("pending", "running")  # studies that need a runner working on them
 KEEP = (*ACTIVE, "cancelling")  # studies whose runner still has work to do
 START_ATTEMPTS = 3  # a runner that dies this often before starting its study fails it
+STARTING = "starting"  # a queued study's message once its runner is asked to start
 
 
 class Supervisor:
-    def __init__(self, store: Store, interval: float = 2.0) -> None:
-        self.store, self.interval = store, interval
+    def __init__(self, store: Store, interval: float = 2.0, max_running: int | None = None
+                 ) -> None:
+        """`max_running`: studies whose runners run at once; None: what the cluster can
+        serve, looked at on every tick (a cluster grows and shrinks)."""
+        self.store, self.interval, self.max_running = store, interval, max_running
         self._actors: dict[str, Any] = {}  # study -> its runner, as far as we know
         self._starting: dict[str, ray.ObjectRef] = {}  # study -> a start not answered yet
         self._cancels: dict[str, ray.ObjectRef] = {}  # study -> a cancel not answered yet
@@ -78,17 +86,36 @@ class Supervisor:
 
     def _reconcile(self) -> None:
         self._collect()
-        wanted: dict[str, str] = {}
-        for status in KEEP:
+        queue = queued_studies(self.store.url)
+        wanted = dict.fromkeys((q.name for q in queue), "pending")  # study -> its status
+        for status in ("running", "cancelling"):
             records, _ = self.store.list_studies(status=status, limit=10_000)
             wanted.update((r.name, r.status) for r in records)
+        runners = set(runner_studies(self.store.url)) | set(self._actors)
+        admitted = self._admit(queue, runners, busy=runners | {n for n, s in wanted.items()
+                                                               if s != "pending"})
         for name, status in wanted.items():
             if self._stop.is_set():
                 return
-            self._guarded(name, self._cancel if status == "cancelling" else self._start, name)
-        for name in set(runner_studies(self.store.url)) | set(self._actors):
-            if name not in wanted:
-                self._guarded(name, self._stop_if_done, name)
+            if status == "cancelling":
+                self._guarded(name, self._cancel, name)
+            elif status == "running" or name in admitted:
+                self._guarded(name, self._start, name)
+        for name in runners - set(wanted):
+            self._guarded(name, self._stop_if_done, name)
+
+    def _admit(self, queue: list[Queued], runners: set[str], busy: set[str]) -> set[str]:
+        """The pending studies that get a runner: those that have one (it is starting), and
+        those the limit lets through now, first queued first (`busy`: the studies holding a
+        runner). The others are told why they wait and where they are in the queue."""
+        limit = self.max_running or default_limit(*_capacity())
+        admission = admit([q.name for q in queue if q.name not in runners], len(busy), limit)
+        notes = dict(admission.waiting)
+        notes.update((q.name, STARTING) for q in queue
+                     if q.name in admission.start and q.message.startswith("queued:"))
+        said = {q.name: q.message for q in queue}
+        note_pending(self.store.url, {n: m for n, m in notes.items() if m != said[n]})
+        return (runners & set(said)) | set(admission.start)
 
     def _collect(self) -> None:
         """Hear from the starts and cancels sent on earlier ticks that have answered."""
@@ -216,6 +243,13 @@ class Supervisor:
             return
         stop_runner(actor)
         log.info("study %s is %s: its runner is stopped", name, status or "deleted")
+
+
+def _capacity() -> tuple[float, float]:
+    """The cluster's CPUs, and the memory Ray has on the node where runners live."""
+    home = head_node_id()
+    memory = sum(n["Resources"].get("memory", 0.0) for n in ray.nodes() if n["NodeID"] == home)
+    return ray.cluster_resources().get("CPU", 0.0), memory
 
 
 def _reason(exc: BaseException) -> str:

@@ -6,9 +6,12 @@ import logging
 import os
 
 import ray
+import tenacity
 
 from stagetune.workers.errors import StagetuneError
 from stagetune.workers.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "stagetune"  # runner actors are named in it, so any process can find them
 # A local Ray keeps an idle worker process for a minute, not Ray's default second: trials
@@ -28,14 +31,63 @@ def connect(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     dashboard = ray_dashboard() if not address else False  # a joined cluster has its own
-    try:  # "local": a new Ray of our own, never another process's local one
-        ray.init(address=address or "local", namespace=NAMESPACE, include_dashboard=dashboard,
-                 logging_level=logging.WARNING, log_to_driver=False, configure_logging=False,
-                 _system_config=None if address else LOCAL_RAY_CONFIG)
+    if not address:
+        _start_local(dashboard)
+        return
+    try:
+        ray.init(address=address, namespace=NAMESPACE, include_dashboard=dashboard,
+                 logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise ClusterError(f"cannot start or join {where}: {exc}; check RAY_ADDRESS "
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}; check RAY_ADDRESS "
                            "(unset it to start a local Ray)") from None
+
+
+def _start_local(dashboard: bool) -> None:
+    """Start a new Ray of our own ("local": never another process's local one). Ray gives
+    its node 30 s to come up, which a busy machine can miss: it is tried again until
+    STAGETUNE_RAY_START_SECONDS are spent, each failed try's processes stopped first."""
+    seconds = get_settings().ray_start_seconds
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(1) if seconds <= 0 else tenacity.stop_after_delay(seconds),
+        wait=tenacity.wait_fixed(1.0), reraise=True,
+        before_sleep=lambda state: log.warning(
+            "a local Ray did not start (%s); trying again",
+            _first_line(state.outcome.exception() if state.outcome else None)))
+    tries = 0
+    try:
+        for attempt in retrying:
+            with attempt:
+                tries += 1
+                _try_local(dashboard)
+    except Exception as exc:  # Ray raises a bare Exception when its node misses the 30 s
+        raise ClusterError(f"a local Ray did not start ({tries} tries in {seconds:g} s): "
+                           f"{_first_line(exc)}; on a busy machine, allow it longer with "
+                           "STAGETUNE_RAY_START_SECONDS, or set RAY_ADDRESS to join a running "
+                           "Ray") from None
+
+
+def _try_local(dashboard: bool) -> None:
+    import psutil  # Ray's vendored copy: importing Ray put it on the path
+
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    try:
+        ray.init(address="local", namespace=NAMESPACE, include_dashboard=dashboard,
+                 logging_level=logging.WARNING, log_to_driver=False, configure_logging=False,
+                 _system_config=LOCAL_RAY_CONFIG)
+    except BaseException:
+        ray.shutdown()
+        for child in psutil.Process().children(recursive=True):  # what this try started
+            if child.pid not in before:
+                try:
+                    child.kill()
+                except psutil.Error:  # gone already
+                    pass
+        raise
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def ray_dashboard() -> bool:

@@ -10,6 +10,11 @@ class StoreError(StagetuneError):
     or the driver's text (a client may see it); the log has them."""
 
 
+class DatabaseAway(StoreError):
+    """The database stayed unreachable for all of `STAGETUNE_DB_RETRY_SECONDS` while a runner
+    waited for it: the waiting is over, and no caller waits again."""
+
+
 class SpecError(StagetuneError, ValueError):
     """A study spec breaks a rule; the message lists every problem, and `problems` holds
     them one by one as (field path, what is wrong)."""

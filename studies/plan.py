@@ -14,6 +14,8 @@ With `budget: {epochs: B}` (and/or `seconds: S`, shared the same way):
   is spent.
 
 A stage may use what earlier stages left unspent, never what later stages were planned.
+An epoch budget must give coarse at least two configurations (one where `coarse.trials` is 1)
+and refine one full trial (`shortfalls`); submit refuses a smaller one, naming the minimum.
 A stage section set in the spec (coarse.trials, refine.trials, confirm.top, ...) overrides
 the plan's number, and the budget still caps it. Without a budget the sections alone size
 the stages, and the plan records what they are expected to cost.
@@ -25,11 +27,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stagetune.studies.spec import StudySpec
+from stagetune.studies.spec import Budget, StudySpec
 
 PROBE_SHARES = {"init_check": 0.01, "overfit": 0.05, "lr_probe": 0.06}
 COARSE_SHARE = 0.25  # of what the probes and confirm leave
 UNBOUNDED_TRIALS = 10_000  # "as many as the budget pays for"
+MIN_COARSE_CONFIGS = 2  # successive halving needs configurations to compare
+MAX_BUDGET_EPOCHS = 1_000_000  # the spec's bound on budget.epochs
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def make_plan(spec: StudySpec) -> dict[str, StagePlan]:
     c_s = left_s * c_frac if left_s is not None and coarse_on else None if left_s is None else 0.0
     trials = _explicit(stages.coarse, "trials")
     if trials is None:
-        trials = max(2, math.floor(c_e / per_config)) if c_e is not None else UNBOUNDED_TRIALS
+        trials = max(MIN_COARSE_CONFIGS, math.floor(c_e / per_config)) if c_e is not None \
+            else UNBOUNDED_TRIALS
     plan["coarse"] = StagePlan(c_e, c_s, {"trials": trials, "rungs": levels,
                                           "reduction": stages.coarse.reduction})
     r_e = left_e - (c_e or 0.0) if left_e is not None else None
@@ -112,6 +117,45 @@ def make_plan(spec: StudySpec) -> dict[str, StagePlan]:
         "trials": _explicit(stages.refine, "trials") or UNBOUNDED_TRIALS, "epochs": full})
     return {name: plan[name] for name in ("data_check", "baseline", *PROBE_SHARES, "coarse",
                                           "refine", "confirm") if name in plan}
+
+
+def needs(spec: StudySpec) -> dict[str, tuple[float, str]]:
+    """The least each enabled search stage must be given, in epochs, and what that buys:
+    coarse its smallest number of configurations through its rungs, refine one full trial."""
+    stages, out = spec.stages, {}
+    if stages.coarse.enabled:
+        levels = coarse_rungs(spec)
+        configs = min(MIN_COARSE_CONFIGS, _explicit(stages.coarse, "trials") or MIN_COARSE_CONFIGS)
+        out["coarse"] = (configs * cost_per_config(levels, stages.coarse.reduction),
+                         f"{configs} configurations over rungs {', '.join(map(str, levels))}")
+    if stages.refine.enabled:
+        out["refine"] = (float(stages.refine.epochs), f"one full trial of {stages.refine.epochs} "
+                                                      "epochs")
+    return out
+
+
+def shortfalls(spec: StudySpec, epochs: float) -> list[str]:
+    """What the plan under `budget.epochs = epochs` gives a search stage short of its
+    `needs`, in words (empty: every stage can run)."""
+    budget = Budget.model_construct(epochs=epochs, seconds=None)
+    plan = make_plan(spec.model_copy(update={"budget": budget}))
+    return [f"{stage} needs {need:.3g} ({why}) and would get {plan[stage].epochs or 0.0:.3g}"
+            for stage, (need, why) in needs(spec).items()
+            if (plan[stage].epochs or 0.0) + 1e-9 < need]
+
+
+def minimum_budget(spec: StudySpec) -> int:
+    """The fewest whole epochs under which the plan gives every search stage its `needs`
+    (found with the plan itself, whose shares only grow with the budget)."""
+    low, high = 1, 1
+    while shortfalls(spec, high):
+        low, high = high + 1, high * 2
+        if high > MAX_BUDGET_EPOCHS:
+            return MAX_BUDGET_EPOCHS
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if shortfalls(spec, middle) else (low, middle)
+    return high
 
 
 def _confirm_plan(spec: StudySpec, epochs: int, share: Any) -> StagePlan:

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -30,9 +30,11 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError, TaskCancelledError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from stagetune.studies.capacity import node_resources, unmet
 from stagetune.studies.cluster import NAMESPACE, head_node_id
 from stagetune.studies.errors import StudyCancelled
 from stagetune.studies.executor import Executor, Job, Outcome
+from stagetune.studies.ray_faults import memory_sentence, out_of_memory
 from stagetune.studies.spec import Resources
 from stagetune.studies.weights import as_saved
 from stagetune.workers import StagetuneError, Task, TrialRequest, TrialResult
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2  # how often a waiting executor looks at the cancel flag
 CANCEL_GRACE_SECONDS = 5.0  # after this, a trial that ignored the interrupt is killed
+ROOM_POLL_SECONDS = 5.0  # how often a study waiting for a node big enough looks again
 
 
 # A trial's calls to its runner wait on this thread. Ray releases a task's CPU while its
@@ -78,6 +81,10 @@ def _interrupts_held() -> Iterator[None]:
 def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> TrialResult:
     """Run one request on this worker. `runner` (the actor, or None) hears where each
     attempt starts and, when `reports` is set, each epoch's metrics."""
+    where: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    # First, before the imports and the data: a worker that dies in them (for memory, say)
+    # has still started an attempt, and its retry counts as a restart.
+    latest = _answer(runner.started.remote(token, where)) if runner is not None else None
     with _interrupts_held():  # torch: here, so the runner that submits this imports none
         from stagetune.workers.runtime import trial_device
     # GPUs that torch cannot use fail the trial here, with why, before it loads the rest:
@@ -90,13 +97,9 @@ def run_trial(request: TrialRequest, token: str, runner: Any, reports: bool) -> 
     load_plugins()
     task = request.task
     cached = task.dataset is not None and dataset_loaded(task.dataset, task.dataset_options)
-    where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-             "device": device, "data_cached": cached}
-    if runner is not None:
-        # A retry after the worker was lost gets the last checkpoint its attempts handed over.
-        latest = _answer(runner.started.remote(token, where))
-        if latest is not None:
-            request = replace(request, resume=latest)
+    where |= {"device": device, "data_cached": cached}
+    if latest is not None:  # a retry after the worker was lost: its last checkpoint
+        request = replace(request, resume=latest)
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
         try:
@@ -183,7 +186,8 @@ class RayExecutor(Executor):
     trials that could start now, so the trials of concurrent studies take turns in Ray's
     queue. `deliver` is how reports reach a job's callback; `cancel` stops everything."""
 
-    def __init__(self, resources: Resources, runner: Any = None) -> None:
+    def __init__(self, resources: Resources, runner: Any = None,
+                 on_wait: Callable[[str], None] | None = None) -> None:
         self.max_concurrent = resources.max_concurrent
         self.resources = resources
         self.retries = resources.max_retries
@@ -193,6 +197,7 @@ class RayExecutor(Executor):
         if resources.custom:  # e.g. only the nodes that offer a GPU type run trials
             self._options["resources"] = dict(resources.custom)
         self._runner = runner
+        self._on_wait = on_wait  # told why trials wait for a node ("" once they need not)
         self._pool = trial_pool()
         self._jobs: dict[str, Job] = {}  # token -> running job
         self._where: dict[str, dict[str, Any]] = {}  # token -> where its attempt runs
@@ -259,12 +264,30 @@ class RayExecutor(Executor):
                 for name, amount in wanted.items() if amount > 0]
         return max(1, min(fits, default=self.max_concurrent))
 
+    def wait_for_room(self) -> None:
+        """Return once some node of the cluster can hold one trial; until then, say why
+        through `on_wait` ("waiting: needs 256 CPUs per trial; the largest node has 2"),
+        as on a cluster that may grow (STAGETUNE_CLUSTER_MAY_GROW) or that lost nodes.
+        Ray would queue the trials silently, forever if no node comes."""
+        said = ""
+        while (short := unmet(self.resources, node_resources())) is not None:
+            if not said:
+                said = f"waiting: {short[1]}"
+                log.warning("%s", said)
+                if self._on_wait is not None:
+                    self._on_wait(said)
+            if self._cancelled.wait(ROOM_POLL_SECONDS):
+                raise StudyCancelled()
+        if said and self._on_wait is not None:
+            self._on_wait("")
+
     # -- the executor contract --------------------------------------------------------
 
     def objective(self, task: Task, objective: str | None = None,
                   direction: str | None = None) -> tuple[str, str]:
         # A trial's resources: it runs in a worker that later trials reuse, data loaded
         # (with no CPU, it would start a worker process beside the busy ones).
+        self.wait_for_room()
         try:
             metric, way = ray.get(self._pool.objective.remote(self._options, task, objective,
                                                               direction))
@@ -278,6 +301,7 @@ class RayExecutor(Executor):
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         if self.cancelled:
             raise StudyCancelled()
+        self.wait_for_room()
         waiting = iter(jobs)
         running: dict[ray.ObjectRef, str] = {}
         # More would only queue: trials asked for before the sampler saw the ones ahead of
@@ -332,6 +356,8 @@ class RayExecutor(Executor):
                 message = str(cause) if isinstance(cause, StagetuneError) \
                     else f"{cause.__class__.__name__}: {cause}"
                 return Outcome(job, None, message, restarts=restarts)
+            if out_of_memory(cause):  # Ray's memory monitor killed it (and its retries)
+                return Outcome(job, None, memory_sentence("its worker"), restarts=restarts)
             # its worker or node was lost more often than retries allow (or the pool was)
             exc = cause
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -21,10 +21,19 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from stagetune.studies.cluster import NAMESPACE, connect, head_node_id
+from stagetune.studies.errors import DatabaseAway
 from stagetune.studies.ray_executor import RayExecutor
 from stagetune.studies.runner import Runner
+from stagetune.studies.search import abandon_running
 from stagetune.studies.spec import StudySpec
-from stagetune.studies.store import Store, is_database_error, retry_seconds, set_retry_seconds
+from stagetune.studies.store import (
+    Store,
+    is_database_error,
+    retry_seconds,
+    set_retry_seconds,
+    store_away,
+    wait_out,
+)
 from stagetune.studies.study_end import study_ended
 from stagetune.workers.plugins import load_plugins
 
@@ -56,6 +65,7 @@ class StudyRunner:
         self._result: dict[str, Any] | None = None
         self._progress: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
+        self._failing_since = 0.0  # the first database error since the study last progressed
 
     def start(self) -> bool:
         """Run (or resume) the study in the background; False if it is already running, or
@@ -76,7 +86,8 @@ class StudyRunner:
                                       only_from=("pending", "running"))
                 return False
             self._executor = RayExecutor(spec.resources,
-                                         runner=ray.get_runtime_context().current_actor)
+                                         runner=ray.get_runtime_context().current_actor,
+                                         on_wait=self._waiting)
             self._result, self._progress = None, {}
             self._thread = threading.Thread(target=self._run, args=(spec,), daemon=True)
             self._thread.start()
@@ -101,9 +112,12 @@ class StudyRunner:
         """Run the study; after a database error, resume it from the store with backoff
         for up to `retry_seconds()`, then record it failed with the reason. (Not tenacity:
         its delays count from the first attempt, and a study runs for hours before its
-        first database error; this window starts at the first error.)"""
+        first database error; this window starts at the first error since the study last
+        progressed, `_tick`.) While trials run, the runner's writes wait for the database
+        themselves (`studies.search`), and one that waited all that time (DatabaseAway)
+        fails the study at once."""
         assert self._executor is not None
-        first_error, delay = 0.0, 1.0
+        delay = 1.0
         while True:
             try:
                 self._result = Runner(spec, self.store, self._executor,
@@ -113,25 +127,41 @@ class StudyRunner:
                 reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
                 if not is_database_error(exc):  # the runner recorded it failed
                     log.exception("study %s failed: %s", self.study, exc)
-                    self._result = _failed(self.study, reason)
+                    self._fail(reason, recorded=True)
                     return
-                first_error = first_error or time.monotonic()
-                if time.monotonic() - first_error + delay <= retry_seconds():
+                self._failing_since = self._failing_since or time.monotonic()
+                if not isinstance(exc, DatabaseAway) \
+                        and time.monotonic() - self._failing_since + delay <= retry_seconds():
                     log.warning("study %s: database error (%s); resuming in %.0f s",
                                 self.study, reason, delay)
                     time.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue
-                reason = f"the database failed for {retry_seconds():.0f} s: {reason}"
-                self._result = _failed(self.study, reason)
-                try:
-                    self.store.set_status(self.study, "failed", reason)
-                except Exception:  # still unreachable: the next runner finds it running
-                    log.exception("study %s: cannot record the failure", self.study)
+                self._fail(reason if isinstance(exc, DatabaseAway) else str(store_away(exc)))
                 return
+
+    def _fail(self, reason: str, recorded: bool = False) -> None:
+        """Record the study failed with `reason` (unless the runner has), and fail the
+        trials it leaves running with it (the executor stopped them), waiting for the
+        database as long as a runner does: no failed study shows a trial running. Still
+        unreachable after that, both stay running, and the next runner resumes the study."""
+        self._result = _failed(self.study, reason)
+        why = f"stopped when its study failed: {reason}. A resume runs it again."
+        try:
+            wait_out(abandon_running, self.store, self.study, why)
+            if not recorded:
+                wait_out(self.store.set_status, self.study, "failed", reason)
+        except Exception:
+            log.exception("study %s: cannot record the failure", self.study)
+
+    def _waiting(self, why: str) -> None:
+        """Say in the study's message why its trials wait ("" clears it), where the API,
+        the dashboard and `stagetune status` show it."""
+        self.store.set_status(self.study, "running", why, only_from=("running",))
 
     def _tick(self, stage: str, done: int, total: int) -> None:
         self._progress[stage] = (done, total)
+        self._failing_since = 0.0  # it got past the database: the next outage waits anew
 
     def started(self, token: str, where: dict[str, Any]) -> bytes | None:
         """A trial's attempt began; a retry gets back its last checkpoint."""
@@ -190,7 +220,11 @@ def launch_runner(study: str, store_url: str, db_retry_seconds: float | None = N
     the actor and the reference its `start` answers on (a new actor's process takes
     seconds to come up; a supervisor starts many at once). It lives on the head node:
     GPU workers come and go, and may not reach the database. (The affinity is hard:
-    Ray 2.60 placed soft-affine detached actors on other nodes in our tests.)"""
+    Ray 2.60 placed soft-affine detached actors on other nodes in our tests.) It waits
+    for a database that is away as long as this process's setting says (the service's
+    STAGETUNE_DB_RETRY_SECONDS, not the environment its Ray node started with)."""
+    if db_retry_seconds is None:
+        db_retry_seconds = retry_seconds()
     connect()
     actor = StudyRunner.options(  # type: ignore[attr-defined]
         name=runner_name(study, store_url), namespace=NAMESPACE, lifetime="detached",

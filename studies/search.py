@@ -16,6 +16,12 @@ Checkpoints: a trial hands one over after every epoch it runs but a full trial's
 costs the worker one `torch.save` to bytes; the runner keeps the latest in memory for a
 retry and writes it to the store as `studies.weights.TrialCheckpoints` allows (always at
 coarse's rungs, else while writing takes a small share of the trial's time).
+
+A database that is away costs a wait, never a trial: while trials run, the runner's own
+writes (ask, propose, tell) are tried again for up to STAGETUNE_DB_RETRY_SECONDS
+(`wait_out`), the trials go on meanwhile, and what they reported that could not be
+written is written when they are told. Past that the study fails, and the trials it left
+running are failed with it (`abandon_running`); a resume runs them again.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ from stagetune.studies.budget import Allowance
 from stagetune.studies.executor import Job, Outcome
 from stagetune.studies.stages._base import StageContext
 from stagetune.studies.stages._chance import at_chance, chance_bound, learning
-from stagetune.studies.store import is_database_error
+from stagetune.studies.store import Store, is_database_error, wait_out
 from stagetune.studies.weights import TrialCheckpoints, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 NOT_RUN = "not_run"  # the status of a queued trial closed because its stage ended first
+ABANDONED = "abandoned"  # the status of a trial that was running when its study failed
 
 
 @dataclass
@@ -158,16 +165,19 @@ def close_cut(study: optuna.Study, proposal: Proposal, scored: bool = True) -> N
     interrupted search trial's), else failed (`scored` False: a part of a run says
     nothing, as in confirm)."""
     trial, earlier = proposal.trial, proposal.earlier
-    trial.set_user_attr("status", "cut_by_budget")
-    if earlier.epochs:
-        trial.set_user_attr("epochs", earlier.epochs)
-        trial.set_user_attr("seconds", round(earlier.seconds, 3))
+    try:
+        trial.set_user_attr("status", "cut_by_budget")
+        if earlier.epochs:
+            trial.set_user_attr("epochs", earlier.epochs)
+            trial.set_user_attr("seconds", round(earlier.seconds, 3))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # told by an earlier attempt whose answer the database lost (`wait_out`)
     values = list(proposal.replayed.values()) if scored else []
     if not values:
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return
     study.tell(trial, max(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE
-               else min(values))
+               else min(values), skip_if_finished=True)
 
 
 def fail_waiting(study: optuna.Study, why: str) -> int:
@@ -183,12 +193,37 @@ def fail_waiting(study: optuna.Study, why: str) -> int:
 
 
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Finished trials that spend budget: every one but those stopped by a cancel, which
-    a resumed study runs again, those that never ran, and coarse's trials told to
-    refine's sampler."""
+    """Finished trials that spend budget: every one but those stopped by a cancel or by
+    their study's failure, which a resumed study runs again, those that never ran, and
+    coarse's trials told to refine's sampler."""
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
-            if t.user_attrs.get("status") not in ("cancelled", NOT_RUN)
+            if t.user_attrs.get("status") not in ("cancelled", ABANDONED, NOT_RUN)
             and t.user_attrs.get("from") != "coarse"]
+
+
+def abandon_running(store: Store, name: str, why: str) -> int:
+    """Fail the trials of study `name` still running as it fails (its runner gave it up and
+    stopped them): status `abandoned` and `why`, charged the epochs they recorded, so that
+    no trial is left running in a failed study; a resume runs them again (`counted`).
+    Safe to repeat (`wait_out`); the number failed."""
+    failed = 0
+    for stage in store.study(name).stages:
+        try:
+            study = optuna.load_study(study_name=f"{name}:{stage.name}",
+                                      storage=store.optuna_storage)
+        except KeyError:  # the stage never ran trials
+            continue
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            rows = store.curves_of(name, stage.name, frozen.number)
+            trial = optuna.trial.Trial(study, frozen._trial_id)
+            trial.set_user_attr("status", ABANDONED)
+            trial.set_user_attr("message", why)
+            trial.set_user_attr("epochs", len(rows) + int(frozen.user_attrs.get("repeats", 0)))
+            trial.set_user_attr("seconds", round(sum(float(m.get("epoch_seconds", 0.0))
+                                                     for m in rows), 3))
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            failed += 1
+    return failed
 
 
 def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Allowance,
@@ -211,12 +246,13 @@ def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Al
                 yield job
         for _ in range(fresh_ones):
             left = allowance.epochs_left
-            if plan.stop() or allowance.out_of_seconds() or (left is not None and left < 1):
+            if wait_out(plan.stop) or allowance.out_of_seconds() or (left is not None and left < 1):
                 return
-            fresh = propose(study.ask())
+            # each step on its own: a repeated propose draws the same trial's parameters
+            fresh = wait_out(propose, wait_out(study.ask))
             if fresh is None:
                 continue  # the stage settled it without running it
-            replay(fresh, plan.prune)
+            wait_out(replay, fresh, plan.prune)
             job = _job(ctx, stage, study, allowance, plan, fresh)
             if job is None:
                 return
@@ -237,7 +273,7 @@ def _job(ctx: StageContext, stage: str, study: optuna.Study, allowance: Allowanc
     want = plan.epochs - proposal.start
     granted = int(allowance.reserve(want))
     if granted < min(want, 1):
-        close_cut(study, proposal)
+        wait_out(close_cut, study, proposal)
         return None
     trial, stop_at = proposal.trial, proposal.start + granted
     request = ctx.request(
@@ -271,7 +307,8 @@ class Reporter:
     """A trial's per-epoch callback: charge and record the epoch, report it to Optuna, and
     answer whether to stop (pruned, or its reservation or the stage's seconds spent). A
     database error costs the epoch's record, not the trial: `tell` writes the missed epochs
-    from the trial's history once the database answers.
+    from the trial's history, and reports their values to Optuna (`untold`), once the
+    database answers.
 
     Diagnosis-based pruning: with `chance` (a fresh trial of a stage that diagnoses), a
     first epoch no better than chance level, whose training loss fell less than 10%, stops
@@ -288,6 +325,7 @@ class Reporter:
     stop_at: int = 0
     values: list[float] = field(default_factory=list)  # the objective at each epoch
     missed: bool = False
+    untold: dict[int, float] = field(default_factory=dict)  # values Optuna missed, by epoch
     cut: bool = False  # stopped because the budget ran out
     chance: float | None = None
     hopeless: str = ""  # why it was stopped as hopeless
@@ -308,22 +346,30 @@ class Reporter:
         self.last, self.repeats = max(self.last, epoch), self.repeats + repeat
         if self.allowance is not None:
             self.allowance.charge_seconds(float(metrics.get("epoch_seconds", 0.0)))
+        value = metrics.get(self.ctx.objective)
+        if value is not None and not math.isfinite(value):
+            value = None  # a diverged epoch: no value to keep or report
+        if value is not None:
+            self.values.append(value)
+        told = pruned = False
         try:
             self.ctx.store.record_epoch(self.ctx.spec.name, self.stage, self.trial.number,
                                         epoch, metrics)
             if repeat:  # the records hold each epoch once: a next runner counts these apart
                 self.trial.set_user_attr("repeats", self.repeats)
-            value = metrics.get(self.ctx.objective)
-            pruned = False
-            if value is not None and math.isfinite(value):
-                self.values.append(value)
+            if value is not None:
                 self.trial.report(value, epoch)
+                told = True
                 pruned = self.prune and self.trial.should_prune()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return True  # abandoned while this report waited for the database: stop
         except Exception as exc:
             if not is_database_error(exc):
                 raise
             log.warning("trial %d: epoch %d not recorded yet (%s)", self.trial.number, epoch, exc)
             self.missed, pruned = True, False
+            if value is not None and not told:
+                self.untold[epoch] = value
         more = epoch < self.stop_at
         if self.chance is not None and len(self.values) == 1 and more and not learning(metrics) \
                 and at_chance(self.values[0], self.chance, self.ctx.direction):
@@ -344,8 +390,8 @@ class Reporter:
 
 def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
     """Record a finished job in Optuna: COMPLETE with its best value, PRUNED, or FAIL;
-    give its unused epochs back to the stage."""
-    trial: optuna.Trial = outcome.job.key
+    give its unused epochs back to the stage. While the database is away, wait for it
+    (`wait_out`): the other trials go on meanwhile."""
     result = outcome.result
     report = outcome.job.report
     charged: float = report.epochs if isinstance(report, Reporter) else 0
@@ -355,11 +401,24 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
         charged += result.partial  # stopped within an epoch, on its vital signs
     if isinstance(report, Reporter) and report.allowance is not None:
         report.allowance.settle(report.granted, min(charged, report.granted))
+    try:
+        wait_out(_told, ctx, study, outcome, charged)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # told by an earlier attempt whose answer the database lost
+
+
+def _told(ctx: StageContext, study: optuna.Study, outcome: Outcome, charged: float) -> None:
+    """What `tell` writes, safe to repeat: every write comes before Optuna's tell."""
+    trial: optuna.Trial = outcome.job.key
+    result = outcome.result
+    report = outcome.job.report
+    if isinstance(outcome.job.save, TrialCheckpoints):
+        outcome.job.save.flush()
     trial.set_user_attr("epochs", charged)
     if outcome.cancelled:
         trial.set_user_attr("status", "cancelled")
         trial.set_user_attr("message", "stopped because the study was cancelled")
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return
     if outcome.restarts:
         trial.set_user_attr("restarts", outcome.restarts)
@@ -367,10 +426,14 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("message", outcome.error)
         log.warning("trial %d failed with %s: %s", trial.number, trial.params, outcome.error)
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return
     if isinstance(report, Reporter) and report.missed:
         ctx.store.record_history(ctx.spec.name, report.stage, trial.number, result.history)
+        for step, value in sorted(report.untold.items()):
+            trial.report(value, step)
+        if report.repeats:
+            trial.set_user_attr("repeats", report.repeats)
     cut = isinstance(report, Reporter) and report.cut
     if isinstance(report, Reporter) and report.hopeless and result.status == "stopped":
         result.status, result.message = "hopeless", report.hopeless
@@ -389,14 +452,14 @@ def tell(ctx: StageContext, study: optuna.Study, outcome: Outcome) -> None:
     if isinstance(report, Reporter):
         values += report.values  # with what a continued trial brought along
     if result.status in ("stopped", "hopeless") and not cut:
-        study.tell(trial, state=TrialState.PRUNED)
+        study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
     elif result.status == "diverged" or not values:
         log.warning("trial %d %s with %s: %s", trial.number, result.status, trial.params,
                     result.message)
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     else:
         best = max(values) if ctx.direction == "maximize" else min(values)
-        study.tell(trial, best)
+        study.tell(trial, best, skip_if_finished=True)
 
 
 def tally(study: optuna.Study) -> Tally:

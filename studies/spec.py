@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -448,10 +448,13 @@ def _is_union_tag(part: Any) -> bool:
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The fields of the model at `loc` in the spec (an optional section's too:
+    `budget: Budget | None`)."""
     model: Any = StudySpec
     for part in loc:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
-        model = field.annotation
+        model = next((a for a in (field.annotation, *get_args(field.annotation))
+                      if hasattr(a, "model_fields")), None)
     return sorted(getattr(model, "model_fields", {}))

@@ -2,8 +2,9 @@
 
 The workers' own checks, run without loading data or building a model: parameter names,
 every knob value at both ends of every range and for every choice (with the fixed knobs),
-the dataset's options, torchvision architecture names and weights files inside the data
-folder. Each problem is (field path, what is wrong and what is allowed).
+the dataset's options (an image folder inside the data folder), torchvision architecture
+names, weights files inside the data folder, and an epoch budget the plan can share among the
+stages. Each problem is (field path, what is wrong and what is allowed).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def spec_problems(spec: StudySpec) -> list[Problem]:
             return [(where, error)]
     return [*_value_problems(task, spec.space, spec.fixed), *_dataset_problems(spec),
             *_arch_problems(spec), *_weights_problems(spec), *_transfer_problems(spec),
-            *_objective_problems(spec)]
+            *_objective_problems(spec), *_budget_problems(spec)]
 
 
 def name_problems(spec: StudySpec) -> list[Problem]:
@@ -155,7 +156,9 @@ def _takes_fractions(task: Task, name: str) -> bool:
 
 
 def _dataset_problems(spec: StudySpec) -> list[Problem]:
-    from stagetune.workers.data import check_options  # the registries import torch: never in a runner
+    """The options' names and types, then what the dataset's own check finds (an
+    image_folder's path that is not a folder inside the data folder)."""
+    from stagetune.workers.data import check_options, option_problems  # torch: never in a runner
 
     if spec.task.dataset is None:
         return []
@@ -163,7 +166,23 @@ def _dataset_problems(spec: StudySpec) -> list[Problem]:
         check_options(spec.task.dataset, spec.task.dataset_options)
     except StagetuneError as exc:
         return [("task.dataset_options", str(exc))]
-    return []
+    return [(f"task.dataset_options.{option}", message)
+            for option, message in option_problems(spec.task.dataset, spec.task.dataset_options)]
+
+
+def _budget_problems(spec: StudySpec) -> list[Problem]:
+    """An epoch budget too small for the plan to give each search stage what it needs
+    (studies.plan.shortfalls): the study would stop for want of budget, not for its space."""
+    from stagetune.studies.plan import minimum_budget, shortfalls
+
+    if spec.budget is None or spec.budget.epochs is None:
+        return []  # trial-seconds depend on the machine: nothing to check ahead
+    short = shortfalls(spec, spec.budget.epochs)
+    if not short:
+        return []
+    return [("budget.epochs", f"{spec.budget.epochs:g} epochs cannot pay for this study's "
+                              f"stages: {'; '.join(short)}; give budget.epochs at least "
+                              f"{minimum_budget(spec)}, or fewer or shorter stages")]
 
 
 def _knob_values(spec: StudySpec, knob: str) -> Iterator[tuple[str, Any]]:

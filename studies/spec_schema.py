@@ -10,9 +10,11 @@ the models' types say, so that the schema never rejects a spec the server accept
 - a boolean may be `yes`, `no`, `on`, `off`, ...: YAML 1.1 reads those as booleans, the
   YAML 1.2 of editors as strings.
 
-What the schema cannot know it leaves to the server: the registered names (plugins add
-datasets, models and trainers), the knobs they take, and rules across fields (low below
-high, a dataset and a model or a trainer).
+The rules the models check in validators go in too where JSON Schema can say them (RULES:
+a dataset and a model or a trainer, a budget's epochs or seconds, ...). What the schema
+cannot know it leaves to the server: the registered names (plugins add datasets, models
+and trainers), the knobs they take, comparisons of two fields (low below high), and the
+bounds of a number written as text.
 """
 
 from __future__ import annotations
@@ -21,30 +23,56 @@ import copy
 import functools
 from typing import Any
 
-from stagetune.studies.spec import StudySpec
+from stagetune.studies.spec import RESOURCE_UNIT, StudySpec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TITLE = "stagetune study spec"
 DESCRIPTION = ("A stagetune study: the task, the search space, fixed knobs, the stages' sizes, "
                "the budget and the resources. YAML or JSON; `stagetune validate` checks the "
                "names and rules this schema cannot.")
+_BOOLEAN_WORDS = list(dict.fromkeys(word for stem in ("y", "yes", "n", "no", "true", "false", "on", "off")
+                                    for word in (stem, stem.capitalize(), stem.upper())))
 # Text the server reads as a number or a boolean; definitions of their own in the schema
-TEXT_DEFS = {
+TEXT_DEFS: dict[str, dict[str, Any]] = {
     # a number as text, the way YAML 1.1 leaves `1e-5` and pydantic still reads it
     "NumberText": {"type": "string", "pattern": r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$",
                    "description": "a number written as text, e.g. 1e-5 read by YAML 1.1"},
     # YAML 1.1's booleans, which YAML 1.2 (editors) reads as strings; pydantic takes them
-    "BooleanText": {"type": "string", "enum": list(dict.fromkeys(
-        word for stem in ("y", "yes", "n", "no", "true", "false", "on", "off")
-        for word in (stem, stem.capitalize(), stem.upper()))),
-        "description": "a YAML 1.1 boolean (yes, no, on, off, ...)"},
+    "BooleanText": {"type": "string", "enum": _BOOLEAN_WORDS,
+                    "description": "a YAML 1.1 boolean (yes, no, on, off, ...)"},
 }
 LOCAL_REFS = "#/$defs/{model}"
 
 
+def _given(*fields: str) -> dict[str, Any]:
+    """The fields are present and not null."""
+    return {"required": list(fields), "properties": {f: {"not": {"type": "null"}} for f in fields}}
+
+
+_TRUE = [True, *(w for w in _BOOLEAN_WORDS if w.lower() in ("y", "yes", "true", "on"))]
+# spec._check_bounds: a log scale needs low > 0
+_LOG_LOW = {"if": {"required": ["log"], "properties": {"log": {"enum": _TRUE}}},
+            "then": {"properties": {"low": {"exclusiveMinimum": 0}}}}
+# Rules of the models' validators, by definition, merged into pydantic's schema before it is
+# widened (so a number given here may be text too); each names the validator it mirrors.
+RULES: dict[str, dict[str, Any]] = {
+    "TaskSpec": {"anyOf": [_given("trainer"), _given("dataset", "model")]},  # _something_to_train
+    "Budget": {"anyOf": [_given("epochs"), _given("seconds")]},  # Budget._something
+    "FloatParam": _LOG_LOW,
+    "IntParam": _LOG_LOW,
+    "CategoricalParam": {"properties": {"choices": {"uniqueItems": True}}},  # _distinct
+    "Resources": {"properties": {"custom": {  # Resources._check_custom
+        "propertyNames": {"pattern": r"\S", "not": {"enum": ["CPU", "GPU"]}},
+        "additionalProperties": {"minimum": RESOURCE_UNIT}}}},
+}
+
+
 @functools.cache
 def _generated(ref_template: str) -> dict[str, Any]:
-    schema = _widened(StudySpec.model_json_schema(ref_template=ref_template), ref_template)
+    schema = StudySpec.model_json_schema(ref_template=ref_template)
+    for name, rule in RULES.items():
+        _merge(schema["$defs"][name], copy.deepcopy(rule))
+    schema = _widened(schema, ref_template)
     schema.setdefault("$defs", {}).update(TEXT_DEFS)
     return schema  # type: ignore[no-any-return]
 
@@ -62,6 +90,15 @@ def spec_components(ref_template: str = "#/components/schemas/{model}") -> dict[
     schema = copy.deepcopy(_generated(ref_template))
     definitions = schema.pop("$defs", {})
     return {**definitions, "StudySpec": {**schema, "description": DESCRIPTION}}
+
+
+def _merge(into: dict[str, Any], rule: dict[str, Any]) -> None:
+    """`rule`'s keywords added to `into`, mappings merged key by key."""
+    for key, value in rule.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def _widened(node: Any, refs: str, any_text: bool = False) -> Any:
@@ -87,12 +124,14 @@ def _widened(node: Any, refs: str, any_text: bool = False) -> Any:
 
 
 def _condition(when: dict[str, Any]) -> dict[str, Any]:
-    """`when` maps a parameter to its values: a list, or one value standing for a list."""
+    """`when` maps a parameter to its values: a list, or one value standing for a list;
+    at least one parameter and one value (spec._Conditional._not_empty)."""
     for branch in when.get("anyOf", [when]):
         values = branch.get("additionalProperties")
         if branch.get("type") == "object" and isinstance(values, dict) \
                 and values.get("type") == "array":
-            branch["additionalProperties"] = {"anyOf": [values["items"], values]}
+            branch["additionalProperties"] = {"anyOf": [values["items"], {**values, "minItems": 1}]}
+            branch["minProperties"] = 1
     return when
 
 

@@ -4,6 +4,7 @@ under the data folder."""
 from __future__ import annotations
 
 import io
+import logging
 import tempfile
 import time
 from collections.abc import Collection
@@ -14,8 +15,10 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from stagetune.studies.store import is_database_error
 from stagetune.workers.data import get_data_settings
 
+log = logging.getLogger(__name__)
 SAVED = "__saved__"  # a state_dict that a trial worker already wrote as a file's bytes
 
 
@@ -69,7 +72,10 @@ class TrialCheckpoints:
     only once the time since the last write is `1 / SHARE` times what that write took, so
     that writing costs the trial at most about SHARE of its time. A small model's epochs of
     a fraction of a second are then written every few epochs, a large one's every epoch;
-    a runner restarted meanwhile re-runs the epochs since the last one written."""
+    a runner restarted meanwhile re-runs the epochs since the last one written.
+
+    One the database cannot take (it is away) costs the trial nothing: it is kept, and
+    written with the next one, or by `flush` when the trial is told."""
 
     SHARE = 0.05
 
@@ -77,14 +83,31 @@ class TrialCheckpoints:
                  latest: dict[str, Any] | None = None) -> None:
         self.trial, self.keep = trial, frozenset(keep)
         self.latest = latest
+        self.pending: tuple[int, bytes] | None = None  # handed over, not written yet
         self._written = False
         self._written_at = self._cost = 0.0
 
     def __call__(self, epoch: int, checkpoint: bytes) -> None:
         started = time.monotonic()
-        if self._written and epoch not in self.keep \
+        if self._written and epoch not in self.keep and self.pending is None \
                 and (started - self._written_at) * self.SHARE < self._cost:
             return
+        try:
+            self._write(epoch, checkpoint, started)
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            log.warning("trial %d: the checkpoint after epoch %d is not written yet (%s)",
+                        self.trial.number, epoch, exc)
+            self.pending = (epoch, checkpoint)
+
+    def flush(self) -> None:
+        """Write the checkpoint the database could not take, if no later one was (a
+        database error is raised: the caller waits, `studies.store.wait_out`)."""
+        if self.pending is not None:
+            self._write(*self.pending, time.monotonic())
+
+    def _write(self, epoch: int, checkpoint: bytes, started: float) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"checkpoint-{epoch}.pt"
             path.write_bytes(checkpoint)
@@ -97,7 +120,7 @@ class TrialCheckpoints:
         if previous is not None:
             _remove(store, previous["artifact_id"])  # only the latest is ever continued
         self._written, self._written_at = True, time.monotonic()
-        self._cost = self._written_at - started
+        self._cost, self.pending = self._written_at - started, None
 
     def discard(self) -> None:
         """Free the file of a told trial's latest checkpoint, which no stage continues

@@ -67,6 +67,16 @@ POSTGRES_URL = os.environ.get("STAGETUNE_TEST_POSTGRES_URL",
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    yield from _fresh_postgres()
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database shared by a module's tests (one server for all)."""
+    yield from _fresh_postgres()
+
+
+def _fresh_postgres() -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip("STAGETUNE_TEST_POSTGRES_URL is set empty: no PostgreSQL configured")
     name = f"stagetune_test_{uuid.uuid4().hex[:10]}"

@@ -28,12 +28,23 @@ class Settings(BaseSettings):
 
     # -- the store and the cluster
     database_url: str = "sqlite:///stagetune.db"
-    # how long a database error is retried (new connections, and a runner resuming its study)
+    # how long a runner waits for a database that is away (its connections, its writes,
+    # resuming its study); the service's requests do not wait (studies.store.fail_fast)
     db_retry_seconds: float = Field(60.0, ge=0)
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
     # a Ray that `serve`, `run` or `resume` starts for itself listens on 127.0.0.1 only
     ray_loopback: bool = True
     ray_dashboard: bool = False  # Ray's dashboard on the Ray that stagetune starts (port 8265)
+    # how long a Ray that stagetune starts for itself may take to come up: Ray gives up after
+    # 30 s on a busy machine, and is tried again until this is spent
+    ray_start_seconds: float = Field(120.0, ge=0)
+    # nodes may join later (an autoscaling cluster): a trial that no node can hold now is
+    # accepted and waits, saying so, instead of being refused at submit
+    cluster_may_grow: bool = False
+    # studies whose runners run at once; the others wait as `pending` in the order they were
+    # queued (service/admission.py). None: one per CPU of the cluster and per GiB of the head
+    # node's memory for Ray (the runners live there), whichever is fewer, and at least one
+    max_running_studies: int | None = Field(None, ge=1)
 
     # -- data and plugins (the workers read these)
     data_dir: Path = Path("data")  # datasets and the winners' weights
@@ -49,6 +60,9 @@ class Settings(BaseSettings):
     host: str | None = None  # default: 127.0.0.1 without tokens, 0.0.0.0 with them
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(1_000_000, ge=1_000)
+    # pending studies one token may have queued (without tokens, the whole service: it
+    # listens on loopback for one user); a submit or resume beyond it is a 429
+    max_pending_per_token: int = Field(50, ge=1)
     # browser sessions (see service/auth.py): the key that signs them; empty: a random key
     # per start, so a restart logs every browser out, which is all a session costs
     session_secret: str = ""

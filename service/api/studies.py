@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
+from stagetune.service.auth import caller
 from stagetune.service.cache import ReadCache
 from stagetune.service.schemas import (
     Message,
@@ -28,11 +29,18 @@ from stagetune.service.schemas import (
     ValidationErrors,
 )
 from stagetune.studies import views
+from stagetune.studies.capacity import unmet
 from stagetune.studies.errors import StudyNotFoundError
-from stagetune.studies.spec import SpecError, load_spec
+from stagetune.studies.spec import SpecError, StudySpec, load_spec
 from stagetune.studies.spec_input import YAML_TYPES, parse_spec_text
 from stagetune.studies.stages import ORDER
-from stagetune.studies.store import Store, StudyIdentity, studies_version, study_identity
+from stagetune.studies.store import (
+    Store,
+    StudyIdentity,
+    pending_count,
+    studies_version,
+    study_identity,
+)
 from stagetune.studies.weights import fetch_weights
 
 router = APIRouter(tags=["studies"])
@@ -48,6 +56,8 @@ SPEC_BODY = {"requestBody": {"required": True, "description": "a study spec, as 
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Message}, 409: {"model": Message}}
 SPEC_ERRORS = {"model": ValidationErrors,
                "description": "The spec breaks a rule: one entry per problem, with its field"}
+QUEUE_FULL = {"model": Message, "description": "The caller has as many pending studies as "
+              "STAGETUNE_MAX_PENDING_PER_TOKEN allows"}
 
 
 def _store(request: Request) -> Store:
@@ -96,7 +106,7 @@ def _identity(request: Request, study_id: str) -> StudyIdentity:
 
 @router.post("/studies", status_code=201, response_model=StudyDetail, openapi_extra=SPEC_BODY,
              responses={409: {"model": Message}, 413: {"model": Message},
-                        415: {"model": Message}, 422: SPEC_ERRORS})
+                        415: {"model": Message}, 422: SPEC_ERRORS, 429: QUEUE_FULL})
 async def submit(request: Request) -> Any:
     """Create a study from a spec (JSON, or YAML with its content type); its runner starts."""
     raw = await request.body()
@@ -108,14 +118,47 @@ async def submit(request: Request) -> Any:
 
 
 def _create(request: Request, raw: bytes, content_type: str) -> Any:
+    owner = _queue_room(request)  # before the parse: a flood is refused cheaply
     spec = load_spec(_parse_spec(raw, content_type, request.app.state.settings.max_body_bytes))
+    _fits_cluster(request, spec)
     store = _store(request)
     if spec.name in store.study_names():
         raise HTTPException(409, f"a study named '{spec.name}' already exists; choose another name, "
                        f"or POST /api/studies/{spec.name}/resume")
-    record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
+    record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER),
+                              queued_by=owner)
     _changed(request)
     return views.detail(store, record)
+
+
+def _queue_room(request: Request) -> str:
+    """The caller (service.auth.caller), once it is known to have room for one more pending
+    study; else a 429 that says why and what to do. (Two submits at the same instant may
+    both pass: the bound is there against floods, not for exact accounting.)"""
+    owner, most = caller(request), request.app.state.settings.max_pending_per_token
+    waiting = pending_count(_store(request).url, owner)
+    if waiting >= most:
+        who = "this token has" if owner else "the service has"
+        raise HTTPException(429, f"{who} {waiting} studies pending, the most allowed "
+                       f"(STAGETUNE_MAX_PENDING_PER_TOKEN={most}); submit or resume more once "
+                       "some have started, or cancel some")
+    return owner
+
+
+def _fits_cluster(request: Request, spec: StudySpec) -> None:
+    """A 422 for a trial that no node of the cluster can hold, which would wait forever;
+    unless the cluster may grow (STAGETUNE_CLUSTER_MAY_GROW), where its runner says it waits."""
+    nodes = request.app.state.cluster.nodes()
+    if request.app.state.settings.cluster_may_grow or nodes is None:
+        return
+    short = unmet(spec.resources, nodes)
+    if short is not None:
+        short = unmet(spec.resources, request.app.state.cluster.fresh() or nodes)
+    if short is not None:
+        field, why = short
+        raise SpecError(why, [(field, f"{why}: no trial could ever start; ask for what one node "
+                                      "has, or set STAGETUNE_CLUSTER_MAY_GROW=true where nodes "
+                                      "join later (an autoscaling cluster)")])
 
 
 def _parse_spec(raw: bytes, content_type: str, max_bytes: int) -> dict[str, Any]:
@@ -178,7 +221,8 @@ def cancel(request: Request, study_id: str) -> Any:
     return answer
 
 
-@router.post("/studies/{study_id}/resume", response_model=StudyDetail, responses=ERRORS)
+@router.post("/studies/{study_id}/resume", response_model=StudyDetail,
+             responses={**ERRORS, 429: QUEUE_FULL})
 def resume(request: Request, study_id: str) -> Any:
     """Go on with a cancelled or failed study from where the store says it is."""
     store = _store(request)
@@ -186,7 +230,7 @@ def resume(request: Request, study_id: str) -> Any:
     if status not in ("cancelled", "failed"):
         raise HTTPException(409, f"study '{study_id}' is {status}; only a cancelled or failed "
                        "study can be resumed")
-    store.set_status(study_id, "pending", "resume requested")
+    store.set_status(study_id, "pending", "resume requested", queued_by=_queue_room(request))
     _changed(request, study_id)
     return views.detail(store, store.study(study_id))
 
@@ -194,19 +238,25 @@ def resume(request: Request, study_id: str) -> Any:
 @router.delete("/studies/{study_id}", status_code=204, response_class=Response,
                responses=ERRORS)
 def delete(request: Request, study_id: str) -> Response:
-    """Delete a study that is not running, with its trials and curves."""
+    """Delete a study that is not running nor being cancelled, with its trials and curves."""
     store = _store(request)
     status = store.study(study_id).status
     if status in ("pending", "running"):
         raise HTTPException(409, f"study '{study_id}' is {status}; cancel it before deleting it")
+    if status == "cancelling":  # its runner still records it, and its webhook is still to come
+        raise HTTPException(409, f"study '{study_id}' is cancelling; delete it once it is "
+                       "cancelled (within seconds)")
     store.delete_study(study_id)
     _changed(request, study_id)
     return Response(status_code=204)
 
 
+# The schema lists the columns; which parameters a study has, only its trials say (a 422
+# names them): so the type stays a string, checked by views.select_trials
 Sort = Annotated[str, Query(max_length=200, description=(
     "a column: number, stage, state, value, duration (seconds), epochs, or a parameter as "
-    "`param:<name>`; trials without the value come last"))]
+    "`param:<name>`; trials without the value come last"), json_schema_extra={
+        "anyOf": [{"enum": list(views.SORT_COLUMNS)}, {"pattern": "^param:.+$"}]})]
 Order = Annotated[Literal["asc", "desc"], Query()]
 Filter = Annotated[str, Query(max_length=500, description=(
     "terms that must all match: `name<op>value` compares a parameter or value, epochs, "

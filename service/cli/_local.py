@@ -4,23 +4,32 @@ imported by them only, since it loads Optuna, Ray and the store."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import optuna
+import ray
 import typer
+from ray.exceptions import RayError
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from stagetune.service.cli._common import STUDY_EXIT, Format, console, err_console, fmt, one_line_errors, show
 from stagetune.service.settings import get_settings
-from stagetune.studies.runner import StudyReport, objective_of, report_of
+from stagetune.studies.ray_faults import lost_sentence
+from stagetune.studies.runner import CANCELLED, StudyReport, objective_of, report_of
 from stagetune.studies.runner_actor import cancel_study, start_runner, stop_runner, wait_for
 from stagetune.studies.spec import StudySpec
 from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
+from stagetune.workers import StagetuneError
 from stagetune.workers.plugins import load_plugins
+
+log = logging.getLogger(__name__)
 
 COLOURS = {"passed": "green", "warned": "yellow", "failed": "red", "skipped": "dim"}
 
@@ -47,9 +56,15 @@ def _drive(store: Store, name: str, format_: Format) -> None:
     load_plugins()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ran: dict[str, Any] = {}
-    if store.study(name).status not in ("completed", "stopped"):  # else: nothing to run
-        ran = _follow(store, name, quiet=format_ is not Format.table)
-    record = store.study(name)
+    # Ray prints what it hears of its workers ("(raylet) A worker died ...") on stdout,
+    # which is the report's: stderr gets it, and Ray is left before the report is printed.
+    with one_line_errors(code=1), contextlib.redirect_stdout(sys.stderr):
+        if store.study(name).status not in ("completed", "stopped"):  # else: nothing to run
+            try:
+                ran = _follow(store, name, quiet=format_ is not Format.table)
+            finally:
+                ray.shutdown()
+        record = store.study(name)
     # the objective the runner chose; a study that failed before choosing has none, and
     # loading its data here to name one would fail the same way
     objective = ran.get("objective") if ran else objective_of(
@@ -62,20 +77,48 @@ def _drive(store: Store, name: str, format_: Format) -> None:
 
 
 def _follow(store: Store, name: str, quiet: bool) -> dict[str, Any]:
-    """Run the study to its end; the runner's report (empty after a Ctrl-C)."""
-    with one_line_errors(code=1):
-        actor = start_runner(name, store.url)
+    """Run the study to its end; the runner's report. Empty after a Ctrl-C (the study is
+    cancelled), or when the study could not go on here (Ray would not start, Ray lost its
+    runner: killed for memory, say): then it is recorded failed with the reason, so that
+    it is never left pending or running with no runner, and the report says why."""
+    actor = None
     try:
+        actor = start_runner(name, store.url)
         if quiet:
             return wait_for(actor)
         with _stage_progress() as progress:
             return wait_for(actor, on_progress=_ticker(progress))
     except KeyboardInterrupt:
         err_console.print("cancelling: the running trials are being stopped...")
-        cancel_study(name, store.url)
+        _cancel(store, name)
+        return {}
+    except Exception as exc:
+        _failed(store, name, exc)
         return {}
     finally:
-        stop_runner(actor)
+        if actor is not None:
+            with contextlib.suppress(Exception):  # Ray itself gone: so is the runner
+                stop_runner(actor)
+
+
+def _failed(store: Store, name: str, exc: Exception) -> None:
+    """Record why the study stopped here; `stagetune resume` goes on from the store."""
+    if isinstance(exc, RayError):
+        reason = lost_sentence("the study's runner", exc)
+    elif isinstance(exc, StagetuneError):
+        reason = str(exc)
+    else:
+        log.exception("study %s: unexpected error", name)
+        reason = f"internal error: {exc.__class__.__name__}: {exc}"
+    store.set_status(name, "failed", f"{reason}; resume it to go on",
+                     only_from=("pending", "running"))
+
+
+def _cancel(store: Store, name: str) -> None:
+    try:
+        cancel_study(name, store.url)
+    except RayError:  # its runner is gone: nothing runs, only the store says so
+        store.set_status(name, "cancelled", CANCELLED, only_from=("pending", "running"))
 
 
 def _ticker(progress: Progress) -> Callable[[dict[str, Any]], None]:

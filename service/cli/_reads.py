@@ -144,6 +144,9 @@ def study_view(data: dict[str, Any]) -> RenderableType:
                       f"[{COLOURS.get(verdict, 'white')}]{verdict}[/]" if verdict else "",
                       fmt(stage["epochs"]), escape(stage["message"]))
     lines: list[RenderableType] = [table]
+    if data["status"] in ("pending", "running", "cancelling") and data["message"]:  # the
+        # queue's position, say (an ended study's message is printed by `follow` and `run`)
+        lines.append(f"{data['status']}: {escape(data['message'])}")
     if data["best"]:
         baseline = f" (linear baseline {fmt(data['baseline'])})" if data["baseline"] else ""
         lines.append(f"best value {fmt(data['best']['value'])}{baseline}, params "

@@ -16,9 +16,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from stagetune.studies.budget import Allowance
 from stagetune.studies.lr_ranges import probed_space
+from stagetune.studies.plan import minimum_budget
 from stagetune.studies.search import Proposal, SearchPlan, run_trials, tally, top_trials
 from stagetune.studies.space import dims, dump_region, knobs, narrow, suggest
+from stagetune.studies.spec import StudySpec
 from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.stages._chance import (
     at_chance,
@@ -77,11 +80,9 @@ class Coarse(Stage):
         # every trial would be stopped as hopeless, and the user asked for a result.
         marked = {"chance_stuck": True} if stuck else {}
         if not done.completed:
-            return StageOutcome("failed", stuck or (
-                f"All {done.total} coarse trials were pruned, failed or diverged before the "
-                "last rung: check the failures' messages, and narrow the space (a smaller lr "
-                "range first)."), figures, marked, epochs=done.epochs,
-                trial_seconds=done.seconds)
+            return StageOutcome("failed", stuck or none_finished(ctx.spec, trials, allowance,
+                                                                 levels, done.total),
+                                figures, marked, epochs=done.epochs, trial_seconds=done.seconds)
         outcome = self._judge(ctx, study, space, trials, levels, figures, done)
         if stuck:  # what it found is kept, for a spec that says to go on past a failed gate
             outcome.verdict, outcome.message = "failed", stuck
@@ -118,6 +119,24 @@ class Coarse(Stage):
                             "stage": self.name}}
         return StageOutcome(verdict, message, figures, hand_on, epochs=done.epochs,
                             trial_seconds=done.seconds)
+
+
+def none_finished(spec: StudySpec, trials: list[FrozenTrial], allowance: Allowance,
+                  levels: list[int], total: int) -> str:
+    """Why no trial reached the last rung: the budget ran out (raise it), or the trials
+    were pruned, failed or diverged (look at the space)."""
+    cut = sum(t.user_attrs.get("status") == "cut_by_budget" for t in trials)
+    if not (cut or total == 0 or allowance.out_of_seconds()):
+        return (f"All {total} coarse trials were pruned, failed or diverged before the last "
+                "rung: check the failures' messages, and narrow the space (a smaller lr range "
+                "first).")
+    budget = spec.budget
+    raise_it = "raise budget.seconds" if allowance.out_of_seconds() else "raise budget.epochs"
+    if budget is not None and budget.epochs is not None:
+        raise_it += f" (this spec's stages need at least {minimum_budget(spec)} epochs)"
+    return (f"The budget ran out before any coarse trial reached the last rung ({levels[-1]} "
+            f"epochs; {total} started, {cut} cut short by the budget): {raise_it}, or disable "
+            "stages, shorten refine.epochs or coarse.epochs. The space was not judged.")
 
 
 def _sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:

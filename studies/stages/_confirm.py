@@ -31,6 +31,7 @@ from stagetune.studies.search import (
     tell,
 )
 from stagetune.studies.stages._base import Stage, StageContext, StageOutcome, register_stage
+from stagetune.studies.store import wait_out
 from stagetune.studies.weights import TrialCheckpoints, keep_weights
 
 HEALTHY = ("saturated", "still_improving", "not_diagnosed")
@@ -82,7 +83,7 @@ class Confirm(Stage):
                 granted = int(allowance.reserve(epochs - proposal.start))
                 if granted < epochs - proposal.start:  # a shortened run confirms nothing
                     allowance.settle(granted, 0)
-                    close_cut(study, proposal, scored=False)
+                    wait_out(close_cut, study, proposal, scored=False)
                     TrialCheckpoints(proposal.trial, latest=proposal.earlier.checkpoint).discard()
                     continue
                 yield self._job(ctx, proposal, epochs, allowance, granted)
@@ -91,8 +92,10 @@ class Confirm(Stage):
                 if granted < epochs:
                     allowance.settle(granted, 0)
                     return
-                study.enqueue_trial(configs[index], user_attrs={"config": index, "seed": seed})
-                trial = study.ask(distributions)  # the pair just queued: none is left waiting
+                # while trials run, the database is waited for (studies.search)
+                wait_out(study.enqueue_trial, configs[index],
+                         user_attrs={"config": index, "seed": seed})
+                trial = wait_out(study.ask, distributions)  # the pair just queued
                 yield self._job(ctx, Proposal(trial, configs[trial.user_attrs["config"]]),
                                 epochs, allowance, granted)
 
@@ -103,7 +106,8 @@ class Confirm(Stage):
         ctx.tick(self.name, finished, len(pairs))
         for outcome in ctx.executor.run(jobs(missing)):
             if outcome.result is not None and outcome.result.state_dict is not None:
-                keep_weights(outcome.job.key, outcome.result.state_dict)  # before tell: then it is final
+                # before tell: then it is final
+                wait_out(keep_weights, outcome.job.key, outcome.result.state_dict)
             tell(ctx, study, outcome)
             if isinstance(outcome.job.save, TrialCheckpoints):
                 outcome.job.save.discard()  # the weights are kept; nothing continues it

@@ -2,6 +2,7 @@
 
 from stagetune.studies.store._engine import (
     default_url,
+    fail_fast,
     get_engine,
     is_database_error,
     migrate,
@@ -9,10 +10,14 @@ from stagetune.studies.store._engine import (
     safe_url,
     session_scope,
     set_retry_seconds,
+    store_away,
+    wait_out,
 )
 from stagetune.studies.store._identity import StudyIdentity, studies_version, study_identity
+from stagetune.studies.store._queue import Queued, note_pending, pending_count, queued_studies
 from stagetune.studies.store._store import StageRecord, Store, StudyRecord
 
-__all__ = ["StageRecord", "Store", "StudyIdentity", "StudyRecord", "default_url", "get_engine",
-           "is_database_error", "migrate", "retry_seconds", "safe_url", "session_scope",
-           "set_retry_seconds", "studies_version", "study_identity"]
+__all__ = ["Queued", "StageRecord", "Store", "StudyIdentity", "StudyRecord", "default_url",
+           "fail_fast", "get_engine", "is_database_error", "migrate", "note_pending", "pending_count",
+           "queued_studies", "retry_seconds", "safe_url", "session_scope", "set_retry_seconds",
+           "store_away", "studies_version", "study_identity", "wait_out"]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from stagetune.studies.errors import StoreError, StudyConflictError, StudyNotFoundError
 from stagetune.studies.spec import same_spec
 from stagetune.studies.store._engine import (
-    connect_args,
+    engine_options,
     get_engine,
     migrate,
     retry_connects,
@@ -55,6 +55,7 @@ class StudyRecord:
     stages: list[StageRecord]
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    queued_at: datetime | None = None  # when it last became pending: its place in the queue
 
 
 class Store:
@@ -68,9 +69,8 @@ class Store:
 
     @cached_property
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        kwargs: dict[str, Any] = {"pool_pre_ping": True, "connect_args": connect_args(self.url)}
         try:
-            storage = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+            storage = optuna.storages.RDBStorage(self.url, engine_kwargs=engine_options(self.url))
         except Exception as exc:  # Optuna raises several kinds for a bad database
             raise store_error("Optuna cannot use the database", self.url, exc) from None
         retry_connects(storage.engine)
@@ -78,8 +78,10 @@ class Store:
 
     # -- studies ----------------------------------------------------------------------
 
-    def open_study(self, name: str, spec: dict[str, Any], stages: list[str]) -> StudyRecord:
-        """Create the study, or return the stored one if it has the same spec (a resume)."""
+    def open_study(self, name: str, spec: dict[str, Any], stages: list[str],
+                   queued_by: str = "") -> StudyRecord:
+        """Create the study, or return the stored one if it has the same spec (a resume).
+        `queued_by`: who submitted it (a token's digest), counted by `pending_count`."""
         with session_scope(self.url) as s:
             row = s.scalar(select(StudyRow).where(StudyRow.name == name))
             if row is not None and not same_spec(row.spec, spec):
@@ -87,7 +89,8 @@ class Store:
                     f"study '{name}' already exists with a different spec; give the new one "
                     "another name, or run the stored spec to resume it")
             if row is None:
-                row = StudyRow(name=name, spec=spec, status="pending", message="")
+                row = StudyRow(name=name, spec=spec, status="pending", message="",
+                               queued_by=queued_by)
                 s.add(row)
                 s.flush()
                 s.add_all(StageRow(study_id=row.id, name=n, position=i, message="", figures={},
@@ -146,15 +149,17 @@ class Store:
             return list(s.scalars(select(StudyRow.name).order_by(StudyRow.id)))
 
     def set_status(self, name: str, status: str, message: str = "",
-                   only_from: Collection[str] | None = None) -> bool:
+                   only_from: Collection[str] | None = None, queued_by: str = "") -> bool:
         """Set a study's status. With `only_from`, only while its status is one of those (a
-        compare-and-set: a cancel and a runner never overwrite each other). True if set."""
+        compare-and-set: a cancel and a runner never overwrite each other). True if set.
+        A study set pending (a resume) goes to the back of the queue, queued by `queued_by`."""
         with session_scope(self.url) as s:
             row = self._study_row(s, name)
             change = update(StudyRow).where(StudyRow.id == row.id)
             if only_from is not None:
                 change = change.where(StudyRow.status.in_(list(only_from)))
-            result = s.execute(change.values(status=status, message=message))
+            queued = {"queued_at": utcnow(), "queued_by": queued_by} if status == "pending" else {}
+            result = s.execute(change.values(status=status, message=message, **queued))
             if not result.rowcount:  # type: ignore[attr-defined]
                 return False
             s.add(EventRow(study_id=row.id, kind=f"study_{status}", message=message))
@@ -287,7 +292,8 @@ class Store:
 
 def _study_record(row: StudyRow, stages: Any) -> StudyRecord:
     return StudyRecord(row.name, row.spec, row.status, row.message,
-                       [_stage_record(st) for st in stages], row.created_at, row.updated_at)
+                       [_stage_record(st) for st in stages], row.created_at, row.updated_at,
+                       row.queued_at)
 
 
 def _stage_record(row: StageRow) -> StageRecord:

@@ -30,6 +30,10 @@ class StudyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                  onupdate=utcnow)
+    # when it last became pending (submitted or resumed), and by whom (a token's digest, ""
+    # without tokens): the queue's order, and each token's count of pending studies
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    queued_by: Mapped[str] = mapped_column(String(32), default="")
 
 
 class StageRow(Base):

@@ -99,6 +99,16 @@ def test_every_example_the_server_takes_validates(schema: dict[str, Any], path: 
     ({"seed": -1}, "seed"),
     ({"colour": "blue"}, "colour"),
     ({"resources": {"max_concurrent": "many"}}, "max_concurrent"),
+    # the validators' rules, which the schema states too (spec_schema.RULES)
+    ({"task": {"model": None}}, "task"),  # a dataset and a model, or a trainer
+    ({"budget": {"epochs": None}}, "budget"),  # epochs, seconds or both
+    ({"space": {"lr": {"low": 0}}}, "lr"),  # log: yes needs low > 0
+    ({"space": {"optimizer": {"choices": ["sgd", "sgd"]}}}, "optimizer"),
+    ({"space": {"momentum": {"when": {"optimizer": []}}}}, "momentum"),
+    ({"space": {"dropout": {"type": "float", "low": 0, "high": 0.5, "when": {}}}}, "dropout"),
+    ({"resources": {"custom": {"GPU": 1}}}, "custom"),
+    ({"resources": {"custom": {" ": 1}}}, "custom"),
+    ({"resources": {"custom": {"a100": 0}}}, "custom"),
 ])
 def test_an_invalid_spec_fails_it_and_the_server_refuses_it_too(
         schema: dict[str, Any], change: dict[str, Any], where: str) -> None:

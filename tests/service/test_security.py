@@ -353,6 +353,87 @@ def test_a_browser_on_a_rebound_name_gets_the_refusal(open_server: Server,
         rebinding.close()
 
 
+def test_a_rebinding_page_can_neither_submit_nor_cancel(open_server: Server,
+                                                        browser: Browser) -> None:
+    """A script of a page of evil.test:PORT, once that name resolves to 127.0.0.1: its
+    requests reach the service from the page's own origin, with Host and Origin
+    evil.test:PORT. Each is refused with the 400; the study it aimed at runs on.
+    The script runs in the document Chromium loaded from evil.test:PORT after the switch
+    (the service's refusal): a page still loaded from the attacker's public address would
+    meet Chromium's own Private Network Access block first, which other browsers lack."""
+    evil = f"http://evil.test:{open_server.port}"
+    target, forged = "rebind-target", "rebind-made"
+    with Client(open_server.url) as api:
+        api.submit(long_study(target, trials=1, epochs=40))
+        rebinding = browser.browser_type.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.test 127.0.0.1"])
+        try:
+            page = rebinding.new_page()
+            page.goto(f"{evil}/")
+            answers = page.evaluate("""async ([spec, target]) => {
+                const send = async (method, path, body) => {
+                    const answer = await fetch(path, {method, body,
+                        headers: {"Content-Type": "application/json"}});
+                    return [answer.status, await answer.text()]; };
+                return [await send("POST", "/api/studies", JSON.stringify(spec)),
+                        await send("POST", `/api/studies/${target}/cancel`),
+                        await send("DELETE", `/api/studies/${target}`),
+                        await send("GET", "/api/studies")]; }""",
+                                    [long_study(forged, 1, 1), target])
+        finally:
+            rebinding.close()
+        assert [status for status, _ in answers] == [400] * 4, answers
+        assert all("STAGETUNE_ALLOWED_HOSTS" in text and target not in text
+                   for _, text in answers), answers
+        try:
+            assert api.study(target)["status"] in ("pending", "running")
+            with pytest.raises(ApiError) as missing:
+                api.study(forged)
+            assert missing.value.status == 404
+        finally:
+            api.cancel(target)
+
+
+def test_allowed_hosts_default_to_loopback_names_on_loopback() -> None:
+    assert Settings(host="127.0.0.1").host_names == ["localhost", "127.0.0.1", "[::1]"]
+    assert Settings(host="::1").host_names == ["localhost", "127.0.0.1", "[::1]"]
+    # behind a proxy, the name browsers use (STAGETUNE_PUBLIC_ORIGIN) is one of them
+    assert Settings(host="127.0.0.1", public_origin="https://tune.example:8443").host_names \
+        == ["localhost", "127.0.0.1", "[::1]", "tune.example"]
+    assert Settings(host="127.0.0.1", allowed_hosts="tune.example").host_names == ["tune.example"]
+    assert Settings(host="0.0.0.0").host_names == ["*"]  # reachable from others: any, with a warning
+
+
+@pytest.mark.parametrize(("settings", "host", "origin", "status"), [
+    # a public origin: writes only from it, not from whatever Host the request names
+    ({"public_origin": "https://tune.example"}, "127.0.0.1:8000", "http://127.0.0.1:8000", 403),
+    ({"public_origin": "https://tune.example"}, "tune.example", "http://tune.example", 403),
+    ({"public_origin": "https://tune.example"}, "127.0.0.1:8000", "https://tune.example", 204),
+    ({"public_origin": "https://tune.example"}, "evil.test", "http://evil.test", 400),
+    # allowed hosts: a write from a page of an allowed name, to that same name and port
+    ({"allowed_hosts": "a.test,b.test"}, "a.test:8000", "http://a.test:8000", 204),
+    ({"allowed_hosts": "a.test,b.test"}, "a.test:8000", "http://b.test:8000", 403),
+    ({"allowed_hosts": "a.test,b.test"}, "a.test:8000", "http://a.test:9000", 403),
+    ({"allowed_hosts": "a.test,b.test"}, "evil.test:8000", "http://evil.test:8000", 400),
+    ({}, "evil.test:8000", "http://evil.test:8000", 400),  # the loopback default
+    ({}, "localhost:8000", "http://evil.test:8000", 403),
+])
+def test_the_origin_check_follows_the_settings_never_the_request_host(
+        settings: dict[str, str], host: str, origin: str, status: int) -> None:
+    """POST /login of a service without tokens answers 204 once past the guards: 400 is
+    the host guard's refusal, 403 the origin check's."""
+    async def log_in() -> httpx.Response:  # the app without its lifespan: no store
+        app = create_app(Settings(host="127.0.0.1", **settings))  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                     base_url=f"http://{host}") as http:
+            return await http.post("/login", json={"token": "x"}, headers={"Origin": origin})
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's loop may be running on this one
+        answer = thread.submit(asyncio.run, log_in()).result()
+    assert answer.status_code == status, answer.text
+
+
 # -- 4: the session cookie ------------------------------------------------------------------
 
 def cookie_attributes(header: str) -> dict[str, str]:

@@ -100,9 +100,20 @@ def test_a_study_that_fails_before_its_first_stage_says_why(open_server: Server)
     assert reconcile_failures(open_server) == 0 and log.count("did not start") == 0, log
 
 
-def test_runners_of_studies_submitted_together_start_together(open_server: Server) -> None:
+def test_runners_of_studies_submitted_together_start_together(tmp_path: Path,
+                                                               ray_local: str) -> None:
+    # three at once on the 2-CPU Ray: a server of its own, whose queue lets all three run
+    server = Server(f"sqlite:///{tmp_path / 'together.db'}", tmp_path / "data",
+                    ray_address=ray_local, env={"STAGETUNE_MAX_RUNNING_STUDIES": "3"}).start()
+    try:
+        start_together(server)
+    finally:
+        server.stop()
+
+
+def start_together(server: Server) -> None:
     names = [f"together-{i}" for i in range(3)]
-    with Client(open_server.url) as api:
+    with Client(server.url) as api:
         submitted = time.monotonic()
         for name in names:
             api.submit(long_study(name, trials=2, epochs=30))

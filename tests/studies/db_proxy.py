@@ -1,5 +1,7 @@
 """A TCP proxy in front of PostgreSQL that a test can cut: every connection dropped and
-new ones refused until it is restored. The database itself keeps running."""
+new ones refused until it is restored; cut at the moment a client sends a given statement
+(it is lost in flight); or hang: nothing forwarded and nothing closed, as with a server
+gone off the network. The database itself keeps running."""
 
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ class FlakyProxy:
             .render_as_string(hide_password=False)
         self._up = threading.Event()
         self._up.set()
+        self._flowing = threading.Event()  # cleared while it hangs
+        self._flowing.set()
+        self._markers: tuple[bytes, ...] = ()  # cut_on's
+        self._fired = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -36,8 +42,22 @@ class FlakyProxy:
                 sock.close()
             self._sockets.clear()
 
+    def cut_on(self, *markers: bytes) -> threading.Event:
+        """Cut as soon as a client sends a packet holding every marker (SQL text: the
+        connections run without TLS), before the server gets it: the statement is lost in
+        flight. The event is set once it has cut; `restore` ends the outage."""
+        self._fired = threading.Event()
+        self._markers = markers
+        return self._fired
+
+    def hang(self) -> None:
+        """Forward nothing, close nothing: open connections and new ones get no answer
+        (what they send is held) until `restore`."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._up.set()
+        self._flowing.set()
 
     def close(self) -> None:
         self.cut()
@@ -56,12 +76,18 @@ class FlakyProxy:
             with self._lock:
                 self._sockets |= {client, upstream}
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+                threading.Thread(target=self._pump, args=(src, dst, src is client),
+                                 daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
             while data := src.recv(65536):
+                if from_client and self._markers and all(m in data for m in self._markers):
+                    self._markers = ()
+                    self.cut()
+                    self._fired.set()
+                    return
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

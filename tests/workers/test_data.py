@@ -200,15 +200,19 @@ def test_image_folder_link_out_of_the_data_folder_is_refused(tmp_path: Path) -> 
 
 def test_image_folder_errors_name_the_problem(tmp_path: Path) -> None:
     settings = DataSettings(data_dir=tmp_path)
-    with pytest.raises(DataNotFoundError, match="one class per subfolder"):
-        load_dataset("image_folder", {"path": "missing"}, settings=settings)
+    # missing or outside the data folder: the same message, which names no server folder
+    for path in ("missing", "../elsewhere", "/etc"):
+        with pytest.raises(ConfigError, match=f"no folder '{path}' in the data folder;.*with "
+                                              "one subfolder per class"):
+            load_dataset("image_folder", {"path": path}, settings=settings)
     _write_images(tmp_path / "one")
     for name in IMAGE_CLASSES[1:]:
         shutil.rmtree(tmp_path / "one" / name)
     with pytest.raises(ConfigError, match="at least two class subfolders"):
         load_dataset("image_folder", {"path": "one"}, settings=settings)
+    _write_images(tmp_path / "two")
     with pytest.raises(ConfigError, match=r"image_size must lie in \[4, 1024\]"):
-        load_dataset("image_folder", {"path": "one", "image_size": 2}, settings=settings)
+        load_dataset("image_folder", {"path": "two", "image_size": 2}, settings=settings)
 
 
 def test_synthetic_options_shape_the_data() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stagetune.workers.data._settings import DataSettings, data_file, get_data_settings
+from stagetune.workers.data._settings import DataSettings, data_file, data_folder, get_data_settings
 
 if TYPE_CHECKING:
     from stagetune.workers.data._base import Dataset, RawData, TaskKind
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         dataset_loaded,
         dataset_options_model,
         load_dataset,
+        option_problems,
         register_dataset,
     )
     from stagetune.workers.data._stream import AnyDataset, StreamData, StreamingDataset, loader_workers
@@ -36,18 +37,20 @@ __all__ = [
     "TaskKind",
     "check_options",
     "data_file",
+    "data_folder",
     "dataset_loaded",
     "dataset_options_model",
     "get_data_settings",
     "loader_workers",
     "load_dataset",
+    "option_problems",
     "register_dataset",
 ]
 
 _BASE = ("Dataset", "RawData", "TaskKind")
 _STREAM = ("AnyDataset", "StreamData", "StreamingDataset", "loader_workers")
 _REGISTRY = ("DATASETS", "SPLIT_OPTIONS", "check_options", "dataset_loaded",
-             "dataset_options_model", "load_dataset", "register_dataset")
+             "dataset_options_model", "load_dataset", "option_problems", "register_dataset")
 
 
 def __getattr__(name: str) -> Any:

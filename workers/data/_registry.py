@@ -35,7 +35,9 @@ def register_dataset(name: str, *, knobs: type[BaseModel] | None = None,
     registered name or a callable `(out, y) -> scalar tensor` (registered as loss `name`);
     `metrics` the registered metrics reported for it (the first is the default objective);
     `expected_loss(data)` what the loss is for a model that knows nothing, where the loss's
-    own rule does not fit. All of it is kept in the entry's info, so a spec can be checked
+    own rule does not fit; `check(settings, **options)` what is wrong with options whose
+    types are right, found cheaply without loading (a folder that is missing), as (option,
+    message) pairs. All of it is kept in the entry's info, so a spec can be checked
     without loading the data.
     """
     from stagetune.workers.losses import register_loss  # the losses import torch
@@ -96,6 +98,9 @@ def _load(
     name: str, factory: DatasetFactory, options: dict[str, Any], settings: DataSettings
 ) -> Dataset | StreamingDataset:
     check_options(name, options)
+    problems = option_problems(name, options, settings)
+    if problems:
+        raise ConfigError("; ".join(f"dataset '{name}': {o}: {m}" for o, m in problems))
     split = {k: options.pop(k) for k in SPLIT_OPTIONS if k in options}
     raw = factory(settings=settings, **options)
     if isinstance(raw, StreamData):  # split by index; facts from a sample of items
@@ -120,6 +125,16 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
     except ValidationError as exc:
         raise ConfigError(f"dataset '{name}': {describe_validation_error(exc)}") from None
     check_split(name, **{k: getattr(checked, k) for k in SPLIT_OPTIONS if k != "classes"})
+
+
+def option_problems(name: str, options: Mapping[str, Any], settings: DataSettings | None = None
+                    ) -> list[tuple[str, str]]:
+    """What the dataset's own `check` finds wrong with `options` (their types already
+    checked), as (option, message); a submitted spec gets them, each with its field."""
+    check = DATASETS.entry(name).info.get("check")
+    if check is None:
+        return []
+    return list(check(settings or get_data_settings(), **options))
 
 
 def dataset_options_model(name: str) -> type[BaseModel] | None:

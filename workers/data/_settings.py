@@ -14,7 +14,7 @@ DataSettings = Settings
 get_data_settings = get_settings
 
 
-def data_file(path: str, what: str = "file", settings: DataSettings | None = None) -> Path:
+def data_file(path: str, what: str = "file", settings: Settings | None = None) -> Path:
     """`path` (relative to the data folder, or absolute) as a file inside the data folder,
     symlinks resolved. Outside it or absent, the same ConfigError: which files exist
     elsewhere on the server is none of a client's business."""
@@ -29,3 +29,19 @@ def data_file(path: str, what: str = "file", settings: DataSettings | None = Non
         raise ConfigError(f"{what}: no file {shown!r} in the data folder; give the path of a "
                           "file inside the data folder (STAGETUNE_DATA_DIR), relative to it")
     return file
+
+
+def data_folder(path: str, what: str = "folder", settings: Settings | None = None) -> Path:
+    """`path` (relative to the data folder) as a folder inside the data folder, symlinks
+    resolved. Outside it or absent, the same ConfigError, as for `data_file`."""
+    root = (settings or get_data_settings()).data_dir.resolve()
+    try:
+        folder = (root / Path(path).expanduser()).resolve()
+        found = bool(path) and folder.is_relative_to(root) and folder.is_dir()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        found = False
+    if not found:
+        shown = path if len(path) <= 200 else path[:197] + "..."
+        raise ConfigError(f"{what}: no folder {shown!r} in the data folder; give the path of a "
+                          "folder inside the data folder (STAGETUNE_DATA_DIR), relative to it")
+    return folder

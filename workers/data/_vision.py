@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from stagetune.workers.data._base import RawData
 from stagetune.workers.data._registry import register_dataset
-from stagetune.workers.data._settings import DataSettings
+from stagetune.workers.data._settings import DataSettings, data_folder
 from stagetune.workers.data._stream import StreamData
 from stagetune.workers.errors import ConfigError, DataNotFoundError
 
@@ -81,7 +82,19 @@ def cifar100(*, settings: DataSettings) -> RawData:
     return _cifar(tvdatasets.CIFAR100, "cifar-100-python", settings)
 
 
-@register_dataset("image_folder")
+def check_image_folder(settings: DataSettings, path: str = "", **_: Any) -> list[tuple[str, str]]:
+    """A folder inside the data folder with at least two class subfolders; outside it or
+    absent, one message that reveals nothing of the server's files."""
+    try:
+        folder = data_folder(path, "image_folder", settings)
+    except ConfigError as exc:
+        return [("path", f"{exc}, with one subfolder per class")]
+    if sum(1 for child in folder.iterdir() if child.is_dir()) < 2:
+        return [("path", f"image_folder: {path!r} needs at least two class subfolders")]
+    return []
+
+
+@register_dataset("image_folder", check=check_image_folder)
 def image_folder(*, settings: DataSettings, path: str = "", image_size: int = 32,
                  stream: bool = True) -> RawData | StreamData:
     """A class-per-subfolder tree of images inside the data folder, resized to a square.
@@ -91,16 +104,7 @@ def image_folder(*, settings: DataSettings, path: str = "", image_size: int = 32
     images trains in bounded memory. `stream: false` loads them all up front as whole
     tensors: the fast path for a folder that fits in memory.
     """
-    root = settings.data_dir.resolve()
-    folder = (root / path).resolve()
-    if not path or not folder.is_relative_to(root):
-        raise ConfigError(
-            f"image_folder: 'path' must name a folder inside the data folder, relative to it "
-            f"(got {path!r})"
-        )
-    if not folder.is_dir():
-        raise DataNotFoundError(f"image_folder: no folder {path!r} in the data folder; make one "
-                                "class per subfolder")
+    folder = data_folder(path, "image_folder", settings)  # `check_image_folder` said why not
     if not 4 <= image_size <= 1024:
         raise ConfigError(f"image_folder: image_size must lie in [4, 1024] (got {image_size})")
     data = tvdatasets.ImageFolder(str(folder), loader=_read_rgb,

@@ -1,0 +1,33 @@
+"""A plugin for the fault tests, loaded by every trial worker (STAGETUNE_PLUGINS):
+
+- imported in a trial's worker while the file `$FAULT_PLUGIN_DIE_ONCE` does not exist, it
+  creates it and kills that worker: a worker lost early, before its trial began to train;
+- imported in a trial's worker with `FAULT_PLUGIN_OUT_OF_MEMORY` set, it raises the error
+  Ray's memory monitor gives a task it killed (an import that fails is tried again by every
+  later trial in that worker).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+from ray.exceptions import OutOfMemoryError
+
+RAY_WORDS = ("Task was killed due to the node running low on memory. Memory on the node "
+             "(IP: 127.0.0.1) where the task was running was 23.10GB / 24.00GB (0.962), which "
+             "exceeds the memory usage threshold of 0.95.")
+
+
+def _in_a_trial() -> bool:
+    return ray.is_initialized() and "run_trial" in (ray.get_runtime_context().get_task_name() or "")
+
+
+_marker = os.environ.get("FAULT_PLUGIN_DIE_ONCE")
+if _marker and _in_a_trial() and not Path(_marker).exists():
+    Path(_marker).touch()
+    os._exit(1)
+
+if os.environ.get("FAULT_PLUGIN_OUT_OF_MEMORY") and _in_a_trial():
+    raise OutOfMemoryError(RAY_WORDS)
