@@ -143,7 +143,7 @@ class Stack:
                     "{{.State.Health.Status}}{{end}}", ids[0]]).stdout.strip()
 
     def logs(self, service: str) -> str:
-        return self.compose("logs", "--no-color", "--tail", "60", service, check=False).stdout
+        return self.compose("logs", "--no-color", "--tail", "150", service, check=False).stdout
 
     def nodes(self) -> list[dict[str, Any]]:
         done = self.compose("exec", "-T", "api", "python", "-c", NODES,

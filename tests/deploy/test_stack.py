@@ -211,7 +211,11 @@ def test_a_gpu_trial_on_a_worker_whose_gpu_torch_cannot_use_fails_with_the_reaso
 
 
 def test_stopping_the_worker_mid_trial_then_starting_it_retries_the_trial(stack: Stack) -> None:
-    study_id = submit(stack, spec("deploy-worker-stop"))
+    # Long trials, none pruned: one seen at its first epoch still has most of its epochs to
+    # run when the stop lands (compose takes a moment), so Ray's drain cannot let it finish.
+    stages = {**spec("")["stages"], "refine": {"trials": 4, "epochs": 15, "warm_start": 0,
+                                                "pruner": "none"}}
+    study_id = submit(stack, spec("deploy-worker-stop", stages=stages))
     interrupted = wait_for(lambda: running_with_epochs(stack, study_id, 1), 300,
                            "a trial runs its second epoch", every=1)
     # Ray drains a node that is asked to stop, so a trial with a few seconds to go would end
@@ -224,11 +228,15 @@ def test_stopping_the_worker_mid_trial_then_starting_it_retries_the_trial(stack:
     after = {t["number"]: t for t in trials(stack, study_id)}
     say(f"worker stop: trials {interrupted} interrupted; restarts "
         f"{[after[n]['restarts'] for n in interrupted]}, continued after epochs "
-        f"{[after[n]['started_after'] for n in interrupted]}; failed trials: "
+        f"{[after[n]['started_after'] for n in interrupted]}, interrupted "
+        f"{[after[n]['interrupted'] for n in interrupted]}; failed trials: "
         f"{len(lost(stack, study_id))}")
     assert lost(stack, study_id) == []
     # every interrupted trial ends; one still in its epochs when the node died is retried
     assert all(after[n]["state"] in ("complete", "pruned") for n in interrupted), after
+    if not any(after[n]["restarts"] >= 1 for n in interrupted):
+        say(f"no interrupted trial restarted: {after}\napi:\n{stack.logs('api')}\n"
+            f"worker:\n{stack.logs('worker')}")
     assert any(after[n]["restarts"] >= 1 for n in interrupted), after
 
 
