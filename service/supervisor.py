@@ -79,8 +79,12 @@ class Supervisor:
         while not self._stop.is_set():
             try:
                 self._reconcile()
-            except Exception:  # a database or Ray hiccup: try again next tick
-                log.exception("supervisor: reconcile failed; retrying")
+            except Exception as exc:  # a database or Ray hiccup: try again next tick
+                if is_database_error(exc):  # an outage: one line a tick, not a traceback
+                    log.warning("supervisor: the database is away (%s); retrying",
+                                exc.__class__.__name__)
+                else:
+                    log.exception("supervisor: reconcile failed; retrying")
             self._wake.wait(self.interval)
             self._wake.clear()
 
