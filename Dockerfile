@@ -25,6 +25,7 @@ COPY workers ./workers
 COPY studies ./studies
 COPY service ./service
 COPY examples ./examples
+COPY stagetune ./stagetune
 RUN /opt/stagetune/bin/pip wheel --no-deps -c constraints.txt -w /wheels .
 
 # Stage 2: what runs

@@ -6,7 +6,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -m pytest "$@"; suite=$?
-[ $# -eq 0 ] || exit $suite  # a chosen subset: no deploy tier
+[ $# -eq 0 ] || exit $suite  # a chosen subset: no checks, no deploy tier
+# the checks: ruff, and mypy with every stagetune.* import resolved (pyproject, [tool.mypy])
+.venv/bin/ruff check . && .venv/bin/mypy; checks=$?
+[ $suite -eq 0 ] && suite=$checks
 bash scripts/docker/engine.sh
 .venv/bin/python -m pytest -m deploy -n 0 -s tests/deploy; deploy=$?
 [ $suite -ne 0 ] && exit $suite

@@ -21,9 +21,8 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 INSTRUCTIONS = [(line.split(None, 1) + [""])[:2] for line in
                 re.sub(r"\\\n\s*", " ", DOCKERFILE).splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
-# the repo's folders, each installed as stagetune.<folder>
-PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]
-PACKAGES = list(PACKAGE_DIRS.values())
+# the repo's folders, each installed as stagetune.<folder> through stagetune/'s symlinks
+PACKAGES = sorted(p.name for p in (REPO / "stagetune").iterdir() if p.is_symlink())
 
 
 def instructions(kind: str) -> list[str]:
@@ -54,7 +53,8 @@ def test_the_image_installs_what_ci_installs_at_the_locked_versions() -> None:
     # what CI installs; chromium only serves the dashboard's browser tests
     assert packages == set(system.group(1).split()) - {"chromium"} == {"dataset-fashion-mnist"}
     copied = {source for args in instructions("COPY") for source in args.split()[:-1]}
-    assert set(PACKAGES) | {"pyproject.toml", "constraints.txt", PYPROJECT["project"]["readme"]} <= copied
+    assert set(PACKAGES) | {"stagetune", "pyproject.toml", "constraints.txt",
+                            PYPROJECT["project"]["readme"]} <= copied
 
 
 def test_the_image_exposes_the_api_and_the_ray_head_and_starts_the_head() -> None:
@@ -72,6 +72,7 @@ def test_a_non_editable_install_holds_every_file_of_the_packages(tmp_path: Path)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for package in PACKAGES:
         shutil.copytree(REPO / package, source / package, ignore=ignore)
+    shutil.copytree(REPO / "stagetune", source / "stagetune", symlinks=True, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path / "dist"), str(source)], check=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("*.whl")
@@ -79,6 +80,7 @@ def test_a_non_editable_install_holds_every_file_of_the_packages(tmp_path: Path)
     in_tree = {f"stagetune/{p.relative_to(source)}" for package in PACKAGES
                for p in (source / package).rglob("*") if p.is_file()}
     assert sorted(in_tree - in_wheel) == []
+    assert {"stagetune/__init__.py", "stagetune/py.typed"} <= in_wheel
     assert "stagetune/service/cli/_cluster.py" in in_wheel
     assert "stagetune/examples/digits.yaml" in in_wheel  # what `serve --demo` submits
     # nothing installs a top-level name a user's own package could shadow
