@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from stagetune.workers.errors import ConfigError
@@ -18,30 +19,25 @@ def data_file(path: str, what: str = "file", settings: Settings | None = None) -
     """`path` (relative to the data folder, or absolute) as a file inside the data folder,
     symlinks resolved. Outside it or absent, the same ConfigError: which files exist
     elsewhere on the server is none of a client's business."""
-    root = (settings or get_data_settings()).data_dir.resolve()
-    try:
-        file = (root / Path(path).expanduser()).resolve()
-        found = file.is_relative_to(root) and file.is_file()
-    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
-        found = False
-    if not found:
-        shown = path if len(path) <= 200 else path[:197] + "..."
-        raise ConfigError(f"{what}: no file {shown!r} in the data folder; give the path of a "
-                          "file inside the data folder (STAGETUNE_DATA_DIR), relative to it")
-    return file
+    return _inside_data(path, what, "file", Path.is_file, settings)
 
 
 def data_folder(path: str, what: str = "folder", settings: Settings | None = None) -> Path:
     """`path` (relative to the data folder) as a folder inside the data folder, symlinks
     resolved. Outside it or absent, the same ConfigError, as for `data_file`."""
+    return _inside_data(path, what, "folder", Path.is_dir, settings)
+
+
+def _inside_data(path: str, what: str, kind: str, is_kind: Callable[[Path], bool],
+                 settings: Settings | None) -> Path:
     root = (settings or get_data_settings()).data_dir.resolve()
     try:
-        folder = (root / Path(path).expanduser()).resolve()
-        found = bool(path) and folder.is_relative_to(root) and folder.is_dir()
+        found_path = (root / Path(path).expanduser()).resolve()
+        found = bool(path) and found_path.is_relative_to(root) and is_kind(found_path)
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
         found = False
     if not found:
         shown = path if len(path) <= 200 else path[:197] + "..."
-        raise ConfigError(f"{what}: no folder {shown!r} in the data folder; give the path of a "
-                          "folder inside the data folder (STAGETUNE_DATA_DIR), relative to it")
-    return folder
+        raise ConfigError(f"{what}: no {kind} {shown!r} in the data folder; give the path of a "
+                          f"{kind} inside the data folder (STAGETUNE_DATA_DIR), relative to it")
+    return found_path
