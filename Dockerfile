@@ -4,10 +4,13 @@
 
 # Stage 1: the dependencies in a virtual environment, and the project as a wheel. The
 # runtime image below copies both, so pip's build files and the sources stay behind.
+# The image serves and runs trials: the core dependencies and those of the extras `server`
+# and `worker` (pyproject.toml says who needs which), read from pyproject.toml here.
 FROM python:3.11-slim-bookworm AS requirements
 COPY pyproject.toml /
-RUN python -c "import tomllib; print(*tomllib.load(open('/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
-    > /requirements.txt
+RUN python -c "import tomllib; p = tomllib.load(open('/pyproject.toml', 'rb'))['project']; \
+print(*p['dependencies'], *p['optional-dependencies']['server'], \
+*p['optional-dependencies']['worker'], sep='\n')" > /requirements.txt
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \

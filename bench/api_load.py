@@ -41,8 +41,8 @@ from optuna.trial import TrialState, create_trial  # noqa: E402
 from sqlalchemy import create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from stagetune.studies.search.stages import ORDER  # noqa: E402
 from stagetune.studies.spec import load_spec  # noqa: E402
-from stagetune.studies.stages import ORDER  # noqa: E402
 from stagetune.studies.store import Store  # noqa: E402
 from tests.service.server import Server  # noqa: E402
 

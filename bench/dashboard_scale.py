@@ -38,8 +38,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
+from stagetune.studies.search.stages import ORDER  # noqa: E402
 from stagetune.studies.spec import load_spec  # noqa: E402
-from stagetune.studies.stages import ORDER  # noqa: E402
 from stagetune.studies.store import Store, session_scope  # noqa: E402
 from stagetune.studies.store._tables import StudyRow, TrialMetricRow  # noqa: E402
 from tests.service.server import Server, free_port  # noqa: E402

@@ -45,9 +45,9 @@ import optuna  # noqa: E402
 import search_efficiency as eff  # noqa: E402
 import torch  # noqa: E402
 
-from stagetune.studies.space import to_distributions  # noqa: E402
+from stagetune.studies.search.stages._chance import learning  # noqa: E402
 from stagetune.studies.spec import load_spec  # noqa: E402
-from stagetune.studies.stages._chance import learning  # noqa: E402
+from stagetune.studies.spec.space import to_distributions  # noqa: E402
 from stagetune.workers import StagetuneError, TrialRequest, execute  # noqa: E402
 from stagetune.workers.data import load_dataset  # noqa: E402
 

@@ -45,10 +45,10 @@ import ray  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from stagetune.studies.cluster import NAMESPACE  # noqa: E402
-from stagetune.studies.runner_actor import start_runner, stop_runner, wait_for  # noqa: E402
+from stagetune.studies.run.cluster import NAMESPACE  # noqa: E402
+from stagetune.studies.run.runner_actor import start_runner, stop_runner, wait_for  # noqa: E402
+from stagetune.studies.search.stages import ORDER  # noqa: E402
 from stagetune.studies.spec import load_spec  # noqa: E402
-from stagetune.studies.stages import ORDER  # noqa: E402
 from stagetune.studies.store import Store  # noqa: E402
 from stagetune.workers.plugins import load_plugins  # noqa: E402
 

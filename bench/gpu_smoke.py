@@ -99,9 +99,9 @@ def spec(name: str, gpus: float, trials: int, epochs: int) -> dict[str, Any]:
 
 
 def run_study(store_url: str, gpus: float, trials: int, epochs: int) -> dict[str, Any]:
-    from stagetune.studies.runner_actor import start_runner, stop_runner, wait_for
+    from stagetune.studies.run.runner_actor import start_runner, stop_runner, wait_for
+    from stagetune.studies.search.stages import ORDER
     from stagetune.studies.spec import load_spec
-    from stagetune.studies.stages import ORDER
     from stagetune.studies.store import Store
 
     parsed = load_spec(spec(f"gpu-smoke-{str(gpus).replace('.', '_')}", gpus, trials, epochs))
@@ -215,7 +215,7 @@ def main() -> None:
 
     import ray
 
-    from stagetune.studies.cluster import NAMESPACE
+    from stagetune.studies.run.cluster import NAMESPACE
 
     root = Path(tempfile.mkdtemp(prefix="gpu-smoke-"))
     try:

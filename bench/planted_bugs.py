@@ -4,7 +4,7 @@ which stage catches each, with what sentence, after how many epochs.
 Each bug is one edit of examples/digits.yaml (a plugin dataset or model from
 bench/plugins/planted.py, or a fixed knob), with `budget: {epochs: B}` and its own name;
 everything else in the example is kept, its `goal` included. Each study runs through
-`studies.runner.Runner` with the LocalExecutor, in this process, on a fresh SQLite store.
+`studies.run.runner.Runner` with the LocalExecutor, in this process, on a fresh SQLite store.
 The healthy study is the example itself, under the same budget.
 
 For every bug the report gives:
@@ -55,7 +55,7 @@ sys.path.insert(0, str(HERE / "plugins"))
 import planted  # noqa: E402,F401  (registers the planted datasets and models)
 import yaml  # noqa: E402
 
-from stagetune.studies.runner import Runner, StudyReport, report_of  # noqa: E402
+from stagetune.studies.run.runner import Runner, StudyReport, report_of  # noqa: E402
 from stagetune.studies.spec import load_spec  # noqa: E402
 from stagetune.studies.store import Store  # noqa: E402
 
@@ -410,7 +410,7 @@ HEALTHY_NOTES: dict[tuple[str, str], str] = {
         "The sentence is wrong. Refine ran; the skip comes from the plan: confirm's share "
         "(15% of the budget) pays for no full 12-epoch run, so its plan has top 0, and "
         "`Confirm.run` reports an empty list of configurations as 'no search stage ran' "
-        "(studies/stages/_confirm.py)."),
+        "(studies/search/stages/_confirm.py)."),
 }
 # Facts about bugs that met the goal, worth knowing.
 CAVEATS: dict[str, str] = {

@@ -15,7 +15,7 @@ spend the same budget of B epochs for a given (space, seed); a full trial is E e
   CPU. The trainable calls `workers.execute` and reports every epoch with
   `ray.tune.report`; a Stopper counts the reported epochs and stops the running trial,
   and the experiment, when the budget is spent.
-- stagetune: a full staged study through `studies.runner.Runner` (LocalExecutor, one
+- stagetune: a full staged study through `studies.run.runner.Runner` (LocalExecutor, one
   trial at a time) on a throw-away SQLite store, with `budget: {epochs: B}` and
   `stages.refine.epochs: E` in its spec; the study plans its stages from the budget.
 
@@ -82,9 +82,9 @@ torch.set_num_threads(1)
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from stagetune.studies.space import to_distributions  # noqa: E402
+from stagetune.studies.search.stages._chance import learning  # noqa: E402
 from stagetune.studies.spec import load_spec  # noqa: E402
-from stagetune.studies.stages._chance import learning  # noqa: E402
+from stagetune.studies.spec.space import to_distributions  # noqa: E402
 from stagetune.workers import StagetuneError, Task, TrialRequest, execute  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_efficiency.md"
@@ -102,7 +102,7 @@ class SpaceConfig:
 
     dataset: str
     model: str
-    space: dict[str, dict[str, Any]]  # the spec's format (studies.space maps it to Optuna)
+    space: dict[str, dict[str, Any]]  # the spec's format (studies.spec.space maps it to Optuna)
     fixed: dict[str, Any]
     targets: tuple[float, float]  # val_accuracy: one the peers usually reach, one only strong runs do
     budget: int  # B: epochs every strategy may spend on one (space, seed)
@@ -232,7 +232,7 @@ def run_staged(name: str, cfg: SpaceConfig, seed: int, work: Path, diagnose: boo
                strategy: str = "stagetune") -> Run:
     """A staged study; `diagnose` False turns diagnosis-based pruning off in coarse and
     refine (bench/diagnosis_pruning.py compares the two)."""
-    from stagetune.studies.runner import Runner  # needs studies.diagnosis (confirm stage)
+    from stagetune.studies.run.runner import Runner  # needs studies.reporting.diagnosis (confirm stage)
     from stagetune.studies.store import Store
 
     spec = load_spec(spec_dict(name, cfg, seed) | {

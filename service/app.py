@@ -29,10 +29,10 @@ from stagetune.service.web import pages_router
 from stagetune.service.web._hosts import warn_if_any_host
 from stagetune.service.web.docs import router as docs_router
 from stagetune.service.web.security import install_security
-from stagetune.studies.cluster import connect
+from stagetune.studies.reporting.study_end import Hooks, hook_actor
+from stagetune.studies.run.cluster import connect
 from stagetune.studies.store import Store, fail_fast
-from stagetune.studies.study_end import Hooks, hook_actor
-from stagetune.workers.plugins import load_plugins
+from stagetune.workers import sidecar
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)  # after uvicorn's own set-up, which it adjusts
         warn_if_any_host(settings)
-        load_plugins()
+        # the plugins and the registries load in the worker-code child, not here: this
+        # process imports no torch (workers/sidecar.py); a broken plugin still fails now
+        sidecar.start()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # figures build in-memory studies
         store = Store(settings.database_url)  # runs the migrations, waiting for the database
         fail_fast()  # from here on a request gets a 503 at once while the database is away
@@ -54,7 +56,7 @@ def create_app(settings: Settings | None = None,
         app.state.cluster = ClusterView()  # what submit checks a spec's resources against
         app.state.cluster.start()
         if Hooks.from_settings(settings).any:
-            hook_actor()  # up before any study ends: see studies/study_end.py
+            hook_actor()  # up before any study ends: see studies/reporting/study_end.py
         # resumes running studies whose runner is gone; starts pending ones as the limit allows
         supervisor = Supervisor(store, max_running=settings.max_running_studies)
         supervisor.start()
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None,
         supervisor.stop()  # runners are detached: on a shared cluster they go on
         app.state.cluster.stop()
         ray.shutdown()
+        sidecar.stop()
 
     app = FastAPI(title="stagetune", summary="Staged hyperparameter search for PyTorch",
                   version="0.1.0", lifespan=lifespan,

@@ -4,7 +4,9 @@ service use). It imports no torch: a machine that only submits studies needs non
     from stagetune.service.client import Client
     with Client("http://127.0.0.1:8000", token="...") as api:
         study = api.submit(Path("examples/digits.yaml"))
-        print(api.study(study["id"])["status"])
+        print(api.study(study.id).status)
+
+Replies are the API's response models (service/schemas.py), validated from its JSON.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
+from stagetune.service.schemas import Page, StudyDetail, StudySummary, TrialDetail, TrialOut
 from stagetune.workers import StagetuneError
 
 MAX_PAGE = 500  # the most items the API gives in one page
+M = TypeVar("M", bound=BaseModel)
 
 
 class ApiError(StagetuneError):
@@ -43,55 +48,56 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def submit(self, spec: Path | dict[str, Any]) -> dict[str, Any]:
+    def submit(self, spec: Path | dict[str, Any]) -> StudyDetail:
         """Submit a spec: a dict, or a YAML/JSON file (sent as it is)."""
         if isinstance(spec, Path):
             kind = "application/json" if spec.suffix == ".json" else "application/yaml"
-            return self._call("POST", "/api/studies", content=spec.read_bytes(),
-                              headers={"Content-Type": kind})
-        return self._call("POST", "/api/studies", json=spec)
+            return self._model(StudyDetail, "POST", "/api/studies", content=spec.read_bytes(),
+                               headers={"Content-Type": kind})
+        return self._model(StudyDetail, "POST", "/api/studies", json=spec)
 
-    def studies(self, status: str | None = None, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+    def studies(self, status: str | None = None, offset: int = 0, limit: int = 50
+                ) -> Page[StudySummary]:
         params = {"offset": offset, "limit": limit, **({"status": status} if status else {})}
-        return self._call("GET", "/api/studies", params=params)
+        return self._model(Page[StudySummary], "GET", "/api/studies", params=params)
 
-    def study(self, study_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/studies/{study_id}")
+    def study(self, study_id: str) -> StudyDetail:
+        return self._model(StudyDetail, "GET", f"/api/studies/{study_id}")
 
     def trials(self, study_id: str, stage: str | None = None, state: str | None = None,
                offset: int = 0, limit: int = 50, sort: str | None = None,
-               order: str | None = None, **filters: Any) -> dict[str, Any]:
+               order: str | None = None, **filters: Any) -> Page[TrialOut]:
         """One page of a study's trials (`items`, `total`, `offset`, `limit`); `stage` and
         `state` filter, `sort` names a column (number, stage, state, value, duration,
         epochs, or `param:<name>`) and `order` is asc or desc."""
         params = {"stage": stage, "state": state, "offset": offset, "limit": limit,
                   "sort": sort, "order": order, **filters}
-        return self._call("GET", f"/api/studies/{study_id}/trials",
-                          params={k: v for k, v in params.items() if v is not None})
+        return self._model(Page[TrialOut], "GET", f"/api/studies/{study_id}/trials",
+                           params={k: v for k, v in params.items() if v is not None})
 
-    def all_trials(self, study_id: str, **filters: Any) -> Iterator[dict[str, Any]]:
+    def all_trials(self, study_id: str, **filters: Any) -> Iterator[TrialOut]:
         """Every trial that `filters` (as `trials` takes them) select, a page at a time."""
         offset = 0
         while True:
             got = self.trials(study_id, offset=offset, limit=MAX_PAGE, **filters)
-            yield from got["items"]
-            offset += len(got["items"])
-            if not got["items"] or offset >= got["total"]:
+            yield from got.items
+            offset += len(got.items)
+            if not got.items or offset >= got.total:
                 return
 
-    def trial(self, study_id: str, number: int) -> dict[str, Any]:
-        return self._call("GET", f"/api/studies/{study_id}/trials/{number}")
+    def trial(self, study_id: str, number: int) -> TrialDetail:
+        return self._model(TrialDetail, "GET", f"/api/studies/{study_id}/trials/{number}")
 
-    def cancel(self, study_id: str) -> dict[str, Any]:
+    def cancel(self, study_id: str) -> StudyDetail:
         """Ask the study to stop: it answers at once with status `cancelling`; the study is
         `cancelled` once the service has stopped its trials."""
-        return self._call("POST", f"/api/studies/{study_id}/cancel")
+        return self._model(StudyDetail, "POST", f"/api/studies/{study_id}/cancel")
 
-    def resume(self, study_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/api/studies/{study_id}/resume")
+    def resume(self, study_id: str) -> StudyDetail:
+        return self._model(StudyDetail, "POST", f"/api/studies/{study_id}/resume")
 
     def delete(self, study_id: str) -> None:
-        self._call("DELETE", f"/api/studies/{study_id}")
+        self._send("DELETE", f"/api/studies/{study_id}")
 
     def model(self, study_id: str) -> bytes:
         """The winner's weights and model.json, zipped."""
@@ -100,15 +106,23 @@ class Client:
 
     def plot(self, study_id: str, kind: str, **options: Any) -> dict[str, Any]:
         """One figure as Plotly JSON (`data`, `layout`)."""
-        return self._call("GET", f"/api/studies/{study_id}/plots/{kind}", params=options)
+        figure: dict[str, Any] = self._send("GET", f"/api/studies/{study_id}/plots/{kind}",
+                                            params=options).json()
+        return figure
 
     def report(self, study_id: str) -> str:
         """The study as one self-contained HTML page."""
         return self._send("GET", f"/api/studies/{study_id}/report.html").text
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        """The reply as `model`; an ApiError where it is not one (another version's API)."""
         response = self._send(method, path, **kwargs)
-        return response.json() if response.content else None
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ApiError(response.status_code, f"the service's answer to {method} {path} is "
+                           f"not what this client expects (is it another stagetune version?): "
+                           f"{exc}") from None
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from stagetune.studies.capacity import node_resources
+from stagetune.studies.planning.capacity import node_resources
 
 log = logging.getLogger(__name__)
 

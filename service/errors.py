@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stagetune.service.schemas import Message, ValidationErrors
 from stagetune.studies.errors import SpecError, StoreError, StudyConflictError, StudyNotFoundError
-from stagetune.studies.spec_schema import spec_components
+from stagetune.studies.spec.schema import spec_components
 from stagetune.workers import StagetuneError
 
 

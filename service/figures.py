@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-from stagetune.studies.plots import PlotSource, create_plot, plot_kind
+from stagetune.studies.reporting.plots import PlotSource, create_plot, plot_kind
 from stagetune.studies.store import Store
 
 

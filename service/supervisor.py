@@ -1,50 +1,171 @@
-"""Acts on what the store says each study should be doing.
+"""Acts on what the store says each study should be doing, like a Kubernetes controller.
 
-Every few seconds, and at once when the API writes (`kick`), it reads the store:
+Every few seconds, and at once when the API writes (`kick`), a tick reads the desired state
+of every study from the store (`Want`), hears the answers to the calls it sent its runners
+on earlier ticks (`Heard`), and takes one step per study toward what is wanted. The
+supervisor keeps one `RunnerRecord` per study (its phase, its runner, the call in flight,
+its failed starts); `transition` is its whole policy, a pure function tested row by row
+(tests/service/test_supervisor_transitions.py):
 
 - a study that is running without a live runner (its runner died, or the service
   restarted) gets one; so does a pending one (just submitted or resumed) once the limit on
   running studies lets it through (service/admission.py): the others wait in the order
   they were queued, with no process, and their message says where they are. Runners start
   concurrently: a tick asks each to start and hears back on a later tick, never waiting
-  for a runner's process to come up;
+  for a runner's process to come up. A runner that fails to start START_ATTEMPTS times in
+  a row fails its study, with the reason;
 - a study that is cancelling has its runner stop it (the runner records it cancelled);
-  with no runner working on it, it is recorded cancelled here;
+  with no runner working on it, it is recorded cancelled here, and its end-of-study hooks
+  are asked for here;
 - a runner whose study ended or was deleted is stopped once its thread has ended (it may
   still be handing the study to the end-of-study hooks), whoever started it (runners are
   detached and found by name, so a restarted service stops its predecessor's too),
-  freeing its process; the store keeps everything it did. A study cancelled with no
-  runner on it has its hooks asked for here.
+  freeing its process; the store keeps everything it did.
 
-One study's trouble (deleted meanwhile, a runner that will not start) never stops a tick
-for the others. One service per store: two services on two Ray clusters would each start
-a runner for the same study.
+A study has at most one call in flight: no cancel while its start is unanswered (that
+runner could take the study up after it was marked cancelled here). One study's trouble
+(deleted meanwhile, a runner that will not start) never stops a tick for the others. One
+service per store: two services on two Ray clusters would each start a runner for the
+same study.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 import ray
 
 from stagetune.service.admission import admit, default_limit
-from stagetune.studies.cluster import head_node_id
 from stagetune.studies.errors import StudyNotFoundError
-from stagetune.studies.runner import CANCELLED
-from stagetune.studies.runner_actor import find_runner, launch_runner, runner_studies, stop_runner
+from stagetune.studies.reporting.study_end import WAIT_SECONDS as HOOKS_WAIT_SECONDS
+from stagetune.studies.reporting.study_end import study_ended_elsewhere
+from stagetune.studies.run.cluster import head_node_id
+from stagetune.studies.run.runner import CANCELLED
+from stagetune.studies.run.runner_actor import find_runner, launch_runner, runner_studies, stop_runner
 from stagetune.studies.store import Queued, Store, is_database_error, note_pending, queued_studies
-from stagetune.studies.study_end import WAIT_SECONDS as HOOKS_WAIT_SECONDS
-from stagetune.studies.study_end import study_ended_elsewhere
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("pending", "running")  # studies that need a runner working on them
-KEEP = (*ACTIVE, "cancelling")  # studies whose runner still has work to do
-START_ATTEMPTS = 3  # a runner that dies this often before starting its study fails it
+START_ATTEMPTS = 3  # a runner that fails this often in a row to start its study fails it
 STARTING = "starting"  # a queued study's message once its runner is asked to start
+
+
+class Want(StrEnum):
+    """What the store asks for a study."""
+
+    RUN = "run"  # running, or pending and let through by the queue
+    WAIT = "wait"  # pending behind the limit on running studies
+    CANCEL = "cancel"  # cancelling
+    END = "end"  # ended, or deleted: no runner is left for it
+
+
+class Phase(StrEnum):
+    """Which call the supervisor has in flight to the study's runner."""
+
+    IDLE = "idle"  # none
+    STARTING = "starting"  # start (a runner that is busy with the study answers at once)
+    CANCELLING = "cancelling"  # cancel
+    STOPPING = "stopping"  # wait for its thread to end, before the runner is stopped
+
+
+class Heard(StrEnum):
+    """The answer to the call in flight."""
+
+    NOTHING = "nothing"  # no call in flight, or no answer yet
+    DONE = "done"  # answered: started (or busy with it already), cancelled it, thread ended
+    NOT_RUNNING = "not running"  # cancel answered that nothing ran the study
+    DIED = "died"  # the runner died, or its process never came up
+    FAILED = "failed"  # the call raised: for a start, the study cannot start there
+    NOT_ITS_FAULT = "not its fault"  # a start raised for the store's sake (deleted, away)
+
+
+class Action(StrEnum):
+    NONE = "none"
+    START = "start"  # ask the runner (a new one if none lives) to start the study
+    CANCEL = "cancel"  # ask the runner to stop the study
+    RECORD_CANCELLED = "record cancelled"  # nothing ran it: record it, ask for its hooks
+    AWAIT_END = "await end"  # ask the runner to answer once its thread has ended
+    STOP_RUNNER = "stop runner"  # free the runner's process
+    RETRY = "retry"  # a failed start: say so, start again on the next tick
+    FAIL = "fail"  # the last failed start: record the study failed, with the reason
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one tick observes of a study."""
+
+    want: Want
+    heard: Heard = Heard.NOTHING
+    runner: bool = False  # a runner of the study lives on the cluster
+    failures: int = 0  # starts in a row that failed before (the record's count)
+
+
+class Step(NamedTuple):
+    phase: Phase
+    action: Action
+    failures: int
+
+
+def transition(phase: Phase, seen: Seen) -> Step:
+    """The one step from `phase` toward what the store wants, given what was seen."""
+    failures = seen.failures
+    if phase is Phase.IDLE and seen.heard is Heard.NOTHING:
+        return _from_idle(seen)
+    if phase is not Phase.IDLE and seen.heard is Heard.NOTHING:
+        return Step(phase, Action.NONE, failures)  # its answer comes on a later tick
+    match phase, seen.heard:
+        case Phase.STARTING, Heard.DONE:
+            return Step(Phase.IDLE, Action.NONE, 0)
+        case Phase.STARTING, Heard.DIED | Heard.FAILED:
+            if failures + 1 < START_ATTEMPTS:
+                return Step(Phase.IDLE, Action.RETRY, failures + 1)
+            return Step(Phase.IDLE, Action.FAIL, 0)
+        case Phase.STARTING, Heard.NOT_ITS_FAULT:  # not counted: the next tick tries again
+            return Step(Phase.IDLE, Action.NONE, failures)
+        case Phase.CANCELLING, Heard.DONE:  # the runner recorded it cancelled
+            return Step(Phase.IDLE, Action.NONE, failures)
+        case Phase.CANCELLING, Heard.NOT_RUNNING | Heard.DIED | Heard.FAILED:
+            return Step(Phase.IDLE, Action.RECORD_CANCELLED, failures)
+        case Phase.STOPPING, Heard.DONE | Heard.FAILED:
+            # stopped if its study is still over: resumed meanwhile, the runner takes it up
+            stop = seen.want is Want.END
+            return Step(Phase.IDLE, Action.STOP_RUNNER if stop else Action.NONE, failures)
+        case Phase.STOPPING, Heard.DIED:  # gone already
+            return Step(Phase.IDLE, Action.NONE, failures)
+    raise ValueError(f"a study in phase '{phase}' cannot have heard '{seen.heard}': no such "
+                     "call was in flight")
+
+
+def _from_idle(seen: Seen) -> Step:
+    match seen.want:
+        case Want.RUN:  # every tick: a busy runner answers at once, a dead one is replaced
+            return Step(Phase.STARTING, Action.START, seen.failures)
+        case Want.CANCEL if seen.runner:
+            return Step(Phase.CANCELLING, Action.CANCEL, seen.failures)
+        case Want.CANCEL:  # pending, or its runner is gone: nothing runs
+            return Step(Phase.IDLE, Action.RECORD_CANCELLED, seen.failures)
+        case Want.END if seen.runner:
+            return Step(Phase.STOPPING, Action.AWAIT_END, seen.failures)
+    return Step(Phase.IDLE, Action.NONE, seen.failures)
+
+
+@dataclass
+class RunnerRecord:
+    """What the supervisor knows of one study's runner."""
+
+    name: str
+    phase: Phase = Phase.IDLE
+    actor: Any = None  # the runner's handle, once this supervisor has had one
+    call: ray.ObjectRef | None = None  # the call in flight, as `phase` says
+    failures: int = 0  # starts in a row that failed
+    error: str = ""  # why the last call failed, one line for a person
+    since: float = field(default_factory=time.monotonic)  # when it entered `phase`
 
 
 class Supervisor:
@@ -53,11 +174,7 @@ class Supervisor:
         """`max_running`: studies whose runners run at once; None: what the cluster can
         serve, looked at on every tick (a cluster grows and shrinks)."""
         self.store, self.interval, self.max_running = store, interval, max_running
-        self._actors: dict[str, Any] = {}  # study -> its runner, as far as we know
-        self._starting: dict[str, ray.ObjectRef] = {}  # study -> a start not answered yet
-        self._cancels: dict[str, ray.ObjectRef] = {}  # study -> a cancel not answered yet
-        self._stopping: dict[str, ray.ObjectRef] = {}  # study -> its ended runner's wait
-        self._failures: dict[str, int] = {}  # study -> starts in a row its runner died in
+        self.records: dict[str, RunnerRecord] = {}  # touched by the supervisor's thread only
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
@@ -89,24 +206,43 @@ class Supervisor:
             self._wake.clear()
 
     def _reconcile(self) -> None:
-        self._collect()
-        queue = queued_studies(self.store.url)
-        wanted = dict.fromkeys((q.name for q in queue), "pending")  # study -> its status
-        for status in ("running", "cancelling"):
-            records, _ = self.store.list_studies(status=status, limit=10_000)
-            wanted.update((r.name, r.status) for r in records)
-        runners = set(runner_studies(self.store.url)) | set(self._actors)
-        admitted = self._admit(queue, runners, busy=runners | {n for n, s in wanted.items()
-                                                               if s != "pending"})
-        for name, status in wanted.items():
+        heard = self._hear()  # before the store is read: the answers' writes are in it
+        listed = set(runner_studies(self.store.url))
+        runners = listed | {n for n, r in self.records.items() if r.actor is not None}
+        wants = self._wants(runners)
+        for name in [*wants, *sorted((runners | set(self.records)) - set(wants))]:
             if self._stop.is_set():
                 return
-            if status == "cancelling":
-                self._guarded(name, self._cancel, name)
-            elif status == "running" or name in admitted:
-                self._guarded(name, self._start, name)
-        for name in runners - set(wanted):
-            self._guarded(name, self._stop_if_done, name)
+            record = self.records.setdefault(name, RunnerRecord(name))
+            want = wants.get(name, Want.END)
+            self._steps(record, want, heard.get(name, Heard.NOTHING), listed)
+            if record.phase is Phase.IDLE and want is Want.END and record.actor is None:
+                del self.records[name]  # nothing left to do for it
+
+    def _steps(self, record: RunnerRecord, want: Want, heard: Heard, listed: set[str]) -> None:
+        """The step on what was heard, and, where that step left the store as this tick
+        read it, the next one at once (a failed start is retried, a study cancelled right
+        after its start answered gets its cancel), as a controller requeues."""
+        for answer in [heard, Heard.NOTHING] if heard is not Heard.NOTHING else [heard]:
+            seen = Seen(want, answer, runner=record.actor is not None or record.name in listed,
+                        failures=record.failures)
+            action = self._step(record, seen)
+            if action not in (Action.NONE, Action.RETRY) or record.phase is not Phase.IDLE:
+                return
+
+    def _wants(self, runners: set[str]) -> dict[str, Want]:
+        """What the store wants of each pending, running and cancelling study (read in
+        that order, the order studies move in, so none is missed between two reads)."""
+        queue = queued_studies(self.store.url)
+        statuses = dict.fromkeys((q.name for q in queue), "pending")
+        for status in ("running", "cancelling"):
+            records, _ = self.store.list_studies(status=status, limit=10_000)
+            statuses.update((r.name, r.status) for r in records)
+        admitted = self._admit(queue, runners, busy=runners | {n for n, s in statuses.items()
+                                                               if s != "pending"})
+        return {name: (Want.CANCEL if status == "cancelling" else
+                       Want.RUN if status == "running" or name in admitted else Want.WAIT)
+                for name, status in statuses.items()}
 
     def _admit(self, queue: list[Queued], runners: set[str], busy: set[str]) -> set[str]:
         """The pending studies that get a runner: those that have one (it is starting), and
@@ -121,132 +257,96 @@ class Supervisor:
         note_pending(self.store.url, {n: m for n, m in notes.items() if m != said[n]})
         return (runners & set(said)) | set(admission.start)
 
-    def _collect(self) -> None:
-        """Hear from the starts and cancels sent on earlier ticks that have answered."""
-        for calls, answered in ((self._starting, self._started),
-                                (self._cancels, self._cancelled),
-                                (self._stopping, self._runner_done)):
-            if not calls:
-                continue
-            ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=0)
-            for name, ref in list(calls.items()):
-                if ref in ready:
-                    del calls[name]
-                    self._guarded(name, answered, name, ref)
+    # -- observing ------------------------------------------------------------------------
 
-    def _guarded(self, name: str, step: Callable[..., None], *args: Any) -> None:
-        """One study's step: its error is logged and never stops the tick for the others."""
+    def _hear(self) -> dict[str, Heard]:
+        """The answers that have come back to calls sent on earlier ticks (none waited for)."""
+        calls = {r.call: r for r in self.records.values() if r.call is not None}
+        if not calls:
+            return {}
+        ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
+        heard = {}
+        for ref in ready:
+            record = calls[ref]
+            record.call = None
+            heard[record.name] = _answer(record, ref)
+        return heard
+
+    # -- acting ---------------------------------------------------------------------------
+
+    def _step(self, record: RunnerRecord, seen: Seen) -> Action:
+        """Take the record's step; its error is logged and never stops the tick for the
+        others, and leaves it idle, with no call in flight, for the next tick to retry."""
+        step = transition(record.phase, seen)
+        landed = step
         try:
-            step(*args)
-        except StudyNotFoundError:  # deleted meanwhile: the sweep stops its runner
-            pass
+            self._act(record, step.action)
+        except StudyNotFoundError:  # deleted meanwhile: the next tick stops its runner
+            landed = Step(Phase.IDLE, Action.NONE, record.failures)
         except Exception:
             log.exception("supervisor: study %s: %s failed; trying again next tick",
-                          name, step.__name__.strip("_"))
+                          record.name, step.action)
+            landed = Step(Phase.IDLE, Action.NONE, record.failures)
+        if landed.phase is not Phase.IDLE and record.call is None:  # no runner to call
+            landed = landed._replace(phase=Phase.IDLE)
+        if landed.phase is not record.phase:
+            record.phase, record.since = landed.phase, time.monotonic()
+        record.failures = landed.failures
+        return step.action
 
-    # -- pending and running studies ------------------------------------------------------
-
-    def _start(self, name: str) -> None:
-        """Idempotent: a live, busy runner answers False; an idle one resumes the study
-        from the store; a dead one is replaced by a new one."""
-        if name in self._starting or name in self._cancels:
-            return
-        self._actors[name], self._starting[name] = launch_runner(name, self.store.url)
-
-    def _started(self, name: str, ref: ray.ObjectRef) -> None:
-        try:
-            ray.get(ref)  # False: busy already, or it recorded why the study cannot start
-        except ray.exceptions.RayActorError as exc:  # its process died, or never came up
-            self._actors.pop(name, None)
-            self._start_failed(name, exc)
-            return
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(exc.cause, Exception) else exc
-            if isinstance(cause, StudyNotFoundError) or is_database_error(cause):
+    def _act(self, record: RunnerRecord, action: Action) -> None:
+        name, url = record.name, self.store.url
+        match action:
+            case Action.START:
+                record.actor, record.call = launch_runner(name, url)
+            case Action.CANCEL:
+                record.actor = record.actor or find_runner(name, url)
+                record.call = record.actor.cancel.remote() if record.actor else None
+            case Action.AWAIT_END:
+                # its thread may still be handing the study to the end-of-study hooks: stop
+                # the runner once it has ended (a call sent to the hook actor survives)
+                record.actor = record.actor or find_runner(name, url)
+                record.call = (record.actor.wait.remote(HOOKS_WAIT_SECONDS + 60)
+                               if record.actor else None)
+            case Action.STOP_RUNNER:
+                stop_runner(record.actor)
+                record.actor = None
+                log.info("study %s has ended or is deleted: its runner is stopped", name)
+            case Action.RECORD_CANCELLED:  # no runner ran it to its end to run its hooks
+                if self.store.set_status(name, "cancelled", CANCELLED, only_from=("cancelling",)):
+                    study_ended_elsewhere(url, name)
+            case Action.RETRY:
                 log.warning("study %s: its runner did not start (%s); trying again",
-                            name, _reason(cause))
-                return  # deleted (the sweep stops it), or the database is down: not its fault
-            self._start_failed(name, cause)
-            return
-        self._failures.pop(name, None)
+                            name, record.error)
+            case Action.FAIL:
+                message = f"its runner could not start ({START_ATTEMPTS} tries): {record.error}"
+                if self.store.set_status(name, "failed", message, only_from=ACTIVE):
+                    log.error("study %s failed: %s", name, message)
 
-    def _start_failed(self, name: str, exc: Exception) -> None:
-        """Try again next tick, up to START_ATTEMPTS in a row; then record the study failed
-        with the reason, rather than restarting its runner forever."""
-        tries = self._failures[name] = self._failures.get(name, 0) + 1
-        if tries < START_ATTEMPTS:
+
+def _answer(record: RunnerRecord, ref: ray.ObjectRef) -> Heard:
+    """What the record's call answered, which is ready."""
+    try:
+        answer = ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(exc.cause, Exception) else exc
+        record.error = _reason(cause)
+        if record.phase is Phase.STARTING and (isinstance(cause, StudyNotFoundError)
+                                               or is_database_error(cause)):
+            # deleted (the next tick stops its runner), or the database is away
             log.warning("study %s: its runner did not start (%s); trying again",
-                        name, _reason(exc))
-            return
-        del self._failures[name]
-        message = f"its runner could not start ({tries} tries): {_reason(exc)}"
-        if self.store.set_status(name, "failed", message, only_from=ACTIVE):
-            log.error("study %s failed: %s", name, message)
-
-    # -- cancelling studies -----------------------------------------------------------
-
-    def _cancel(self, name: str) -> None:
-        """Never while a start is in flight: that runner could take the study up after it
-        was marked cancelled here. (The runner itself refuses a cancelling study.)"""
-        if name in self._starting or name in self._cancels:
-            return
-        actor = self._actors.get(name) or find_runner(name, self.store.url)
-        if actor is None:  # pending, or its runner is gone: nothing runs
-            self._record_cancelled(name)
-            return
-        self._actors[name], self._cancels[name] = actor, actor.cancel.remote()
-
-    def _cancelled(self, name: str, ref: ray.ObjectRef) -> None:
-        try:
-            stopped = ray.get(ref)  # True: it stopped the run and recorded it cancelled
-        except ray.exceptions.RayError:  # its runner died: nothing runs
-            self._actors.pop(name, None)
-            stopped = False
-        if not stopped:
-            self._record_cancelled(name)
-
-    def _record_cancelled(self, name: str) -> None:
-        """No runner ran it to its end, so none runs its end-of-study hooks: ask for them."""
-        if self.store.set_status(name, "cancelled", CANCELLED, only_from=("cancelling",)):
-            study_ended_elsewhere(self.store.url, name)
-
-    # -- ended and deleted studies ----------------------------------------------------
-
-    def _stop_if_done(self, name: str) -> None:
-        try:
-            status: str | None = self.store.study(name).status
-        except StudyNotFoundError:
-            status = None
-        if status in KEEP or name in self._stopping:  # resumed since this tick read the store
-            return
-        self._starting.pop(name, None)
-        self._cancels.pop(name, None)
-        self._failures.pop(name, None)
-        actor = self._actors.get(name) or find_runner(name, self.store.url)
-        if actor is None:
-            return
-        # Its thread may still be about to hand the study to the end-of-study hooks: stop
-        # the runner once that thread has ended (a call sent to the hook actor survives).
-        self._actors[name] = actor
-        self._stopping[name] = actor.wait.remote(HOOKS_WAIT_SECONDS + 60)
-
-    def _runner_done(self, name: str, ref: ray.ObjectRef) -> None:
-        actor = self._actors.pop(name, None) or find_runner(name, self.store.url)
-        if actor is None:
-            return
-        try:
-            ray.get(ref)
-        except ray.exceptions.RayActorError:  # gone already
-            return
-        try:
-            status: str | None = self.store.study(name).status
-        except StudyNotFoundError:
-            status = None
-        if status in KEEP:  # resumed while it finished: the same runner takes it up
-            self._actors[name] = actor
-            return
-        stop_runner(actor)
-        log.info("study %s is %s: its runner is stopped", name, status or "deleted")
+                        record.name, record.error)
+            return Heard.NOT_ITS_FAULT
+        return Heard.FAILED
+    except ray.exceptions.RayError as exc:  # its process died, or never came up
+        record.actor, record.error = None, _reason(exc)
+        return Heard.DIED
+    if record.phase is Phase.STARTING and answer is True:
+        log.info("study %s: its runner started (%.1f s)", record.name,
+                 time.monotonic() - record.since)
+    if record.phase is Phase.CANCELLING and answer is False:
+        return Heard.NOT_RUNNING
+    return Heard.DONE
 
 
 def _capacity() -> tuple[float, float]:

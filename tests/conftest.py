@@ -104,7 +104,7 @@ def ray_local() -> Iterator[str]:
     """A local 2-CPU Ray for the module's tests; yields its address for subprocesses."""
     import ray
 
-    from stagetune.studies.cluster import NAMESPACE
+    from stagetune.studies.run.cluster import NAMESPACE
 
     ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
              log_to_driver=False)

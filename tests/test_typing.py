@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = '''
 import stagetune
-from stagetune.studies.plan import make_plan
+from stagetune.studies.planning.plan import make_plan
 
 spec = stagetune.load_spec("examples/digits.yaml")
 reveal_type(spec)
@@ -28,7 +28,7 @@ def test_mypy_resolves_stagetune_imports_and_catches_a_wrong_call(tmp_path: Path
                           capture_output=True, text=True, timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
-    assert 'Revealed type is "stagetune.studies.spec.StudySpec"' in out, out
+    assert 'Revealed type is "stagetune.studies.spec.model.StudySpec"' in out, out
     assert "stagetune.service.client.Client" in out, out
     assert 'variable has type "int"' in out, out
     assert 'Argument 1 to "make_plan" has incompatible type "float"' in out, out

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     log_level: LogLevel = "warning"
     access_log: bool = False  # uvicorn's access log, one line a request, at any log level
 
-    # -- integrations, called when a study ends (studies/study_end.py)
+    # -- integrations, called when a study ends (studies/reporting/study_end.py)
     mlflow_tracking_uri: str | None = None  # one MLflow run per trial; needs the `mlflow` extra
     webhook_url: str | None = None  # POSTed a JSON summary of each study that ends
     webhook_token: str = ""  # sent as `Authorization: Bearer <token>` when set

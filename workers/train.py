@@ -196,7 +196,7 @@ def train(
 
             # Evaluate and record; the early-stopping count is updated now so a checkpoint has it.
             metrics: Metrics = {"epoch": epoch, "train_loss": train_loss}
-            if epoch == 1 and state.first_loss is not None:  # studies.search.learning reads it
+            if epoch == 1 and state.first_loss is not None:  # studies.search.loop.learning reads it
                 metrics["first_train_loss"] = state.first_loss
             if data.task == "classification":
                 metrics["train_accuracy"] = float(correct) / seen

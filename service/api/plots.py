@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from stagetune.service.schemas import Message, PlotInfo
 from stagetune.service.web.report import render_report
-from stagetune.studies.plots import PLOTS
+from stagetune.studies.reporting.plots import PLOTS
 
 router = APIRouter(tags=["plots"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message}}

@@ -28,12 +28,13 @@ from stagetune.service.schemas import (
     TrialState,
     ValidationErrors,
 )
-from stagetune.studies import views
-from stagetune.studies.capacity import unmet
 from stagetune.studies.errors import StudyNotFoundError
-from stagetune.studies.spec import SpecError, StudySpec, load_spec
-from stagetune.studies.spec_input import YAML_TYPES, parse_spec_text
-from stagetune.studies.stages import ORDER
+from stagetune.studies.planning.capacity import unmet
+from stagetune.studies.reporting import views
+from stagetune.studies.search.stages import ORDER
+from stagetune.studies.spec import SpecError, StudySpec
+from stagetune.studies.spec.checks import load_spec_apart as load_spec  # torch in a child process
+from stagetune.studies.spec.text import YAML_TYPES, parse_spec_text
 from stagetune.studies.store import (
     Store,
     StudyIdentity,
@@ -41,13 +42,13 @@ from stagetune.studies.store import (
     studies_version,
     study_identity,
 )
-from stagetune.studies.weights import fetch_weights
+from stagetune.studies.store.weights import fetch_weights
 
 router = APIRouter(tags=["studies"])
 
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Limit = Annotated[int, Query(ge=1, le=500)]
-# The spec's JSON Schema (studies.spec_schema), which service.errors puts in the components;
+# The spec's JSON Schema (studies.spec.schema), which service.errors puts in the components;
 # a YAML body has the same structure
 SPEC_SCHEMA = {"$ref": "#/components/schemas/StudySpec"}
 SPEC_BODY = {"requestBody": {"required": True, "description": "a study spec, as JSON or YAML",

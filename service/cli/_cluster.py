@@ -49,7 +49,7 @@ def head(
     """Start a Ray head on this machine and serve the API joined to it.
 
     SIGTERM stops both. Options after `--` go to `ray start`."""
-    from stagetune.studies.cluster import connect
+    from stagetune.studies.run.cluster import connect
 
     settings = service_settings(host, port, db)
     node_args = _node_args(num_cpus, num_gpus, resources) + ctx.args
@@ -118,7 +118,7 @@ def _start_head_node(port: int, node_args: list[str]) -> subprocess.Popen[bytes]
     # from the store), so it would always wait out the 30 s, and its agents outlive it.
     env = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", **os.environ}
     with one_line_errors():  # STAGETUNE_RAY_DASHBOARD; it imports ray, not at the CLI's start
-        from stagetune.studies.cluster import ray_dashboard
+        from stagetune.studies.run.cluster import ray_dashboard
 
         dashboard = str(ray_dashboard()).lower()
     return subprocess.Popen(_ray("start", "--head", f"--port={port}", f"--include-dashboard={dashboard}",

@@ -20,11 +20,11 @@ from rich.table import Table
 
 from stagetune.service.cli._common import STUDY_EXIT, Format, console, err_console, fmt, one_line_errors, show
 from stagetune.service.settings import get_settings
-from stagetune.studies.ray_faults import lost_sentence
-from stagetune.studies.runner import CANCELLED, StudyReport, objective_of, report_of
-from stagetune.studies.runner_actor import cancel_study, start_runner, stop_runner, wait_for
+from stagetune.studies.run.ray_faults import lost_sentence
+from stagetune.studies.run.runner import CANCELLED, StudyReport, objective_of, report_of
+from stagetune.studies.run.runner_actor import cancel_study, start_runner, stop_runner, wait_for
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import StudySpec
-from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
 from stagetune.workers import StagetuneError
 from stagetune.workers.plugins import load_plugins

@@ -64,11 +64,11 @@ def run_service(settings: Settings, demo: bool = False) -> None:
 
 
 def _submit_demo(app: Any) -> None:
-    from stagetune.studies.spec import load_spec
-    from stagetune.studies.stages import ORDER
+    from stagetune.studies.search.stages import ORDER
+    from stagetune.studies.spec.checks import load_spec_apart  # the API's process: no torch
 
     with as_file(EXAMPLES / "digits.yaml") as path:
-        spec = load_spec(path)
+        spec = load_spec_apart(path)
     store = app.state.store
     if spec.name not in store.study_names():
         store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))

@@ -45,7 +45,7 @@ def schema(
 
     Draft 2020-12, self-contained. With the YAML language server (VS Code's YAML
     extension, among others), start a spec with `# yaml-language-server: $schema=FILE`."""
-    from stagetune.studies.spec_schema import spec_schema
+    from stagetune.studies.spec.schema import spec_schema
 
     text = json.dumps(spec_schema(), indent=2) + "\n"
     if output is None:

@@ -21,9 +21,15 @@ from stagetune.service.schemas import TrialState
 from stagetune.service.web._templates import PLOTLY_JS, STATIC, templates
 from stagetune.service.web._throttle import FailureLimiter
 from stagetune.service.web.security import FIGURE_POLICY, csrf_context
-from stagetune.studies import views
 from stagetune.studies.errors import StudyNotFoundError
-from stagetune.studies.plots import PLOTS, PlotSource, best_so_far, winners_curves, winners_parameters
+from stagetune.studies.reporting import views
+from stagetune.studies.reporting.plots import (
+    PLOTS,
+    PlotSource,
+    best_so_far,
+    winners_curves,
+    winners_parameters,
+)
 from stagetune.studies.spec import NAME_PATTERN
 from stagetune.studies.store import Store
 

@@ -9,8 +9,8 @@ from markupsafe import Markup
 
 from stagetune.service.figures import FigureCache
 from stagetune.service.web._templates import STATIC, plotly_js, templates
-from stagetune.studies import views
-from stagetune.studies.plots import PLOTS
+from stagetune.studies.reporting import views
+from stagetune.studies.reporting.plots import PLOTS
 from stagetune.studies.store import Store
 
 SECTIONS = ("study", "init_check", "overfit", "lr_probe", "coarse", "refine", "confirm")

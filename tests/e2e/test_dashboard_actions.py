@@ -31,8 +31,8 @@ from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import insert, select
 
 from stagetune.service.client import Client
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
-from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
 from tests.service.server import Server
 from tests.service.test_api import long_study

@@ -25,7 +25,7 @@ import yaml
 from playwright.sync_api import Browser
 
 from stagetune.service.client import Client
-from stagetune.studies.plots import PLOTS
+from stagetune.studies.reporting.plots import PLOTS
 from stagetune.workers.data import DATASETS, DataSettings, StreamData
 from tests.service.server import Server
 from tests.service.test_api import wait_for_status

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from stagetune.service.client import Client
-from stagetune.studies.plots import PLOTS
+from stagetune.studies.reporting.plots import PLOTS
 from tests.service.server import STAGETUNE, Server
 from tests.service.test_api import long_study, wait_for_status
 from tests.studies.ray_support import digits_spec, wait_until

@@ -1,4 +1,4 @@
-"""The trial table's sort and filter (studies.views.select_trials) on trials made with
+"""The trial table's sort and filter (studies.reporting.views.select_trials) on trials made with
 Optuna's own create_trial: the orders, the filter's terms, and the errors that name
 what is allowed."""
 
@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from stagetune.studies import views
+from stagetune.studies.reporting import views
 
 CONDITIONAL = "lr[optimizer=sgd]"  # how the space names a parameter of one variant
 

@@ -46,8 +46,8 @@ def test_by_default_there_is_no_access_log_and_warnings_only() -> None:
     configure_logging(Settings())
     try:
         assert not logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO)
-        assert not logging.getLogger("stagetune.studies.runner").isEnabledFor(logging.INFO)
-        assert logging.getLogger("stagetune.studies.runner").isEnabledFor(logging.WARNING)
+        assert not logging.getLogger("stagetune.studies.run.runner").isEnabledFor(logging.INFO)
+        assert logging.getLogger("stagetune.studies.run.runner").isEnabledFor(logging.WARNING)
         configure_logging(Settings(log_level="debug", access_log=True))
         assert logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO)
         assert logging.getLogger("stagetune.service.supervisor").isEnabledFor(logging.DEBUG)

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
-from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
 from tests.service.server import Server
 from tests.studies.db_proxy import FlakyProxy

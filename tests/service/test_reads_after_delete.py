@@ -14,9 +14,9 @@ import optuna
 from optuna.trial import TrialState
 
 from stagetune.service.web._templates import number
-from stagetune.studies import views
+from stagetune.studies.reporting import views
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
-from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
 from tests.service.server import Server
 from tests.studies.ray_support import NO_PROBES, digits_spec

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from stagetune.service.client import Client
-from stagetune.studies.webhook import ATTEMPTS, send
+from stagetune.studies.reporting.webhook import ATTEMPTS, send
 from tests.service.server import Server
 from tests.service.test_api import wait_for_status
 from tests.studies.ray_support import NO_PROBES, digits_spec, wait_until
@@ -71,7 +71,7 @@ def test_a_webhook_is_retried_after_a_5xx_and_its_secrets_stay_out_of_the_log(
     assert all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in receiver.received)
     assert receiver.received[-1]["body"] == {"study": "s", "status": "completed"}
 
-    caplog.set_level(logging.DEBUG, logger="stagetune.studies.webhook")
+    caplog.set_level(logging.DEBUG, logger="stagetune.studies.reporting.webhook")
     receiver.answers = [503] * ATTEMPTS  # never delivered: a warning, not an error raised
     assert not send(receiver.url, {"study": "s"}, TOKEN, 5.0, wait_s=0.01)
     assert len(receiver.received) == 3 + ATTEMPTS

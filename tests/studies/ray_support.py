@@ -10,8 +10,8 @@ from typing import Any
 import optuna
 import ray
 
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
-from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
 
 NO_PROBES = {"baseline": {"enabled": False}, "lr_probe": {"enabled": False},

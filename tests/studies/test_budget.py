@@ -11,10 +11,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from stagetune.studies.plan import make_plan
-from stagetune.studies.runner import Runner, StudyReport
-from stagetune.studies.space import suggest
+from stagetune.studies.planning.plan import make_plan
+from stagetune.studies.run.runner import Runner, StudyReport
 from stagetune.studies.spec import SpecError, load_spec
+from stagetune.studies.spec.space import suggest
 from stagetune.studies.store import Store
 
 BUDGET = 40

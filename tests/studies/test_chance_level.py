@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes, load_digits
 
-from stagetune.studies.runner import Runner, StudyReport
+from stagetune.studies.run.runner import Runner, StudyReport
 from stagetune.studies.spec import load_spec
 from stagetune.studies.store import Store
 from stagetune.workers.data import RawData, register_dataset
@@ -112,7 +112,7 @@ def test_continue_on_failure_goes_on_past_chance_level_with_what_coarse_found(
 
 
 def test_a_few_lucky_strays_do_not_hide_chance_level_but_one_real_learner_does() -> None:
-    from stagetune.studies.stages._chance import stray_reach, stuck_at_chance
+    from stagetune.studies.search.stages._chance import stray_reach, stuck_at_chance
 
     assert stuck_at_chance(15, 15, 15)
     assert stuck_at_chance(15, 14, 15)  # one in ten (rounded down) may pass the bound

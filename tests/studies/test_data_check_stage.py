@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from sklearn import datasets as skdatasets
 
-from stagetune.studies.runner import Runner
+from stagetune.studies.run.runner import Runner
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
-from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
 from stagetune.workers.data import DATASETS, DataSettings, RawData, register_dataset
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from stagetune.studies.diagnosis import KINDS, MIN_EPOCHS, Diagnosis, diagnose
+from stagetune.studies.reporting.diagnosis import KINDS, MIN_EPOCHS, Diagnosis, diagnose
 from stagetune.workers import Task, TrialRequest, execute
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from stagetune.studies import views
-from stagetune.studies.runner import Runner, StudyReport
+from stagetune.studies.reporting import views
+from stagetune.studies.run.runner import Runner, StudyReport
 from stagetune.studies.spec import load_spec
 from stagetune.studies.store import Store
 

@@ -17,11 +17,11 @@ from optuna.trial import TrialState, create_trial
 
 from stagetune.service.web import render_report
 from stagetune.studies.errors import StudyNotFoundError
-from stagetune.studies.plots import PLOTS, PlotSource, UnknownPlotError, create_plot
-from stagetune.studies.plots._sampling import FIGURE_TRIALS, as_study, record_setters, sample_trials
-from stagetune.studies.runner import Runner
+from stagetune.studies.reporting.plots import PLOTS, PlotSource, UnknownPlotError, create_plot
+from stagetune.studies.reporting.plots._sampling import FIGURE_TRIALS, as_study, record_setters, sample_trials
+from stagetune.studies.run.runner import Runner
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
-from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
 
 STUDY_KINDS = [k for k, kind in PLOTS.items() if not kind.per_trial]

@@ -11,8 +11,8 @@ import ray
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
-from stagetune.studies.cluster import NAMESPACE
-from stagetune.studies.runner_actor import start_runner, stop_runner, wait_for
+from stagetune.studies.run.cluster import NAMESPACE
+from stagetune.studies.run.runner_actor import start_runner, stop_runner, wait_for
 from tests.studies.ray_support import NO_PROBES, digits_spec, progress, submit, trials, wait_until
 
 

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from stagetune.studies.runner_actor import start_runner, stop_runner
-from stagetune.studies.search import ABANDONED
+from stagetune.studies.run.runner_actor import start_runner, stop_runner
+from stagetune.studies.search.loop import ABANDONED
 from stagetune.studies.store import Store
 from tests.studies.db_proxy import flaky_proxy
 from tests.studies.ray_support import (

@@ -16,10 +16,10 @@ import ray
 import torch
 from optuna.trial import TrialState
 
-from stagetune.studies.cluster import NAMESPACE
-from stagetune.studies.executor import Job
-from stagetune.studies.ray_executor import RayExecutor
-from stagetune.studies.runner_actor import start_runner, stop_runner
+from stagetune.studies.run.cluster import NAMESPACE
+from stagetune.studies.run.executor import Job
+from stagetune.studies.run.ray_executor import RayExecutor
+from stagetune.studies.run.runner_actor import start_runner, stop_runner
 from stagetune.studies.spec import Resources
 from stagetune.workers import Task, TrialRequest
 from tests.studies.ray_support import NO_PROBES, digits_spec, finish, submit, trials

@@ -11,8 +11,8 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from stagetune.studies.cluster import NAMESPACE
-from stagetune.studies.runner_actor import start_runner, stop_runner
+from stagetune.studies.run.cluster import NAMESPACE
+from stagetune.studies.run.runner_actor import start_runner, stop_runner
 from tests.studies.ray_support import digits_spec, finish, submit, trials
 
 ROOT = Path(__file__).parents[2]

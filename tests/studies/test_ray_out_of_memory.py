@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import ray
 
-from stagetune.studies.cluster import NAMESPACE
-from stagetune.studies.executor import Job
-from stagetune.studies.ray_executor import RayExecutor
-from stagetune.studies.ray_faults import memory_sentence
+from stagetune.studies.run.cluster import NAMESPACE
+from stagetune.studies.run.executor import Job
+from stagetune.studies.run.ray_executor import RayExecutor
+from stagetune.studies.run.ray_faults import memory_sentence
 from stagetune.studies.spec import Resources
 from stagetune.workers import Task, TrialRequest
 

@@ -18,9 +18,9 @@ import ray
 import torch
 from optuna.trial import TrialState
 
-from stagetune.studies.runner_actor import cancel_study, find_runner, start_runner, stop_runner, wait_for
+from stagetune.studies.run.runner_actor import cancel_study, find_runner, start_runner, stop_runner, wait_for
 from stagetune.studies.store import Store
-from stagetune.studies.weights import fetch_weights
+from stagetune.studies.store.weights import fetch_weights
 from stagetune.workers.config import parse_params
 from stagetune.workers.data import load_dataset
 from stagetune.workers.models import build_model

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from stagetune.studies.runner import Runner
+from stagetune.studies.run.runner import Runner
 from stagetune.studies.spec import load_spec
 from stagetune.studies.store import Store
 from tests.studies.ray_support import trials
@@ -73,7 +73,7 @@ def test_a_study_killed_mid_coarse_resumes_without_rerunning_or_renumbering(
                        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
     assert 3 <= len(finished_before) < 10
 
-    with caplog.at_level(logging.WARNING, logger="stagetune.studies.search"):
+    with caplog.at_level(logging.WARNING, logger="stagetune.studies.search.loop"):
         report = Runner(load_spec(SPEC), Store(store_url)).run()
     assert report.status == "completed", report.message
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from stagetune.studies.runner import Runner
+from stagetune.studies.run.runner import Runner
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
-from stagetune.studies.stages import ORDER
 from stagetune.studies.store import Store
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -139,8 +139,8 @@ def test_trials_a_runner_restart_left_queued_say_why(tmp_path: Path) -> None:
     """A confirm run queued but not begun when its runner died is closed on resume with a
     reason the API and the trial page show, and runs again as a new trial (one that was
     running goes on instead: tests/studies/test_search.py)."""
-    from stagetune.studies import views
-    from stagetune.studies.search import fail_waiting
+    from stagetune.studies.reporting import views
+    from stagetune.studies.search.loop import fail_waiting
 
     store = Store(f"sqlite:///{tmp_path / 'o.db'}")
     spec = spec_from_example("digits", name="orphans")

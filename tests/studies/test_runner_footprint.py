@@ -11,18 +11,18 @@ import psutil
 import pytest
 import ray
 
-from stagetune.studies.runner_actor import start_runner, stop_runner, wait_for
+from stagetune.studies.run.runner_actor import start_runner, stop_runner, wait_for
 from tests.studies.ray_support import NO_PROBES, digits_spec, max_overlap, submit, trials
 
 HEAVY = ("torch", "torchvision", "sklearn", "pandas", "plotly")
 
 
 def test_the_runner_actor_module_imports_no_torch() -> None:
-    code = ("import sys, stagetune.studies.runner_actor; "
+    code = ("import sys, stagetune.studies.run.runner_actor; "
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.strip()
-    assert heavy == "", f"importing studies.runner_actor imports {heavy}"
+    assert heavy == "", f"importing studies.run.runner_actor imports {heavy}"
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -18,9 +18,9 @@ import ray
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
-from stagetune.studies.runner_actor import cancel_study, find_runner, start_runner, stop_runner
+from stagetune.studies.run.runner_actor import cancel_study, find_runner, start_runner, stop_runner
 from stagetune.studies.store import Store
-from stagetune.studies.weights import artifact_store
+from stagetune.studies.store.weights import artifact_store
 from tests.studies.ray_support import NO_PROBES, digits_spec, finish, submit, trials, wait_until
 
 pytestmark = pytest.mark.usefixtures("ray_local")

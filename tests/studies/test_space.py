@@ -8,8 +8,8 @@ import random
 import optuna
 import pytest
 
-from stagetune.studies.space import narrow, to_distributions
 from stagetune.studies.spec import CategoricalParam, FloatParam, IntParam, load_spec
+from stagetune.studies.spec.space import narrow, to_distributions
 
 SPACE = load_spec({
     "name": "s", "task": {"dataset": "digits", "model": "convnet"},

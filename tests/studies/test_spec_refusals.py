@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from stagetune.studies.budget import Allowance
-from stagetune.studies.plan import make_plan, minimum_budget, needs, shortfalls
+from stagetune.studies.planning.budget import Allowance
+from stagetune.studies.planning.plan import make_plan, minimum_budget, needs, shortfalls
+from stagetune.studies.search.stages._coarse import none_finished
 from stagetune.studies.spec import SpecError, load_spec, stored_spec
-from stagetune.studies.stages._coarse import none_finished
 from stagetune.workers.data import get_data_settings
 
 BASE: dict[str, Any] = {"name": "refusals", "task": {"dataset": "digits", "model": "convnet"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stagetune.studies.stages import ORDER
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.store import Store
 from tests.studies.ray_support import NO_PROBES, digits_spec
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from stagetune.studies.errors import StoreError
-from stagetune.studies.stages import ORDER
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.store import Store
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from stagetune.studies.runner import Runner, objective_of
+from stagetune.studies.run.runner import Runner, objective_of
 from stagetune.studies.spec import load_spec
 from stagetune.studies.store import Store
 from tests.workers import trainer_plugin  # noqa: F401  (registers the trainers)
@@ -144,7 +144,7 @@ def ray_with_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yields the file a running command trainer writes its pid to."""
     import ray
 
-    from stagetune.studies.cluster import NAMESPACE
+    from stagetune.studies.run.cluster import NAMESPACE
 
     pid_file = tmp_path_factory.mktemp("ray-trainers") / "pid"
     root = str(Path(__file__).parents[2])
@@ -171,7 +171,7 @@ def test_a_command_study_runs_on_ray_and_a_cancel_kills_the_program(
         ray_with_plugin: Path, tmp_path: Path) -> None:
     import psutil
 
-    from stagetune.studies.runner_actor import cancel_study, start_runner, stop_runner, wait_for
+    from stagetune.studies.run.runner_actor import cancel_study, start_runner, stop_runner, wait_for
     from tests.studies.ray_support import submit, trials, wait_until
 
     url = f"sqlite:///{tmp_path / 'ray.db'}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import optuna
 
-from stagetune.studies.stages import ORDER
+from stagetune.studies.search.stages import ORDER
 from stagetune.studies.store import Store, study_identity
 from tests.studies.ray_support import NO_PROBES, digits_spec
 

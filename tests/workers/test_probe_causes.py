@@ -148,10 +148,10 @@ def test_the_lr_probe_ignores_the_first_tenth_of_the_sweep() -> None:
 
 def test_fixes_come_back_from_the_api_view_as_data(tmp_path: Path) -> None:
     from stagetune.service.schemas import StudyDetail
-    from stagetune.studies.runner import Runner
+    from stagetune.studies.reporting.views import detail
+    from stagetune.studies.run.runner import Runner
     from stagetune.studies.spec import load_spec
     from stagetune.studies.store import Store
-    from stagetune.studies.views import detail
 
     spec = load_spec({"name": "causes-fixes", "task": {"dataset": "digits",
                                                        "model": "causes_x100_mlp"},
@@ -169,7 +169,7 @@ def test_fixes_come_back_from_the_api_view_as_data(tmp_path: Path) -> None:
     # the study page lists them, escaped
     from stagetune.service.web._templates import templates
     from stagetune.service.web.pages import ACTIONS, SECTIONS
-    from stagetune.studies.plots import PLOTS
+    from stagetune.studies.reporting.plots import PLOTS
 
     shown = detail(store, store.study("causes-fixes"))
     init = next(s for s in shown["stages"] if s["name"] == "init_check")

@@ -1,0 +1,220 @@
+"""The search stages' figures. Those Optuna draws come from `optuna.visualization`, given
+an in-memory study of at most FIGURE_TRIALS trials chosen on the server."""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+
+from stagetune.studies.reporting.plots._registry import note, register_plot
+from stagetune.studies.reporting.plots._sampling import as_study, completed, sample_trials
+from stagetune.studies.reporting.plots._source import PlotSource
+
+
+def _sampled(source: PlotSource, stage: str, what: str) -> optuna.Study | go.Figure:
+    trials = source.trials(stage)
+    if len(completed(trials)) < 1:
+        return note(f"No {stage} trial has completed yet: {what} comes with the first.")
+    direction = source.objective[1]
+    return as_study(sample_trials(trials, direction), direction)
+
+
+def _titled(figure: go.Figure, title: str, total: int, shown: int) -> go.Figure:
+    if shown < total:
+        title += f" ({shown:,} of {total:,} trials: the best, every new best, and a sample)"
+    figure.update_layout(title=title, width=None, height=420)
+    return figure
+
+
+@register_plot("coarse_slice", "Parameters against the objective", "coarse",
+               "Each parameter's values against the objective; where the best points crowd "
+               "an edge, the range was too narrow.")
+def coarse_slice(source: PlotSource) -> go.Figure:
+    study = _sampled(source, "coarse", "this figure")
+    if isinstance(study, go.Figure):
+        return study
+    figure = optuna.visualization.plot_slice(study, target_name=source.objective[0])
+    return _titled(figure, "Coarse search: parameters against the objective",
+                   len(source.trials("coarse")), len(study.trials))
+
+
+@register_plot("coarse_parallel", "Parallel coordinates", "coarse",
+               "Every trial as a line through its parameters to its objective.")
+def coarse_parallel(source: PlotSource) -> go.Figure:
+    study = _sampled(source, "coarse", "this figure")
+    if isinstance(study, go.Figure):
+        return study
+    figure = optuna.visualization.plot_parallel_coordinate(study, target_name=source.objective[0])
+    return _titled(figure, "Coarse search: parallel coordinates",
+                   len(source.trials("coarse")), len(study.trials))
+
+
+@register_plot("coarse_narrowing", "Ranges narrowed for refine", "coarse",
+               "Grey: the range coarse searched; green: the region refine's prior favours (a "
+               "share of its trials still come from the whole space). A conditional parameter "
+               "has a row per variant, e.g. lr[optimizer=sgd]. A red name sat at an edge.")
+def coarse_narrowing(source: PlotSource) -> go.Figure:
+    stage = source.stage("coarse")
+    if stage is None or "space" not in stage.figures:
+        return note("Coarse has not finished: the narrowed ranges come with it.")
+    searched: dict[str, Any] = stage.figures.get("searched") or {
+        name: entry for name, entry in source.record.spec.get("space", {}).items()
+        if isinstance(entry, dict)}  # conditional variants are named as in Optuna
+    narrowed: dict[str, dict[str, Any]] = stage.figures["space"]
+    flagged = set(stage.figures.get("boundary", []))
+    figure = go.Figure()
+    names = [n for n in narrowed if narrowed[n].get("type") != "categorical"]
+    for name in names:
+        old, new = searched.get(name, narrowed[name]), narrowed[name]
+        scale = _scale(old)
+        figure.add_scatter(x=[0, 1], y=[name, name], mode="lines", showlegend=False,
+                           line={"color": "#cfd8dc", "width": 14}, hoverinfo="text",
+                           hovertext=f"searched {old['low']:.3g} to {old['high']:.3g}")
+        figure.add_scatter(x=[scale(new["low"]), scale(new["high"])], y=[name, name],
+                           mode="lines+markers+text", showlegend=False,
+                           line={"color": "#2e7d32", "width": 6},
+                           text=[f"{new['low']:.3g}", f"{new['high']:.3g}"],
+                           textposition=["bottom left", "bottom right"], hoverinfo="text",
+                           hovertext=f"refine {new['low']:.3g} to {new['high']:.3g}")
+    kept = [f"{n}: {', '.join(map(str, narrowed[n]['choices']))}" for n in narrowed
+            if narrowed[n].get("type") == "categorical"]
+    figure.update_yaxes(categoryorder="array", categoryarray=names[::-1],
+                        ticktext=[f"<span style='color:#c62828'>{n}</span>" if n in flagged
+                                  else n for n in names[::-1]], tickvals=names[::-1])
+    ends = [x for trace in figure.data for x in trace.x]
+    figure.update_xaxes(title="position in the searched range (log scale for log parameters)",
+                        range=[min(ends) - 0.15, max(ends) + 0.15], zeroline=False)
+    subtitle = f"<br><sup>categorical, kept: {'; '.join(kept)}</sup>" if kept else ""
+    figure.update_layout(title=f"Ranges narrowed for refine{subtitle}",
+                         height=160 + 50 * max(len(names), 1))
+    return figure
+
+
+def _scale(param: dict[str, Any]) -> Any:
+    low, high, log = param["low"], param["high"], param.get("log", False)
+    if log and low > 0:
+        return lambda v: (math.log(v) - math.log(low)) / ((math.log(high) - math.log(low)) or 1)
+    return lambda v: (v - low) / ((high - low) or 1)
+
+
+@register_plot("refine_history", "Optimization history", "refine",
+               "Each refine trial's objective and the best so far.")
+def refine_history(source: PlotSource) -> go.Figure:
+    study = _sampled(source, "refine", "the history")
+    if isinstance(study, go.Figure):
+        return study
+    figure = optuna.visualization.plot_optimization_history(study, target_name=source.objective[0])
+    baseline = source.handed.get("baseline")
+    if isinstance(baseline, (int, float)) and math.isfinite(baseline):
+        figure.add_hline(y=baseline, line_dash="dot", line_color="#6d4c41",
+                         annotation_text="linear baseline")
+    return _titled(figure, "Refine: optimization history", len(source.trials("refine")),
+                   len(study.trials))
+
+
+@register_plot("refine_intermediate", "Per-epoch values, pruned trials included", "refine",
+               "The objective after each epoch; trials the pruner stopped end early.")
+def refine_intermediate(source: PlotSource) -> go.Figure:
+    trials = source.trials("refine")
+    if not any(t.intermediate_values for t in trials):
+        return note("No refine trial has reported an epoch yet.")
+    direction = source.objective[1]
+    study = as_study(sample_trials(trials, direction), direction)
+    figure = optuna.visualization.plot_intermediate_values(study)
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    figure.update_yaxes(title=source.objective[0])
+    return _titled(figure, f"Refine: per-epoch values ({pruned} pruned)", len(trials),
+                   len(study.trials))
+
+
+def _ped_anova() -> Any:
+    """PED-ANOVA's evaluator. optuna.importance imports scikit-learn (for its fANOVA): the
+    API's process loads it only once an importance is asked for."""
+    from optuna.importance import PedAnovaImportanceEvaluator
+
+    return PedAnovaImportanceEvaluator()
+
+
+@register_plot("refine_importances", "Parameter importances", "refine",
+               "Which parameters set the best refine trials apart from the rest (PED-ANOVA).")
+def refine_importances(source: PlotSource) -> go.Figure:
+    trials = completed(source.trials("refine"))
+    if len(trials) < 2:
+        return note("Importances need at least two completed refine trials.")
+    study = as_study(trials, source.objective[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            figure = optuna.visualization.plot_param_importances(study, evaluator=_ped_anova())
+        except (ValueError, RuntimeError) as exc:  # e.g. every parameter took one value
+            return note(f"Importances cannot be computed: {exc}")
+    return _titled(figure, f"Refine: parameter importances (PED-ANOVA on {len(trials):,} trials)",
+                   len(trials), len(trials))
+
+
+# Optuna grids a contour on every trial's value of each parameter: 150 trials keep a pair's
+# figure under 400 KB (500 made it 650 KB, and three parameters' six panels 9 MB).
+CONTOUR_TRIALS = 150
+EDF_TRIALS = 2000  # a stage's distribution is drawn from at most this many trials
+
+
+@register_plot("contour", "Contour of the objective", "study",
+               "The objective over the two most important parameters, interpolated between "
+               "trials: where the best region lies, and whether a range's edge cuts it off.")
+def contour(source: PlotSource) -> go.Figure:
+    stage = "refine" if len(completed(source.trials("refine"))) >= 2 else "coarse"
+    trials = completed(source.trials(stage))
+    if len(trials) < 2:
+        return note("A contour needs two completed search trials.")
+    direction = source.objective[1]
+    study = as_study(sample_trials(trials, direction, limit=CONTOUR_TRIALS), direction)
+    pair = _most_important(study)
+    if len(pair) < 2:
+        return note("A contour needs two parameters that the trials varied.")
+    figure = optuna.visualization.plot_contour(study, params=pair,
+                                               target_name=source.objective[0])
+    return _titled(figure, f"{stage.capitalize()}: the objective over {pair[0]} and {pair[1]}",
+                   len(trials), len(study.trials))
+
+
+def _most_important(study: optuna.Study) -> list[str]:
+    """The two parameters that matter most (PED-ANOVA), else the first two that vary."""
+    trials = study.trials
+    varied = [name for name in dict.fromkeys(p for t in trials for p in t.params)
+              if len({repr(t.params.get(name)) for t in trials}) > 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            from optuna.importance import get_param_importances
+
+            ranked = get_param_importances(study, evaluator=_ped_anova())
+        except (ValueError, RuntimeError):  # too few trials, or one value each
+            ranked = {}
+    return ([n for n in ranked if n in varied] + [n for n in varied if n not in ranked])[:2]
+
+
+@register_plot("edf", "Empirical distribution of the objective", "study",
+               "For each value, the share of a stage's trials that reached at most it: "
+               "refine's line should sit on the better side of coarse's.")
+def edf(source: PlotSource) -> go.Figure:
+    direction = source.objective[1]
+    studies = []
+    for stage in ("coarse", "refine"):
+        trials = completed(source.trials(stage))
+        if trials:  # a uniform seeded sample keeps the distribution's shape, and is quick
+            if len(trials) > EDF_TRIALS:
+                trials = random.Random(0).sample(trials, EDF_TRIALS)
+            study = optuna.create_study(study_name=stage, direction=direction)  # type: ignore[arg-type]
+            study.add_trials(trials)
+            studies.append(study)
+    if not studies:
+        return note("No search trial has completed yet: the distribution comes with the first.")
+    figure = optuna.visualization.plot_edf(studies, target_name=source.objective[0])
+    figure.update_layout(title="Empirical distribution of the objective, by stage",
+                         width=None, height=420)
+    return figure

@@ -1,0 +1,31 @@
+"""The data check, first of all: sample-based checks of the splits (workers.data_check).
+
+It is a gate: validation samples copied into training (above `leak_share` of validation)
+fail it and stop the study, since every score after it would measure memory. The spec can
+go on anyway: `stages.data_check.allow_leaks: true` makes that failure a warning, and
+`stages.continue_on_failure` goes on past any failed gate. Every other finding warns.
+"""
+
+from __future__ import annotations
+
+from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage, run_probe
+
+ALLOWED = (" The spec allows leaks (stages.data_check.allow_leaks), so the study goes on; "
+           "its validation scores are optimistic by the leaked share.")
+
+
+@register_stage
+class DataCheck(Stage):
+    """Duplicates across and within the splits, conflicting labels, class balance, NaN/inf
+    and constant features, the input scale; it costs no epochs."""
+
+    name, gate = "data_check", True
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        options = {"samples": self.config.samples, "leak_share": self.config.leak_share}
+        result, _ = run_probe(ctx, self.name, "data_check", options)
+        verdict, message = result.status, result.message
+        if verdict == "failed" and self.config.allow_leaks:
+            verdict, message = "warned", message + ALLOWED
+        return StageOutcome(verdict, message, figures=result.probe,
+                            trial_seconds=result.seconds)

@@ -1,0 +1,142 @@
+"""The stages before any search: a linear baseline, then the three probes.
+
+A task with a trainer runs the probes on the parts its trainer exposes (model, loss and
+batches); the worker answers `skipped`, with what to expose, when it exposes none. A task
+with no dataset has no baseline: its trainer loads its own data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stagetune.studies.search.lr_ranges import families_in, lr_is_searched
+from stagetune.studies.search.stages._base import (
+    Stage,
+    StageContext,
+    StageOutcome,
+    probe_cap,
+    register_stage,
+    run_probe,
+    spec_edits,
+)
+from stagetune.studies.search.stages._chance import at_chance, chance_bound
+
+
+@register_stage
+class Baseline(Stage):
+    """A linear model on the flattened inputs: the score every network must beat."""
+
+    name = "baseline"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        if ctx.spec.task.dataset is None:
+            return StageOutcome("skipped", "No dataset: the trainer loads its own data, so "
+                                "there is no linear baseline to compare with. Name the "
+                                "dataset in task.dataset to have one.")
+        result, _ = run_probe(ctx, self.name, "baseline")
+        final = result.final
+        value = final.get(ctx.objective, final.get("best"))
+        hand_on = {"baseline": value}
+        if "chance" in final and final.get("objective") == ctx.objective:
+            # chance level of the study's own objective only: coarse compares trials with it
+            hand_on |= {"chance": final["chance"], "chance_bound": final.get("chance_bound")}
+            bound = chance_bound(hand_on, ctx.direction)
+            if at_chance(value, bound, ctx.direction):
+                return StageOutcome("warned", (
+                    f"The linear baseline scores {value:.3g}, at chance level "
+                    f"({final['chance']:.3g}; luck alone reaches {bound:.3g} on this "
+                    "validation split): the inputs carry no linear information about the "
+                    "labels. If the networks stay at chance too, coarse stops the study: "
+                    f"check that labels and inputs are paired. {result.message}"),
+                    figures=dict(final), hand_on=hand_on)
+        return StageOutcome("passed", result.message, figures=dict(final), hand_on=hand_on)
+
+
+@register_stage
+class InitCheck(Stage):
+    """The loss before any update against the expected one; gradients through depth."""
+
+    name, gate = "init_check", True
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        result, epochs = run_probe(ctx, self.name, "init_check",
+                                   {"batches": self.config.batches})
+        if result.status == "skipped":
+            return StageOutcome("skipped", result.message)
+        return _outcome(result.status, result.message, result.probe, epochs, result.seconds)
+
+
+@register_stage
+class Overfit(Stage):
+    """A tiny subset, regularisation off: a working pipeline drives its loss near zero."""
+
+    name, gate = "overfit", True
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        options = {"samples": self.config.samples, "steps": self.config.steps,
+                   **probe_cap(ctx, self.name)}
+        result, epochs = run_probe(ctx, self.name, "overfit", options)
+        if result.status == "skipped":
+            return StageOutcome("skipped", result.message)
+        verdict, message = result.status, result.message
+        if verdict == "failed" and result.probe.get("stopped_by") == "max_epochs":
+            # the plan's share ran out while the loss still fell: no evidence of a broken
+            # pipeline, so no gate failure
+            verdict = "warned"
+            message += (" It was stopped by its share of the budget while the loss still fell, "
+                        "so this is not a failure: a larger budget lets it finish.")
+        return _outcome(verdict, message, result.probe, epochs, result.seconds)
+
+
+@register_stage
+class LrProbe(Stage):
+    """LR range test once per optimizer family in the space (SGD-like, Adam-like, RMSprop):
+    each family's range becomes its own lr range in the search, unless the user fixed lr
+    or declared lr per optimizer already."""
+
+    name = "lr_probe"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        families = families_in(ctx.spec)
+        per_family: dict[str, Any] = {}
+        epochs = seconds = 0.0
+        for family, optimizer in families.items():
+            options = {"iterations": self.config.iterations,
+                       **probe_cap(ctx, self.name, 1 / len(families))}
+            result, cost = run_probe(ctx, self.name, "lr_probe", options,
+                                     params={"optimizer": optimizer})
+            if result.status == "skipped":  # a trainer without parts: so is every family
+                return StageOutcome("skipped", result.message)
+            epochs, seconds = epochs + cost, seconds + result.seconds
+            per_family[family] = {"optimizer": optimizer, "status": result.status,
+                                  "message": result.message, **result.probe}
+        passed = {f: v for f, v in per_family.items() if v["status"] == "passed"}
+        first = next(iter(per_family.values()))
+        figures = {**first, "families": per_family}
+        lines = [f"{f} ({v['optimizer']}): {v['message']}" for f, v in per_family.items()]
+        message = " ".join(lines) if len(lines) > 1 else first["message"]
+        hand_on: dict[str, Any] = {}
+        if passed and lr_is_searched(ctx.spec):
+            hand_on = {"lr_ranges": {f: v["lr_range"] for f, v in passed.items()},
+                       "suggested_lr": {f: v["suggested_lr"] for f, v in passed.items()}}
+            message += (" The search uses each family's range for its lr." if len(passed) > 1
+                        else " The search uses this range for lr.")
+        if len(passed) < len(per_family):
+            message += " Where the probe found no range, the search keeps the spec's lr range."
+        failed = [f for f, v in per_family.items() if v["status"] == "failed"]
+        verdict = ("passed" if len(passed) == len(per_family)
+                   else "failed" if failed and not passed else "warned")
+        fixes = [f for v in per_family.values() for f in v.get("fixes", [])]
+        return StageOutcome(verdict, message, figures=figures, hand_on=hand_on, epochs=epochs,
+                            trial_seconds=seconds, fixes=fixes)
+
+
+def _outcome(verdict: str, message: str, figures: dict[str, Any], epochs: float,
+             seconds: float) -> StageOutcome:
+    """A probe's stage outcome: its fixes as data (`StageOutcome.fixes`) and, where the
+    verdict is not passed, in words at the end of its sentence."""
+    fixes = list(figures.get("fixes") or [])
+    if fixes and verdict != "passed":
+        message = f"{message} {spec_edits(fixes)}"
+    return StageOutcome(verdict, message, figures=figures, epochs=epochs,
+                        trial_seconds=seconds, fixes=fixes)

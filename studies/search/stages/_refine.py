@@ -1,0 +1,190 @@
+"""Refine: Bayesian search on the whole declared space, told what coarse saw.
+
+- The best coarse survivors continue from their checkpoints to a full trial, with their
+  coarse epochs replayed to Optuna first, so they are judged on their whole curve.
+- Every other coarse trial is added to the study as a pruned trial with its per-epoch
+  values and the rungs it reached: TPE then ranks it against refine's own trials (Optuna
+  ranks pruned trials by how far they got, then by their last value) and ASHA compares
+  refine's trials against coarse's rung values from the first proposal on.
+- New proposals come from TPE (multivariate, grouped for conditional parameters) or GP,
+  inside the narrowed region except for the `explore` share drawn from the whole space.
+- It stops when its share of the budget is spent, when a trial reaches the spec's goal,
+  or after `patience` trials without a new best.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState, create_trial
+from pydantic import TypeAdapter
+
+from stagetune.studies.search.loop import (
+    NOT_RUN,
+    Proposal,
+    SearchPlan,
+    fail_waiting,
+    run_trials,
+    tally,
+    top_trials,
+)
+from stagetune.studies.search.lr_ranges import declared_space
+from stagetune.studies.search.samplers import SoftPriorSampler
+from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
+from stagetune.studies.search.stages._coarse import fmt_params
+from stagetune.studies.spec import Param
+from stagetune.studies.spec.space import dims, distribution, knobs, suggest
+
+REGION = TypeAdapter(dict[str, Param])
+
+
+@register_stage
+class Refine(Stage):
+    name = "refine"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        cfg, plan = self.config, ctx.plan["refine"]
+        declared = declared_space(ctx.spec, ctx.handed.get("lr_ranges", {}))
+        region = REGION.validate_python(ctx.handed.get("space", {}))
+        sampler = SoftPriorSampler(_base_sampler(cfg.sampler, ctx.spec.seed), region,
+                                   cfg.explore if region else 0.0, ctx.spec.seed)
+        study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction, sampler,
+                                       _pruner(cfg.pruner, cfg.epochs,
+                                               ctx.spec.stages.coarse.reduction),
+                                       metric=ctx.objective)
+        if not study.get_trials(deepcopy=False):
+            self._seed_from_coarse(ctx, study, declared, plan.sizes["trials"])
+        before = tally(study)
+        allowance = ctx.allowance(self.name, before.epochs, before.seconds)
+        coarse = {t.number: t for t in ctx.store.trials(ctx.spec.name, "coarse")}
+
+        def propose(trial: optuna.Trial) -> Proposal:
+            params = knobs(suggest(trial, declared))
+            source = trial.user_attrs.get("continues")
+            if source is None:
+                trial.set_user_attr("drawn_from", "the whole space"
+                                    if sampler.explores(trial.number) else "the narrowed region")
+                return Proposal(trial, params)
+            return _continuation(trial, params, coarse[source])
+
+        # no later stage continues a refine trial: its checkpoints serve a lost worker or
+        # a restarted runner only (studies.search.loop)
+        search = SearchPlan(trials=plan.sizes["trials"], epochs=cfg.epochs, horizon=cfg.epochs,
+                            prune=cfg.pruner != "none",
+                            diagnose=cfg.diagnose and not ctx.handed.get("chance_stuck"),
+                            stop=_stop_rule(ctx, study, cfg.patience))
+        done = run_trials(ctx, self.name, study, allowance, search, propose)
+        fail_waiting(study, "not run: refine ended first (its budget share was spent, or a "
+                     "stop rule held)")
+        own = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("from") != "coarse"
+               and t.user_attrs.get("status") != NOT_RUN]
+        figures: dict[str, Any] = {
+            "trials": len(own), "completed": sum(t.state == TrialState.COMPLETE for t in own),
+            "pruned": sum(t.state == TrialState.PRUNED for t in own),
+            "failed": sum(t.state == TrialState.FAIL for t in own), "diverged": done.diverged,
+            "continued": sum("continues" in t.user_attrs for t in own),
+            "explored": sum(t.user_attrs.get("drawn_from") == "the whole space" for t in own),
+            "told_from_coarse": len(study.get_trials(deepcopy=False)) - len(own)}
+        if not figures["completed"]:
+            return StageOutcome("failed", f"No refine trial completed ({figures['pruned']} "
+                                f"pruned, {figures['failed']} failed).", figures,
+                                epochs=done.epochs, trial_seconds=done.seconds)
+        best = study.best_trial
+        top = [knobs(t.params) for t in top_trials(study, max(ctx.spec.stages.confirm.top, 1))]
+        figures |= {"best_value": best.value, "best_params": knobs(best.params),
+                    "stopped_by": _why_stopped(ctx, study, cfg.patience)}
+        message = (f"{figures['trials']} trials ({figures['continued']} continued from coarse, "
+                   f"{figures['explored']} drawn from the whole space, {figures['pruned']} "
+                   f"pruned, {figures['failed']} failed); best {ctx.objective} {best.value:.4g} "
+                   f"with {fmt_params(knobs(best.params))}.")
+        if figures["stopped_by"]:
+            message += f" Stopped early: {figures['stopped_by']}."
+        hand_on = {"top": top, "best": {"params": knobs(best.params), "value": best.value,
+                                        "stage": self.name}}
+        return StageOutcome("passed", message, figures, hand_on, epochs=done.epochs,
+                            trial_seconds=done.seconds)
+
+    def _seed_from_coarse(self, ctx: StageContext, study: optuna.Study,
+                          declared: dict[str, Any], trials: int) -> None:
+        """Continue the best survivors, as many as refine runs trials; tell the sampler
+        and pruner every other coarse trial."""
+        full = self.config.epochs
+        survivors = [s for s in ctx.handed.get("survivors", []) if s["epoch"] < full][:trials]
+        continued = {s["number"] for s in survivors}
+        dists = {d.name: distribution(d.param) for d in dims(declared)}
+        for t in ctx.store.trials(ctx.spec.name, "coarse"):
+            if t.number in continued or not t.intermediate_values or \
+                    not set(t.params) <= set(dists):
+                continue
+            whole = t.state == TrialState.COMPLETE and max(t.intermediate_values) >= full
+            study.add_trial(create_trial(  # a coarse trial as long as a full one is complete
+                state=TrialState.COMPLETE if whole else TrialState.PRUNED,
+                value=t.value if whole else None, params=t.params,
+                distributions={n: dists[n] for n in t.params},
+                intermediate_values=dict(t.intermediate_values),
+                system_attrs={k: v for k, v in t.system_attrs.items()
+                              if k.startswith("completed_rung_")},
+                user_attrs={"from": "coarse", "coarse_trial": t.number}))
+        for s in survivors:
+            study.enqueue_trial(s["params"], user_attrs={
+                "continues": s["number"], "checkpoint_from": s["artifact_id"],
+                "start": s["epoch"]})
+
+
+def _continuation(trial: optuna.Trial, params: dict[str, Any], source: FrozenTrial
+                  ) -> Proposal:
+    """A coarse survivor picks up after its checkpoint. Its coarse epochs go along, told to
+    Optuna first and shown to the pruner, so that ASHA records the rungs it passed
+    (`studies.search.loop.replay`); coarse already promoted it through those, so refine judges
+    it from the next rung on."""
+    start = int(trial.user_attrs["start"])
+    replayed = {step: value for step, value in source.intermediate_values.items()
+                if step <= start and math.isfinite(value)}
+    return Proposal(trial, params, start=start, checkpoint=trial.user_attrs["checkpoint_from"],
+                    replayed=replayed)
+
+
+def _base_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                      constant_liar=True, n_startup_trials=5)
+
+
+def _pruner(kind: str, epochs: int, reduction: int) -> optuna.pruners.BasePruner:
+    if kind == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+                                              reduction_factor=reduction)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def _own_complete(study: optuna.Study) -> list[FrozenTrial]:
+    return sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.user_attrs.get("from") != "coarse"), key=lambda t: t.number)
+
+
+def _why_stopped(ctx: StageContext, study: optuna.Study, patience: int) -> str:
+    """Which stop rule holds now, in words ('' when none does)."""
+    done = _own_complete(study)
+    if not done:
+        return ""
+    sign = 1 if ctx.direction == "maximize" else -1
+    goal = ctx.spec.goal
+    if goal is not None and any(sign * t.value >= sign * goal for t in done):  # type: ignore[operator]
+        return f"a trial reached the goal {goal:g}"
+    if patience and len(done) > patience:
+        best_at = max(range(len(done)), key=lambda i: (sign * done[i].value, -i))  # type: ignore[operator]
+        if len(done) - 1 - best_at >= patience:
+            return f"{patience} trials in a row did not improve on the best"
+    return ""
+
+
+def _stop_rule(ctx: StageContext, study: optuna.Study, patience: int) -> Callable[[], bool]:
+    return lambda: bool(_why_stopped(ctx, study, patience))
