@@ -41,15 +41,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import optuna  # noqa: E402
-import search_efficiency as eff  # noqa: E402
-import torch  # noqa: E402
+import optuna
+import search_efficiency as eff
+import torch
 
-from stagetune.studies.search.stages._chance import learning  # noqa: E402
-from stagetune.studies.spec import load_spec  # noqa: E402
-from stagetune.studies.spec.space import to_distributions  # noqa: E402
-from stagetune.workers import StagetuneError, TrialRequest, execute  # noqa: E402
-from stagetune.workers.data import load_dataset  # noqa: E402
+from stagetune.studies.search.stages._chance import learning
+from stagetune.studies.spec import load_spec
+from stagetune.studies.spec.space import to_distributions
+from stagetune.workers import StagetuneError, TrialRequest, execute
+from stagetune.workers.data import load_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "diagnosis_pruning.md"
 HOSTILE = ("digits_hostile", "fashion_hostile")

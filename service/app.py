@@ -10,13 +10,13 @@ from typing import Any
 
 import optuna
 import ray
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stagetune.service import errors
 from stagetune.service.api import health_router, plots_router, registry_router, studies_router
-from stagetune.service.auth import require_token
+from stagetune.service.auth import SECURED
 from stagetune.service.cache import ReadCache
 from stagetune.service.cluster_view import ClusterView
 from stagetune.service.figures import FigureCache
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None,
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_security(app, settings)  # CSRF guard and security headers, outside BodyLimit
     install_metrics(app)  # outermost: counts every answer, the guards' refusals too
-    secured = [Depends(require_token)]
+    secured = SECURED
     app.include_router(studies_router, prefix="/api", dependencies=secured)
     app.include_router(registry_router, prefix="/api", dependencies=secured)
     app.include_router(plots_router, prefix="/api", dependencies=secured)

@@ -13,10 +13,9 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, HTTPException, Request, Response, Security
+from fastapi.security import HTTPBearer
 from itsdangerous import BadData, URLSafeTimedSerializer
 
 from stagetune.service.settings import Settings
@@ -145,9 +144,12 @@ def start_session(request: Request, response: Response, token: str) -> None:
                         httponly=True, secure=secure, samesite="strict")
 
 
-def require_token(request: Request,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-                  ) -> None:
+def require_token(request: Request) -> None:
     if not authenticated(request):
         raise HTTPException(401, "a valid 'Authorization: Bearer <token>' header is required "
                        "(or log in at /login in a browser)", {"WWW-Authenticate": "Bearer"})
+
+
+# What a route that needs a token depends on: the bearer scheme, so that OpenAPI shows it
+# (`authenticated` reads the header itself, a session cookie too), then the check.
+SECURED = [Security(bearer), Depends(require_token)]

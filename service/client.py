@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from stagetune.service.schemas import Page, StudyDetail, StudySummary, TrialDetail, TrialOut
+from stagetune.service.schemas import Message, Page, StudyDetail, StudySummary, TrialDetail, TrialOut
 from stagetune.workers import StagetuneError
 
 MAX_PAGE = 500  # the most items the API gives in one page
@@ -55,6 +55,14 @@ class Client:
             return self._model(StudyDetail, "POST", "/api/studies", content=spec.read_bytes(),
                                headers={"Content-Type": kind})
         return self._model(StudyDetail, "POST", "/api/studies", json=spec)
+
+    def validate(self, spec: Path | dict[str, Any]) -> Message:
+        """Check a spec as submit would, storing nothing; a 422 `ApiError` lists its problems."""
+        if isinstance(spec, Path):
+            kind = "application/json" if spec.suffix == ".json" else "application/yaml"
+            return self._model(Message, "POST", "/api/validate", content=spec.read_bytes(),
+                               headers={"Content-Type": kind})
+        return self._model(Message, "POST", "/api/validate", json=spec)
 
     def studies(self, status: str | None = None, offset: int = 0, limit: int = 50
                 ) -> Page[StudySummary]:

@@ -163,6 +163,7 @@ class RunnerRecord:
     phase: Phase = Phase.IDLE
     actor: Any = None  # the runner's handle, once this supervisor has had one
     call: ray.ObjectRef | None = None  # the call in flight, as `phase` says
+    heard: Heard = Heard.NOTHING  # its answer, until a step has acted on it
     failures: int = 0  # starts in a row that failed
     error: str = ""  # why the last call failed, one line for a person
     since: float = field(default_factory=time.monotonic)  # when it entered `phase`
@@ -206,7 +207,7 @@ class Supervisor:
             self._wake.clear()
 
     def _reconcile(self) -> None:
-        heard = self._hear()  # before the store is read: the answers' writes are in it
+        self._hear()  # before the store is read: the answers' writes are in it
         listed = set(runner_studies(self.store.url))
         runners = listed | {n for n, r in self.records.items() if r.actor is not None}
         wants = self._wants(runners)
@@ -215,17 +216,17 @@ class Supervisor:
                 return
             record = self.records.setdefault(name, RunnerRecord(name))
             want = wants.get(name, Want.END)
-            self._steps(record, want, heard.get(name, Heard.NOTHING), listed)
+            self._steps(record, want, listed)
             if record.phase is Phase.IDLE and want is Want.END and record.actor is None:
                 del self.records[name]  # nothing left to do for it
 
-    def _steps(self, record: RunnerRecord, want: Want, heard: Heard, listed: set[str]) -> None:
+    def _steps(self, record: RunnerRecord, want: Want, listed: set[str]) -> None:
         """The step on what was heard, and, where that step left the store as this tick
         read it, the next one at once (a failed start is retried, a study cancelled right
         after its start answered gets its cancel), as a controller requeues."""
-        for answer in [heard, Heard.NOTHING] if heard is not Heard.NOTHING else [heard]:
-            seen = Seen(want, answer, runner=record.actor is not None or record.name in listed,
-                        failures=record.failures)
+        for _ in range(2 if record.heard is not Heard.NOTHING else 1):
+            seen = Seen(want, record.heard, failures=record.failures,
+                        runner=record.actor is not None or record.name in listed)
             action = self._step(record, seen)
             if action not in (Action.NONE, Action.RETRY) or record.phase is not Phase.IDLE:
                 return
@@ -259,40 +260,42 @@ class Supervisor:
 
     # -- observing ------------------------------------------------------------------------
 
-    def _hear(self) -> dict[str, Heard]:
-        """The answers that have come back to calls sent on earlier ticks (none waited for)."""
+    def _hear(self) -> None:
+        """Take in the answers that have come back to calls sent on earlier ticks (none is
+        waited for); each stays in its record until a step acts on it."""
         calls = {r.call: r for r in self.records.values() if r.call is not None}
         if not calls:
-            return {}
+            return
         ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0)
-        heard = {}
         for ref in ready:
             record = calls[ref]
-            record.call = None
-            heard[record.name] = _answer(record, ref)
-        return heard
+            record.call, record.heard = None, _answer(record, ref)
 
     # -- acting ---------------------------------------------------------------------------
 
-    def _step(self, record: RunnerRecord, seen: Seen) -> Action:
-        """Take the record's step; its error is logged and never stops the tick for the
-        others, and leaves it idle, with no call in flight, for the next tick to retry."""
-        step = transition(record.phase, seen)
-        landed = step
+    def _step(self, record: RunnerRecord, seen: Seen) -> Action | None:
+        """Take the record's step: its action, or None where it failed. An error is logged
+        and never stops the tick for the others; it leaves the record idle, with no call in
+        flight, for the next tick to start over from what the store wants."""
+        record.heard = Heard.NOTHING  # acted on now, whatever comes of it
         try:
+            step = transition(record.phase, seen)
             self._act(record, step.action)
-        except StudyNotFoundError:  # deleted meanwhile: the next tick stops its runner
-            landed = Step(Phase.IDLE, Action.NONE, record.failures)
-        except Exception:
-            log.exception("supervisor: study %s: %s failed; trying again next tick",
-                          record.name, step.action)
-            landed = Step(Phase.IDLE, Action.NONE, record.failures)
-        if landed.phase is not Phase.IDLE and record.call is None:  # no runner to call
-            landed = landed._replace(phase=Phase.IDLE)
-        if landed.phase is not record.phase:
-            record.phase, record.since = landed.phase, time.monotonic()
-        record.failures = landed.failures
+        except Exception as exc:
+            if not isinstance(exc, StudyNotFoundError):  # deleted: the next tick sees it gone
+                log.exception("supervisor: study %s: a step from %s failed; trying again next "
+                              "tick", record.name, record.phase)
+            self._enter(record, Phase.IDLE)
+            return None
+        # a call's phase needs the call: none was sent where no runner was found
+        self._enter(record, step.phase if record.call is not None else Phase.IDLE)
+        record.failures = step.failures
         return step.action
+
+    @staticmethod
+    def _enter(record: RunnerRecord, phase: Phase) -> None:
+        if phase is not record.phase:
+            record.phase, record.since = phase, time.monotonic()
 
     def _act(self, record: RunnerRecord, action: Action) -> None:
         name, url = record.name, self.store.url

@@ -8,7 +8,7 @@ no torch, Ray or database driver: a client script pays only for what it touches.
 The code lives in the repository's `service/`, `studies/` and `workers/` folders; this
 package reaches them as `stagetune.service`, `stagetune.studies` and `stagetune.workers`
 through relative symlinks, so that every import resolves for mypy, IDEs and readers as
-plain files (docs: README, "Layout").
+plain files (docs/architecture/package.md).
 """
 
 from __future__ import annotations

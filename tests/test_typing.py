@@ -1,5 +1,6 @@
 """mypy sees through `stagetune.*`: a wrong-type call across modules is an error, and the
-public names resolve to their real types (not `Any`), as they do for a user's script."""
+public names resolve to their real types (not `Any`), as they do for a user's script: the
+client's replies are the API's response models."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from stagetune.studies.planning.plan import make_plan
 spec = stagetune.load_spec("examples/digits.yaml")
 reveal_type(spec)
 reveal_type(stagetune.Client)
+with stagetune.Client("http://127.0.0.1:8000") as api:
+    reveal_type(api.study("digits"))
+    reveal_type(api.trials("digits").items[0])
+    reveal_type(api.studies())
 count: int = spec  # wrong: a StudySpec is no int
 make_plan(3.5)  # wrong: not a spec
 '''
@@ -30,6 +35,11 @@ def test_mypy_resolves_stagetune_imports_and_catches_a_wrong_call(tmp_path: Path
     assert done.returncode == 1, out
     assert 'Revealed type is "stagetune.studies.spec.model.StudySpec"' in out, out
     assert "stagetune.service.client.Client" in out, out
+    # the client's replies are the API's response models, not dicts
+    assert 'Revealed type is "stagetune.service.schemas.StudyDetail"' in out, out
+    assert 'Revealed type is "stagetune.service.schemas.TrialOut"' in out, out
+    assert ('Revealed type is "stagetune.service.schemas.Page[stagetune.service.schemas.'
+            'StudySummary]"') in out, out
     assert 'variable has type "int"' in out, out
     assert 'Argument 1 to "make_plan" has incompatible type "float"' in out, out
     assert "import-not-found" not in out and "import-untyped" not in out, out

@@ -33,11 +33,10 @@ from threadpoolctl import threadpool_limits
 from stagetune.workers.data import AnyDataset, StreamingDataset, load_dataset
 from stagetune.workers.errors import ConfigError
 from stagetune.workers.knobs import parse_task_params
-from stagetune.workers.losses import LossFunction
+from stagetune.workers.losses import LossFunction, loss_fn
 from stagetune.workers.metrics import Scorer
 from stagetune.workers.objective import Scoring, direction_of, scoring_for
 from stagetune.workers.request import TrialRequest, TrialResult
-from stagetune.workers.train import loss_fn
 
 log = logging.getLogger(__name__)
 

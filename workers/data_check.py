@@ -41,6 +41,7 @@ import hashlib
 import logging
 import math
 from collections import defaultdict
+from itertools import chain
 from typing import Any
 
 import torch
@@ -211,7 +212,7 @@ def _conflicts(data: AnyDataset, hashed: dict[str, dict[str, list[bytes]]], y_t:
     for split, ys in (("train", y_t), ("val", y_v)):
         for i, (h, y) in enumerate(zip(hashed[split]["exact"], ys, strict=True)):
             labels[h][_label_key(y)].append(f"{split} {i}")
-    clashes = [sorted(sum(by.values(), [])) for by in labels.values() if len(by) > 1]
+    clashes = [sorted(chain.from_iterable(by.values())) for by in labels.values() if len(by) > 1]
     samples = sum(len(c) for c in clashes)
     figures = {"inputs": len(clashes), "samples": samples,
                "examples": [c[:4] for c in clashes[:EXAMPLES]]}

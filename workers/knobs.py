@@ -84,11 +84,11 @@ def parse_task_params(task: Task, params: Mapping[str, Any]) -> TrialKnobs:
         if kind == "dataset":  # the factory validates them with the other options
             dataset_options |= mine
             continue
-        values[kind] = _validate(kind, knobs, mine)
+        values[kind] = _validate(knobs, mine)
     return TrialKnobs(train, model, values, dataset_options)
 
 
-def _validate(kind: str, knobs: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+def _validate(knobs: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     try:
         return knobs.model_validate(values)
     except ValidationError as exc:

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from stagetune.workers.errors import ConfigError
+from stagetune.workers.objective import loss_name
 from stagetune.workers.registry import Registry
 
 if TYPE_CHECKING:
@@ -53,6 +54,15 @@ def resolve_loss(name: str, label_smoothing: float = 0.0) -> LossFunction:
     if "label_smoothing" in _parameters(fn):
         return partial(fn, label_smoothing=label_smoothing)
     return fn
+
+
+def loss_fn(data: AnyDataset, label_smoothing: float = 0.0,
+            loss: str | None = None) -> LossFunction:
+    """The loss to train with: `loss` (a registered name), else the dataset's declared
+    one, else its kind's (cross_entropy, bce_with_logits, mse)."""
+    name = loss_name(data, loss)
+    check_loss_kind(name, data.task, data.name)
+    return resolve_loss(name, label_smoothing)
 
 
 def expected_loss(name: str, data: AnyDataset) -> float | None:

@@ -27,10 +27,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STAGETUNE_", extra="ignore", env_ignore_empty=True)
 
     # -- the store and the cluster
-    database_url: str = "sqlite:///stagetune.db"
+    database_url: str = "sqlite:///stagetune.db"  # the store, a SQLAlchemy URL; `--db` wins
     # how long a runner waits for a database that is away (its connections, its writes,
     # resuming its study); the service's requests do not wait (studies.store.fail_fast)
     db_retry_seconds: float = Field(60.0, ge=0)
+    # the Ray cluster to join; unset: `serve`, `run` and `resume` start a local one
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
     # a Ray that `serve`, `run` or `resume` starts for itself listens on 127.0.0.1 only
     ray_loopback: bool = True
@@ -48,7 +49,8 @@ class Settings(BaseSettings):
 
     # -- data and plugins (the workers read these)
     data_dir: Path = Path("data")  # datasets and the winners' weights
-    allow_download: bool = False
+    allow_download: bool = False  # torchvision may download mnist, cifar10, cifar100 into data_dir
+    # where Debian's dataset-fashion-mnist package puts Fashion-MNIST's files
     fashion_mnist_system_dir: Path = Path("/usr/share/datasets/fashion-mnist")
     # DataLoader worker processes per streamed run; None: from the trial's CPU budget.
     loader_workers: int | None = Field(None, ge=0, le=64)
@@ -58,15 +60,15 @@ class Settings(BaseSettings):
     # -- the API
     api_tokens: str = ""  # comma-separated bearer tokens; empty: no auth, loopback only
     host: str | None = None  # default: 127.0.0.1 without tokens, 0.0.0.0 with them
-    port: int = Field(8000, ge=1, le=65535)
-    max_body_bytes: int = Field(1_000_000, ge=1_000)
+    port: int = Field(8000, ge=1, le=65535)  # the API's port
+    max_body_bytes: int = Field(1_000_000, ge=1_000)  # a larger request body is a 413
     # pending studies one token may have queued (without tokens, the whole service: it
     # listens on loopback for one user); a submit or resume beyond it is a 429
     max_pending_per_token: int = Field(50, ge=1)
     # browser sessions (see service/auth.py): the key that signs them; empty: a random key
     # per start, so a restart logs every browser out, which is all a session costs
     session_secret: str = ""
-    session_max_age_s: int = Field(12 * 3600, ge=60)
+    session_max_age_s: int = Field(12 * 3600, ge=60)  # a browser session's life, in seconds
     secure_cookies: bool | None = None  # None: Secure when the request came over https
     public_origin: str | None = None  # what browsers call the service; default: the request's
     # the Host names it answers to (comma-separated, `*.example.com` allowed, `*` any): any
@@ -82,14 +84,14 @@ class Settings(BaseSettings):
     login_window_s: float = Field(60.0, gt=0)  # ... before 429 with Retry-After
 
     # -- logs
-    log_level: LogLevel = "warning"
+    log_level: LogLevel = "warning"  # stagetune's and uvicorn's loggers, in any case
     access_log: bool = False  # uvicorn's access log, one line a request, at any log level
 
     # -- integrations, called when a study ends (studies/reporting/study_end.py)
     mlflow_tracking_uri: str | None = None  # one MLflow run per trial; needs the `mlflow` extra
     webhook_url: str | None = None  # POSTed a JSON summary of each study that ends
     webhook_token: str = ""  # sent as `Authorization: Bearer <token>` when set
-    webhook_timeout_s: float = Field(10.0, gt=0, le=120)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120)  # each attempt's timeout, in seconds
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -40,11 +40,11 @@ def in_child(fn: Callable[..., T], *args: Any) -> T:
 
 
 def start() -> None:
-    """Start the child now, and load the plugins in it: a broken plugin fails here, at once,
-    and the first request finds it warm."""
-    from stagetune.workers.plugins import load_plugins
+    """Start the child now, with the plugins and the registries loaded: a broken plugin fails
+    here, at once, and the first request finds the child warm."""
+    from stagetune.workers.catalog import catalog
 
-    in_child(load_plugins)
+    in_child(catalog)
 
 
 def stop() -> None:

@@ -1,7 +1,8 @@
 """What endpoints take from the app, as annotated types: `store: StoreDep`.
 
 The getters here are the only code of the endpoints that reads `app.state` (filled by
-service/app.py); a test swaps one through `app.dependency_overrides[get_store]`."""
+service/app.py; the login's limiter, a part of the pages, is theirs: service/web/pages.py).
+A test swaps one through `app.dependency_overrides[get_store]`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from stagetune.service.cluster_view import ClusterView
 from stagetune.service.figures import FigureCache
 from stagetune.service.settings import Settings
 from stagetune.service.supervisor import Supervisor
-from stagetune.service.web._throttle import FailureLimiter
 from stagetune.studies.store import Store
 
 
@@ -44,17 +44,12 @@ def get_cluster(request: Request) -> ClusterView:
     return request.app.state.cluster  # type: ignore[no-any-return]
 
 
-def get_login_limiter(request: Request) -> FailureLimiter:
-    return request.app.state.login_limiter  # type: ignore[no-any-return]
-
-
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
 ReadCacheDep = Annotated[ReadCache, Depends(get_read_cache)]
 FiguresDep = Annotated[FigureCache, Depends(get_figures)]
 ClusterDep = Annotated[ClusterView, Depends(get_cluster)]
-LoginLimiterDep = Annotated[FailureLimiter, Depends(get_login_limiter)]
 SessionsDep = Annotated[Sessions, Depends(sessions)]
 # the current user: the owner of the request's token (or its session's); "" on a service
 # without tokens, whose callers cannot be told apart

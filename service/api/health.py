@@ -9,10 +9,11 @@ from concurrent.futures import Future, wait
 from functools import partial
 
 import ray
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from stagetune.service.api.deps import StoreDep
 from stagetune.service.schemas import Health
 from stagetune.studies.store import get_engine
 
@@ -29,9 +30,9 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(request: Request) -> JSONResponse:
+def readyz(store: StoreDep) -> JSONResponse:
     """The database answers and the Ray cluster is reachable, each within 1.5 s."""
-    url = request.app.state.store.url
+    url = store.url
     pending = {"database": _started(partial(_database, url)), "ray": _started(_ray)}
     wait(pending.values(), timeout=READY_SECONDS)  # side by side: one deadline for both
     checks = {name: _verdict(name, future) for name, future in pending.items()}

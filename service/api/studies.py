@@ -8,15 +8,25 @@ import json
 import pathlib
 import tempfile
 import zipfile
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
-from stagetune.service.auth import caller
+from stagetune.service.api.deps import (
+    CallerDep,
+    ClusterDep,
+    FiguresDep,
+    ReadCacheDep,
+    SettingsDep,
+    StoreDep,
+    SupervisorDep,
+)
 from stagetune.service.cache import ReadCache
+from stagetune.service.cluster_view import ClusterView
 from stagetune.service.schemas import (
     Message,
     Page,
@@ -28,6 +38,7 @@ from stagetune.service.schemas import (
     TrialState,
     ValidationErrors,
 )
+from stagetune.service.settings import Settings
 from stagetune.studies.errors import StudyNotFoundError
 from stagetune.studies.planning.capacity import unmet
 from stagetune.studies.reporting import views
@@ -61,14 +72,6 @@ QUEUE_FULL = {"model": Message, "description": "The caller has as many pending s
               "STAGETUNE_MAX_PENDING_PER_TOKEN allows"}
 
 
-def _store(request: Request) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
-
-
-def _cache(request: Request) -> ReadCache:
-    return request.app.state.read_cache  # type: ignore[no-any-return]
-
-
 def _json(shape: Any, data: Any) -> bytes:
     """Validate against the documented shape, then serialise (done here once, not by
     FastAPI on every request: cached bytes are served as they are). Dumping plain dicts
@@ -86,20 +89,27 @@ def _reply(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def _changed(request: Request, study: str | None = None) -> None:
-    """A write: drop cached reads (and `study`'s trials and figures), and let the
-    supervisor act now."""
-    if study is not None:
-        _store(request).trial_cache.forget(study)
-        request.app.state.figures.drop(study)
-    _cache(request).clear()
-    request.app.state.supervisor.kick()
+def after_write(store: StoreDep, cache: ReadCacheDep, figures: FiguresDep,
+                supervisor: SupervisorDep) -> Callable[..., None]:
+    """What a write calls once done, `changed(study)`: drop cached reads (and `study`'s
+    trials and figures), and let the supervisor act now."""
+    def changed(study: str | None = None) -> None:
+        if study is not None:
+            store.trial_cache.forget(study)
+            figures.drop(study)
+        cache.clear()
+        supervisor.kick()
+
+    return changed
 
 
-def _identity(request: Request, study_id: str) -> StudyIdentity:
+Changed = Annotated[Callable[..., None], Depends(after_write)]
+
+
+def _identity(store: Store, study_id: str) -> StudyIdentity:
     """The study's identity, the read cache's key for it: a study deleted and created
     again under its name (by this service or another process) is another one."""
-    identity = study_identity(_store(request).url, study_id)
+    identity = study_identity(store.url, study_id)
     if identity is None:
         raise StudyNotFoundError(f"no study named '{study_id}' in the store")
     return identity
@@ -108,53 +118,73 @@ def _identity(request: Request, study_id: str) -> StudyIdentity:
 @router.post("/studies", status_code=201, response_model=StudyDetail, openapi_extra=SPEC_BODY,
              responses={409: {"model": Message}, 413: {"model": Message},
                         415: {"model": Message}, 422: SPEC_ERRORS, 429: QUEUE_FULL})
-async def submit(request: Request) -> Any:
+async def submit(request: Request, store: StoreDep, settings: SettingsDep,
+                 cluster: ClusterDep, owner: CallerDep, changed: Changed) -> Any:
     """Create a study from a spec (JSON, or YAML with its content type); its runner starts."""
     raw = await request.body()
-    if len(raw) > request.app.state.settings.max_body_bytes:
-        raise HTTPException(413, f"the body is over {request.app.state.settings.max_body_bytes} bytes")
+    if len(raw) > settings.max_body_bytes:
+        raise HTTPException(413, f"the body is over {settings.max_body_bytes} bytes")
+    kind = request.headers.get("content-type", "application/json")
     # parsing and the store are synchronous (a megabyte of YAML takes a while): a thread
-    return await run_in_threadpool(_create, request, raw,
-                                   request.headers.get("content-type", "application/json"))
+    return await run_in_threadpool(_create, raw, kind, store, settings, cluster, owner, changed)
 
 
-def _create(request: Request, raw: bytes, content_type: str) -> Any:
-    owner = _queue_room(request)  # before the parse: a flood is refused cheaply
-    spec = load_spec(_parse_spec(raw, content_type, request.app.state.settings.max_body_bytes))
-    _fits_cluster(request, spec)
-    store = _store(request)
+def _create(raw: bytes, content_type: str, store: Store, settings: Settings,
+            cluster: ClusterView, owner: str, changed: Callable[..., None]) -> Any:
+    _queue_room(store, settings, owner)  # before the parse: a flood is refused cheaply
+    spec = load_spec(_parse_spec(raw, content_type, settings.max_body_bytes))
+    _fits_cluster(cluster, settings, spec)
     if spec.name in store.study_names():
         raise HTTPException(409, f"a study named '{spec.name}' already exists; choose another name, "
                        f"or POST /api/studies/{spec.name}/resume")
     record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER),
                               queued_by=owner)
-    _changed(request)
+    changed()
     return views.detail(store, record)
 
 
-def _queue_room(request: Request) -> str:
-    """The caller (service.auth.caller), once it is known to have room for one more pending
+@router.post("/validate", response_model=Message, openapi_extra=SPEC_BODY,
+             responses={413: {"model": Message}, 415: {"model": Message}, 422: SPEC_ERRORS})
+async def validate(request: Request, settings: SettingsDep, cluster: ClusterDep,
+                   _caller: CallerDep) -> Any:
+    """Check a spec as submit would (its schema, the workers' checks, the cluster's
+    resources) and store nothing: `stagetune validate --url` answers in a fraction of a
+    second here, where the workers' code is already loaded."""
+    raw = await request.body()
+    if len(raw) > settings.max_body_bytes:
+        raise HTTPException(413, f"the body is over {settings.max_body_bytes} bytes")
+    kind = request.headers.get("content-type", "application/json")
+    return await run_in_threadpool(_check, raw, kind, settings, cluster)
+
+
+def _check(raw: bytes, content_type: str, settings: Settings, cluster: ClusterView) -> Message:
+    spec = load_spec(_parse_spec(raw, content_type, settings.max_body_bytes))
+    _fits_cluster(cluster, settings, spec)
+    return Message(detail=f"spec '{spec.name}' can run on this service")
+
+
+def _queue_room(store: Store, settings: Settings, owner: str) -> None:
+    """Nothing when the caller (`owner`, service.auth.caller) has room for one more pending
     study; else a 429 that says why and what to do. (Two submits at the same instant may
     both pass: the bound is there against floods, not for exact accounting.)"""
-    owner, most = caller(request), request.app.state.settings.max_pending_per_token
-    waiting = pending_count(_store(request).url, owner)
+    most = settings.max_pending_per_token
+    waiting = pending_count(store.url, owner)
     if waiting >= most:
         who = "this token has" if owner else "the service has"
         raise HTTPException(429, f"{who} {waiting} studies pending, the most allowed "
                        f"(STAGETUNE_MAX_PENDING_PER_TOKEN={most}); submit or resume more once "
                        "some have started, or cancel some")
-    return owner
 
 
-def _fits_cluster(request: Request, spec: StudySpec) -> None:
+def _fits_cluster(cluster: ClusterView, settings: Settings, spec: StudySpec) -> None:
     """A 422 for a trial that no node of the cluster can hold, which would wait forever;
     unless the cluster may grow (STAGETUNE_CLUSTER_MAY_GROW), where its runner says it waits."""
-    nodes = request.app.state.cluster.nodes()
-    if request.app.state.settings.cluster_may_grow or nodes is None:
+    nodes = cluster.nodes()
+    if settings.cluster_may_grow or nodes is None:
         return
     short = unmet(spec.resources, nodes)
     if short is not None:
-        short = unmet(spec.resources, request.app.state.cluster.fresh() or nodes)
+        short = unmet(spec.resources, cluster.fresh() or nodes)
     if short is not None:
         field, why = short
         raise SpecError(why, [(field, f"{why}: no trial could ever start; ask for what one node "
@@ -184,63 +214,60 @@ def _parse_spec(raw: bytes, content_type: str, max_bytes: int) -> dict[str, Any]
 
 
 @router.get("/studies", response_model=Page[StudySummary])
-def list_studies(request: Request, status: StudyStatus | None = None, offset: Offset = 0,
-                 limit: Limit = 50) -> Any:
+def list_studies(store: StoreDep, cache: ReadCacheDep, status: StudyStatus | None = None,
+                 offset: Offset = 0, limit: Limit = 50) -> Any:
     """Studies, newest first; `status` filters."""
     def compute() -> bytes:
-        records, total = _store(request).list_studies(status, offset, limit)
-        return _json(Page[StudySummary], {"items": [views.summary(_store(request), r)
-                                                    for r in records],
+        records, total = store.list_studies(status, offset, limit)
+        return _json(Page[StudySummary], {"items": [views.summary(store, r) for r in records],
                                           "total": total, "offset": offset, "limit": limit})
 
     # keyed by the studies' version too: a study created or deleted by another process
-    version = studies_version(_store(request).url)
-    return _reply(_cache(request).get(("studies", version, status, offset, limit), compute))
+    version = studies_version(store.url)
+    return _reply(cache.get(("studies", version, status, offset, limit), compute))
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail, responses=ERRORS)
-def get_study(request: Request, study_id: str) -> Any:
+def get_study(store: StoreDep, cache: ReadCacheDep, study_id: str) -> Any:
     """A study with its stages, verdicts, best parameters and value, baseline and compute."""
-    store = _store(request)
-    return _reply(_cache(request).get(("study", _identity(request, study_id)), lambda: _json(
+    return _reply(cache.get(("study", _identity(store, study_id)), lambda: _json(
         StudyDetail, views.detail(store, store.study(study_id)))))
 
 
 @router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyDetail,
              responses=ERRORS)
-def cancel(request: Request, study_id: str) -> Any:
+def cancel(store: StoreDep, changed: Changed, study_id: str) -> Any:
     """Ask a pending or running study to stop; the answer comes at once, with status
     `cancelling`. The supervisor then stops its runner, which records its running trials
     and the study as `cancelled` (a pending study is cancelled before it runs)."""
-    store = _store(request)
     if not store.set_status(study_id, "cancelling", "cancel requested",
                             only_from=("pending", "running", "cancelling")):
         status = store.study(study_id).status
         raise HTTPException(409, f"study '{study_id}' is {status}, not running: nothing to cancel")
     answer = views.detail(store, store.study(study_id))  # before the supervisor acts on it
-    _changed(request)
+    changed()
     return answer
 
 
 @router.post("/studies/{study_id}/resume", response_model=StudyDetail,
              responses={**ERRORS, 429: QUEUE_FULL})
-def resume(request: Request, study_id: str) -> Any:
+def resume(store: StoreDep, settings: SettingsDep, owner: CallerDep, changed: Changed,
+           study_id: str) -> Any:
     """Go on with a cancelled or failed study from where the store says it is."""
-    store = _store(request)
     status = store.study(study_id).status
     if status not in ("cancelled", "failed"):
         raise HTTPException(409, f"study '{study_id}' is {status}; only a cancelled or failed "
                        "study can be resumed")
-    store.set_status(study_id, "pending", "resume requested", queued_by=_queue_room(request))
-    _changed(request, study_id)
+    _queue_room(store, settings, owner)
+    store.set_status(study_id, "pending", "resume requested", queued_by=owner)
+    changed(study_id)
     return views.detail(store, store.study(study_id))
 
 
 @router.delete("/studies/{study_id}", status_code=204, response_class=Response,
                responses=ERRORS)
-def delete(request: Request, study_id: str) -> Response:
+def delete(store: StoreDep, changed: Changed, study_id: str) -> Response:
     """Delete a study that is not running nor being cancelled, with its trials and curves."""
-    store = _store(request)
     status = store.study(study_id).status
     if status in ("pending", "running"):
         raise HTTPException(409, f"study '{study_id}' is {status}; cancel it before deleting it")
@@ -248,7 +275,7 @@ def delete(request: Request, study_id: str) -> Response:
         raise HTTPException(409, f"study '{study_id}' is cancelling; delete it once it is "
                        "cancelled (within seconds)")
     store.delete_study(study_id)
-    _changed(request, study_id)
+    changed(study_id)
     return Response(status_code=204)
 
 
@@ -266,49 +293,48 @@ Filter = Annotated[str, Query(max_length=500, description=(
 
 
 @router.get("/studies/{study_id}/trials", response_model=Page[TrialOut], responses=ERRORS)
-def list_trials(request: Request, study_id: str, stage: views.TrialStage | None = None,
-                state: TrialState | None = None, offset: Offset = 0, limit: Limit = 50,
-                sort: Sort = "number", order: Order = "asc", q: Filter = "") -> Any:
+def list_trials(store: StoreDep, cache: ReadCacheDep, study_id: str,
+                stage: views.TrialStage | None = None, state: TrialState | None = None,
+                offset: Offset = 0, limit: Limit = 50, sort: Sort = "number",
+                order: Order = "asc", q: Filter = "") -> Any:
     """A study's trials, numbered across stages, a page at a time: `stage`, `state` and
     `q` filter, `sort` and `order` sort (by number, ascending, unless told)."""
-    picked = select_trials(request, study_id, stage=stage, state=state, q=q, sort=sort,
+    picked = select_trials(store, cache, study_id, stage=stage, state=state, q=q, sort=sort,
                            order=order)
     return _reply(_json(Page[TrialOut], {
         "items": [views.trial_row(*t) for t in picked[offset:offset + limit]],
         "total": len(picked), "offset": offset, "limit": limit}))
 
 
-def select_trials(request: Request, study_id: str, **query: Any) -> list[views.Numbered]:
+def select_trials(store: Store, cache: ReadCache, study_id: str, **query: Any
+                  ) -> list[views.Numbered]:
     """The trials that pass the filters, in order, kept in the read cache: 10,000 trials sort
     in well under 200 ms on 2 cores, and the next page's request reuses the order. A bad
     `sort` or `q` is a 422 shaped like FastAPI's own."""
-    identity = _identity(request, study_id)
+    identity = _identity(store, study_id)
 
     def compute() -> list[views.Numbered]:
         try:
-            return views.select_trials(_trials(request, identity), **query)
+            return views.select_trials(_trials(store, cache, identity), **query)
         except views.TrialQueryError as exc:
             raise RequestValidationError([{"loc": ("query", exc.field), "msg": str(exc),
                                            "type": "value_error"}]) from None
 
-    return _cache(request).get(("trials", identity, *sorted(query.items())), compute)
+    return cache.get(("trials", identity, *sorted(query.items())), compute)
 
 
-def cached_trials(request: Request, study_id: str) -> list[views.Numbered]:
+def cached_trials(store: Store, cache: ReadCache, study_id: str) -> list[views.Numbered]:
     """(number, stage, FrozenTrial) for every trial; rows are built for a page only."""
-    return _trials(request, _identity(request, study_id))
+    return _trials(store, cache, _identity(store, study_id))
 
 
-def _trials(request: Request, identity: StudyIdentity) -> list[views.Numbered]:
-    store = _store(request)
-    return _cache(request).get(("trials", identity),
-                               lambda: list(views.all_trials(store, identity.name)))
+def _trials(store: Store, cache: ReadCache, identity: StudyIdentity) -> list[views.Numbered]:
+    return cache.get(("trials", identity), lambda: list(views.all_trials(store, identity.name)))
 
 
 @router.get("/studies/{study_id}/trials/{number}", response_model=TrialDetail, responses=ERRORS)
-def get_trial(request: Request, study_id: str, number: Annotated[int, Path(ge=0)]) -> Any:
+def get_trial(store: StoreDep, study_id: str, number: Annotated[int, Path(ge=0)]) -> Any:
     """One trial: parameters, state, status and reason, and every epoch's metrics."""
-    store = _store(request)
     store.study(study_id)
     return views.trial_detail(store, study_id, number)
 
@@ -316,9 +342,8 @@ def get_trial(request: Request, study_id: str, number: Annotated[int, Path(ge=0)
 @router.get("/studies/{study_id}/model", response_class=Response, responses={
     200: {"content": {"application/zip": {}}, "description": "weights.pt and model.json"},
     **ERRORS})
-def download_model(request: Request, study_id: str) -> Response:
+def download_model(store: StoreDep, study_id: str) -> Response:
     """The winner's weights (a torch state_dict) and how to rebuild the model, as a zip."""
-    store = _store(request)
     record = store.study(study_id)
     given = views.handed(record)
     weights = given.get("weights") or {}

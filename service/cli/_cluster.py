@@ -18,9 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from stagetune.service.cli._common import err_console, fail, one_line_errors
+from stagetune.service.cli._common import err_console, fail, one_line_errors, require
 from stagetune.service.cli._service import DbOption, HostOption, PortOption, run_service, service_settings
-from stagetune.workers.plugins import load_plugins
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +48,13 @@ def head(
     """Start a Ray head on this machine and serve the API joined to it.
 
     SIGTERM stops both. Options after `--` go to `ray start`."""
+    require("head", "server", "worker")
     from stagetune.studies.run.cluster import connect
 
     settings = service_settings(host, port, db)
     node_args = _node_args(num_cpus, num_gpus, resources) + ctx.args
-    with one_line_errors():
-        load_plugins()  # a broken plugin is one line now, not a failed runner later
+    # the plugins load in the API's worker-code child (run_service), not here: the API's
+    # process imports no torch; a broken plugin is still one line, before the API serves
     # SIGTERM unwinds through `finally` (uvicorn re-raises it once it has shut down)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     node = _start_head_node(ray_port, node_args)
@@ -91,8 +91,11 @@ def worker(
     """Join the Ray head at --address as a worker node, until stopped (SIGTERM).
 
     Options after `--` go to `ray start`."""
+    require("worker", "server", "worker")
     node_args = _node_args(num_cpus, num_gpus, resources) + ctx.args
     with one_line_errors():
+        from stagetune.workers.plugins import load_plugins
+
         load_plugins()  # trials import them here: a broken one would fail every trial
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():

@@ -3,8 +3,8 @@ and one-line errors."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +17,7 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 
 from stagetune.service.client import ApiError
+from stagetune.studies.reporting.numbers import readable
 from stagetune.workers import StagetuneError
 
 console = Console()
@@ -33,6 +34,11 @@ ENDED = tuple(STUDY_EXIT)  # a study in one of these runs no more
 
 # HTTP statuses that say the request itself was wrong (a name, a value, a spec)
 INPUT_STATUSES = {400, 404, 405, 413, 415, 422}
+
+# Modules of each extra (pyproject.toml says who needs which) that its commands cannot do
+# without; a client-only install (`pip install stagetune`) has none of them.
+EXTRA_MODULES = {"worker": ("torch", "torchvision", "sklearn"),
+                 "server": ("fastapi", "ray", "optuna", "sqlalchemy")}
 
 
 class Format(StrEnum):
@@ -73,6 +79,22 @@ def fail(message: str, code: int = INPUT_ERROR) -> typer.Exit:
     return typer.Exit(code)
 
 
+def missing(*extras: str) -> list[str]:
+    """The modules of `extras` this install lacks, found without importing any."""
+    return [m for e in extras for m in EXTRA_MODULES[e] if importlib.util.find_spec(m) is None]
+
+
+def require(command: str, *extras: str) -> None:
+    """Exit 1 with one line saying what to install when this install lacks what `command`
+    needs, rather than a traceback from deep inside it."""
+    absent = missing(*extras)
+    if absent:
+        name = "all" if len(extras) > 1 else extras[0]
+        raise fail(f"`stagetune {command}` needs stagetune[{name}], and {', '.join(absent)} "
+                   f"{'is' if len(absent) == 1 else 'are'} not installed: "
+                   f"pip install 'stagetune[{name}]'", ERROR)
+
+
 @contextmanager
 def one_line_errors(code: int = INPUT_ERROR) -> Iterator[None]:
     """The project's own errors become one line on stderr and exit `code`, never a traceback."""
@@ -109,21 +131,9 @@ def pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def fmt(value: Any) -> str:
-    """A value for a table: floats to 4 significant digits (whole ones without a point,
-    large ones to the unit), None as empty; JSON and YAML keep full precision."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value == int(value) and abs(value) < 1e15:
-            return str(int(value))
-        return f"{value:.0f}" if 1e4 <= abs(value) < 1e15 else f"{value:.4g}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(fmt(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {fmt(v)}" for k, v in value.items()) + "}"
-    return str(value)
+    """A value for a table, as on the pages: floats to three significant figures
+    (studies.reporting.numbers), None as empty; JSON and YAML keep full precision."""
+    return readable(value, missing="")
 
 
 def print_json(obj: Any) -> None:
@@ -137,5 +147,5 @@ def print_yaml(obj: Any) -> None:
 
 __all__ = ["CANCELLED", "ENDED", "ERROR", "GATE_STOPPED", "INPUT_ERROR", "OK", "STUDY_EXIT",
            "Format", "FormatOption", "IntervalOption", "JsonFlag", "console", "err_console", "fail",
-           "fmt", "one_line_errors", "output_format", "pairs", "print_json", "print_yaml",
-           "service_errors", "show"]
+           "fmt", "missing", "one_line_errors", "output_format", "pairs", "print_json",
+           "print_yaml", "require", "service_errors", "show"]

@@ -1,5 +1,5 @@
 """The commands that read a running service: `status` (and `status --watch`), `trials`
-and `best`, each as a table with rounded numbers, or as JSON or YAML."""
+and `best`, each as a table with numbers to three significant figures, or as JSON or YAML."""
 
 from __future__ import annotations
 
@@ -27,8 +27,15 @@ from stagetune.service.cli._common import (
     service_errors,
     show,
 )
-from stagetune.service.cli._remote import DEFAULT_URL, StudyArgument, TokenOption, UrlOption
+from stagetune.service.cli._remote import (
+    DEFAULT_URL,
+    StudyArgument,
+    TokenOption,
+    UrlOption,
+    show_reply,
+)
 from stagetune.service.client import Client
+from stagetune.service.schemas import Page, StudyDetail, StudySummary, TrialOut
 
 COLOURS = {"passed": "green", "warned": "yellow", "failed": "red", "skipped": "dim"}
 
@@ -50,7 +57,7 @@ def status(
         if watch:
             raise typer.Exit(follow(api, study or "", chosen, interval))
         data = api.study(study) if study else api.studies(limit=500)
-    show(data, chosen, study_view if study else studies_table)
+    show_reply(data, chosen, study_view if study else studies_table)
 
 
 def follow(api: Client, study: str, format_: Format, interval: float = 2.0) -> int:
@@ -62,12 +69,12 @@ def follow(api: Client, study: str, format_: Format, interval: float = 2.0) -> i
     try:
         if live:
             with Live(study_view(data), console=console, auto_refresh=False) as display:
-                while data["status"] not in ENDED:
+                while data.status not in ENDED:
                     time.sleep(interval)
                     data = api.study(study)
                     display.update(study_view(data), refresh=True)
         else:
-            while data["status"] not in ENDED:
+            while data.status not in ENDED:
                 time.sleep(interval)
                 data = api.study(study)
     except KeyboardInterrupt:
@@ -75,10 +82,10 @@ def follow(api: Client, study: str, format_: Format, interval: float = 2.0) -> i
                           f"(`stagetune cancel {study}` stops it)")
         return 130
     if not live:
-        show(data, format_, study_view)
-    if format_ is Format.table and data["status"] != "completed" and data["message"]:
-        err_console.print(f"[bold]{data['status']}:[/] {escape(data['message'])}", soft_wrap=True)
-    return STUDY_EXIT[data["status"]]
+        show_reply(data, format_, study_view)
+    if format_ is Format.table and data.status != "completed" and data.message:
+        err_console.print(f"[bold]{data.status}:[/] {escape(data.message)}", soft_wrap=True)
+    return STUDY_EXIT[data.status]
 
 
 def trials(
@@ -109,10 +116,10 @@ def trials(
     with service_errors(), Client(url, token) as api:
         if all_:
             items = list(api.all_trials(study, **filters))
-            page = {"items": items, "total": len(items), "offset": 0, "limit": len(items)}
+            page = Page[TrialOut](items=items, total=len(items), offset=0, limit=len(items))
         else:
             page = api.trials(study, offset=offset, limit=limit, **filters)
-    show(page, chosen, lambda p: trials_table(study, p))
+    show_reply(page, chosen, lambda p: trials_table(study, p))
 
 
 def best(
@@ -125,56 +132,56 @@ def best(
     chosen = output_format(format_, json_)
     with service_errors(), Client(url, token) as api:
         data = api.study(study)
-    if not data["best"]:
-        raise fail(f"study '{study}' ({data['status']}) has no best configuration yet", 1)
-    found = {"study": data["id"], "status": data["status"], **data["best"],
-             "params": {**data["spec"].get("fixed", {}), **data["best"]["params"]},
-             "baseline": data["baseline"]}
+    if not data.best:
+        raise fail(f"study '{study}' ({data.status}) has no best configuration yet", 1)
+    found = {"study": data.id, "status": data.status, **data.best.model_dump(mode="json"),
+             "params": {**data.spec.get("fixed", {}), **data.best.params},
+             "baseline": data.baseline}
     show(found, chosen, best_table)
 
 
 # -- tables ----------------------------------------------------------------------------
 
-def study_view(data: dict[str, Any]) -> RenderableType:
+
+def study_view(data: StudyDetail) -> RenderableType:
     table = Table("stage", "status", "verdict", "epochs", "what it found",
-                  title=f"study {escape(data['id'])}: {data['status']}")
-    for stage in data["stages"]:
-        verdict = stage["verdict"] or ""
-        table.add_row(stage["name"], stage["status"],
+                  title=f"study {escape(data.id)}: {data.status}")
+    for stage in data.stages:
+        verdict = stage.verdict or ""
+        table.add_row(stage.name, stage.status,
                       f"[{COLOURS.get(verdict, 'white')}]{verdict}[/]" if verdict else "",
-                      fmt(stage["epochs"]), escape(stage["message"]))
+                      fmt(stage.epochs), escape(stage.message))
     lines: list[RenderableType] = [table]
-    if data["status"] in ("pending", "running", "cancelling") and data["message"]:  # the
+    if data.status in ("pending", "running", "cancelling") and data.message:  # the
         # queue's position, say (an ended study's message is printed by `follow` and `run`)
-        lines.append(f"{data['status']}: {escape(data['message'])}")
-    if data["best"]:
-        baseline = f" (linear baseline {fmt(data['baseline'])})" if data["baseline"] else ""
-        lines.append(f"best value {fmt(data['best']['value'])}{baseline}, params "
-                     + escape(", ".join(f"{k}={fmt(v)}" for k, v in data["best"]["params"].items())))
+        lines.append(f"{data.status}: {escape(data.message)}")
+    if data.best:
+        baseline = f" (linear baseline {fmt(data.baseline)})" if data.baseline else ""
+        lines.append(f"best value {fmt(data.best.value)}{baseline}, params "
+                     + escape(", ".join(f"{k}={fmt(v)}" for k, v in data.best.params.items())))
     return Group(*lines)
 
 
-def studies_table(data: dict[str, Any]) -> RenderableType:
+def studies_table(data: Page[StudySummary]) -> RenderableType:
     table = Table("study", "status", "stage", "best", "baseline", "trials")
-    for item in data["items"]:
-        table.add_row(escape(item["id"]), item["status"], item["current_stage"] or "",
-                      fmt(item["best_value"]), fmt(item["baseline"]),
-                      str(sum(item["trials"].values())))
+    for item in data.items:
+        table.add_row(escape(item.id), item.status, item.current_stage or "",
+                      fmt(item.best_value), fmt(item.baseline), str(sum(item.trials.values())))
     return table
 
 
-def trials_table(study: str, page: dict[str, Any]) -> RenderableType:
-    items = page["items"]
-    params = list(dict.fromkeys(name for t in items for name in t["params"]))
+def trials_table(study: str, page: Page[TrialOut]) -> RenderableType:
+    items = page.items
+    params = list(dict.fromkeys(name for t in items for name in t.params))
     table = Table("#", "stage", "state", "value", "epochs", "seconds", *params,
                   title=f"study {escape(study)}: trials")
     for t in items:
-        table.add_row(str(t["number"]), t["stage"], t["status"] or t["state"], fmt(t["value"]),
-                      fmt(t["epochs"]), fmt(t["seconds"]),
-                      *(escape(fmt(t["params"].get(p))) for p in params))
-    first, last = page["offset"] + 1, page["offset"] + len(items)
-    table.caption = (f"{first}-{last} of {page['total']}" if items else f"none of {page['total']}")
-    if last < page["total"]:
+        table.add_row(str(t.number), t.stage, t.status or t.state, fmt(t.value),
+                      fmt(t.epochs), fmt(t.seconds),
+                      *(escape(fmt(t.params.get(p))) for p in params))
+    first, last = page.offset + 1, page.offset + len(items)
+    table.caption = (f"{first}-{last} of {page.total}" if items else f"none of {page.total}")
+    if last < page.total:
         table.caption += f"; next page: --offset {last}"
     return table
 

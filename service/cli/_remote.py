@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
+from rich.console import RenderableType
 
 from stagetune.service.cli._common import (
     ERROR,
@@ -40,7 +43,7 @@ def submit(
         raise fail(f"spec file {spec} does not exist")
     with service_errors(), Client(url, token) as api:
         study = api.submit(spec)
-    show(study, chosen, lambda s: f"submitted study [bold]{s['id']}[/]")
+    show_reply(study, chosen, lambda s: f"submitted study [bold]{s.id}[/]")
 
 
 def cancel(study: StudyArgument, url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
@@ -50,7 +53,7 @@ def cancel(study: StudyArgument, url: UrlOption = DEFAULT_URL, token: TokenOptio
     cancelled."""
     with service_errors(), Client(url, token) as api:
         data = api.cancel(study)
-    console.print(f"study {data['id']}: {data['status']}")
+    console.print(f"study {data.id}: {data.status}")
 
 
 def delete(
@@ -76,7 +79,7 @@ def model(
     parameters that rebuild the model)."""
     _writable(output)
     with service_errors(), Client(url, token) as api:
-        if not api.study(study)["weights"]:  # an unknown study is a 404 here, exit 2
+        if not api.study(study).weights:  # an unknown study is a 404 here, exit 2
             raise fail(f"study '{study}' has no winner's weights yet: they are kept when its "
                        "confirm stage finishes", ERROR)
         try:
@@ -116,8 +119,15 @@ def resume_through(url: str, token: str | None, study: str, format_: Format,
         data = api.resume(study)
         if watch is not None:
             raise typer.Exit(follow(api, study, format_, watch))
-    show(data, format_, lambda d: f"study {d['id']}: {d['status']} (resumed; follow it with "
-                                  f"`stagetune status {d['id']} --watch`)")
+    show_reply(data, format_, lambda d: f"study {d.id}: {d.status} (resumed; follow it with "
+                                        f"`stagetune status {d.id} --watch`)")
+
+
+def show_reply(reply: BaseModel, format_: Format,
+               table: Callable[[Any], RenderableType | None]) -> None:
+    """`show` for the client's reply: JSON or YAML as the API gives it, or what `table`
+    draws of the model."""
+    show(reply if format_ is Format.table else reply.model_dump(mode="json"), format_, table)
 
 
 def _writable(output: Path) -> None:
@@ -143,4 +153,4 @@ def _report_from_store(db: str, study: str) -> str:
 
 
 __all__ = ["DEFAULT_URL", "StudyArgument", "TokenOption", "UrlOption", "cancel", "delete",
-           "model", "report", "resume_through", "submit"]
+           "model", "report", "resume_through", "show_reply", "submit"]

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from importlib.resources import as_file, files
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from stagetune.service.cli._common import err_console, fail
-from stagetune.service.settings import Settings
-from stagetune.workers.config import describe_validation_error
+from stagetune.service.cli._common import err_console, fail, one_line_errors, require
 
-# examples/ installs as the package data stagetune.examples, in a wheel as in a checkout
-EXAMPLES = files("stagetune.examples")
+if TYPE_CHECKING:  # the settings load in the commands that serve: the others start quicker
+    from stagetune.service.settings import Settings
+
 HostOption = Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1, or "
                                                      "0.0.0.0 when API tokens are set)")]
 PortOption = Annotated[int | None, typer.Option(help="port (default $STAGETUNE_PORT or 8000)")]
@@ -27,11 +24,17 @@ def serve(
     demo: Annotated[bool, typer.Option(help="submit examples/digits.yaml once it is up")] = False,
 ) -> None:
     """Serve the REST API (and run studies on Ray: $RAY_ADDRESS, else a local Ray)."""
+    require("serve", "server", "worker")
     run_service(service_settings(host, port, db), demo=demo)
 
 
 def service_settings(host: str | None, port: int | None, db: str | None) -> Settings:
     """The environment's settings with the command line's overrides; a bad one is one line."""
+    from pydantic import ValidationError
+
+    from stagetune.service.settings import Settings
+    from stagetune.workers.config import describe_validation_error
+
     overrides: dict[str, Any] = {k: v for k, v in
                                  {"host": host, "port": port, "database_url": db}.items()
                                  if v is not None}
@@ -46,6 +49,10 @@ def run_service(settings: Settings, demo: bool = False) -> None:
     import uvicorn
 
     from stagetune.service.app import create_app
+    from stagetune.workers import sidecar
+
+    with one_line_errors():  # a broken plugin is one line now, not a failed start-up's traceback
+        sidecar.start()  # the worker-code child: this process imports no torch (workers/sidecar.py)
 
     if not settings.tokens and settings.bind_host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] no STAGETUNE_API_TOKENS: anyone who can reach "
@@ -64,10 +71,13 @@ def run_service(settings: Settings, demo: bool = False) -> None:
 
 
 def _submit_demo(app: Any) -> None:
+    from importlib.resources import as_file, files
+
     from stagetune.studies.search.stages import ORDER
     from stagetune.studies.spec.checks import load_spec_apart  # the API's process: no torch
 
-    with as_file(EXAMPLES / "digits.yaml") as path:
+    # examples/ installs as the package data stagetune.examples, in a wheel as in a checkout
+    with as_file(files("stagetune.examples") / "digits.yaml") as path:
         spec = load_spec_apart(path)
     store = app.state.store
     if spec.name not in store.study_names():

@@ -16,12 +16,12 @@ from stagetune.service.cli._common import (
     JsonFlag,
     console,
     fail,
+    missing,
     one_line_errors,
     output_format,
+    require,
 )
 from stagetune.service.cli._remote import TokenOption, resume_through
-from stagetune.studies.spec import load_spec
-from stagetune.workers.plugins import load_plugins
 
 SpecPath = Annotated[Path, typer.Argument(help="a study spec, YAML or JSON")]
 DbOption = Annotated[str | None, typer.Option(
@@ -29,8 +29,42 @@ DbOption = Annotated[str | None, typer.Option(
          "else sqlite:///stagetune.db)")]
 
 
-def validate(spec: SpecPath) -> None:
-    """Check a spec: print 'ok', or every problem with the field it is in."""
+# What a client-only install cannot check: it needs the workers' registries (so torch)
+LEFT_TO_THE_SERVICE = ("ok (its schema; registered names, knob values, dataset options and the "
+                       "budget are left to the service, which checks them at submit; "
+                       "pip install 'stagetune[worker]' to check them here)")
+
+
+CheckUrlOption = Annotated[str | None, typer.Option(envvar="STAGETUNE_URL", help=(
+    "check at this service, as its submit would (its plugins, data folder and nodes); "
+    "default: check here"))]
+
+
+def validate(spec: SpecPath, url: CheckUrlOption = None, token: TokenOption = None) -> None:
+    """Check a spec: print 'ok', or every problem with the field it is in.
+
+    With --url (or STAGETUNE_URL) the service checks it, where the workers' code is already
+    loaded: quick, and against what the study will really meet. Here, without the worker
+    packages (`pip install stagetune` alone), it checks the spec's schema and says which
+    checks it left to the service; with them, it checks everything (importing torch: seconds)."""
+    if url is not None:
+        if not spec.is_file():
+            raise fail(f"spec file {spec} does not exist")
+        from stagetune.service.cli._common import service_errors
+        from stagetune.service.client import Client
+
+        with service_errors(), Client(url, token) as api:
+            answer = api.validate(spec)
+        console.print(f"ok ({answer.detail})", soft_wrap=True, markup=False, highlight=False)
+        return
+    from stagetune.studies.spec import load_spec  # here: the other commands need no spec model
+    from stagetune.workers.plugins import load_plugins
+
+    if missing("worker"):
+        with one_line_errors():
+            load_spec(spec, worker_checks=False)
+        console.print(LEFT_TO_THE_SERVICE, soft_wrap=True, markup=False, highlight=False)
+        return
     with one_line_errors():
         load_plugins()  # the spec may name a plugin's model, dataset, trainer or knobs
         load_spec(spec)
@@ -64,6 +98,10 @@ def run(spec: SpecPath, db: DbOption = None, format_: FormatOption = None,
     Exit 0 when it completes, 3 when a gate stops it, 4 when it is cancelled (Ctrl-C
     cancels it), 1 when it fails, 2 on bad input."""
     chosen = output_format(format_, json_)
+    require("run", "server", "worker")
+    from stagetune.studies.spec import load_spec
+    from stagetune.workers.plugins import load_plugins
+
     with one_line_errors():
         load_plugins()
         study = load_spec(spec)
@@ -101,6 +139,7 @@ def resume(
         return
     if watch:
         raise fail("--watch goes with --url: a resume from a store follows the study anyway")
+    require("resume", "server", "worker")
     from stagetune.service.cli._local import resume_study
 
     resume_study(db, study, chosen)

@@ -22,9 +22,9 @@ from stagetune.service.cli._common import (
     one_line_errors,
     output_format,
     pairs,
+    require,
     show,
 )
-from stagetune.workers.plugins import load_plugins
 from stagetune.workers.request import Metrics, Task, TrialRequest
 
 if TYPE_CHECKING:
@@ -60,7 +60,9 @@ def train(
     json_: JsonFlag = False,
 ) -> None:
     """Train MODEL on DATASET and print its per-epoch curve."""
+    require("train", "worker")
     from stagetune.workers import execute  # torch: loaded by the commands that train only
+    from stagetune.workers.plugins import load_plugins
 
     with one_line_errors():
         load_plugins()  # before any name is looked up: a plugin's model is a name too
@@ -117,7 +119,9 @@ def probe(
     json_: JsonFlag = False,
 ) -> None:
     """Check a pipeline: initial loss, overfitting a tiny subset, or an LR range test."""
+    require("probe", "worker")
     from stagetune.workers import execute
+    from stagetune.workers.plugins import load_plugins
 
     chosen = output_format(format_, json_)
     with one_line_errors():

@@ -11,15 +11,20 @@ from typing import Any
 import plotly
 from fastapi.templating import Jinja2Templates
 
+from stagetune.studies.reporting.edits import condition, edit_value
+from stagetune.studies.reporting.numbers import FIGURES, readable
+
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
 
-def number(value: Any, digits: int = 4) -> str:
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if math.isfinite(value) else "–"
-    return "–" if value is None else str(value)
+def number(value: Any, figures: int = FIGURES) -> str:
+    """A number on a page: three significant figures (studies.reporting.numbers); NaN and
+    infinities, which the store keeps as measured, as a dash."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "–"
+    return readable(value, figures)
 
 
 def iso(moment: datetime | None) -> str:
@@ -30,6 +35,8 @@ def iso(moment: datetime | None) -> str:
 def templates() -> Jinja2Templates:
     out = Jinja2Templates(directory=str(HERE / "templates"))
     out.env.filters["number"] = number
+    out.env.filters["edit"] = edit_value  # a suggested spec edit's value: "0.00807–0.242, log"
+    out.env.filters["condition"] = condition  # the case it is for: "optimizer sgd"
     out.env.filters["iso"] = iso
     return out
 

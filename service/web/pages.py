@@ -9,14 +9,16 @@ import unicodedata
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
 
+from stagetune.service.api.deps import ReadCacheDep, SessionsDep, StoreDep
 from stagetune.service.api.studies import cached_trials, select_trials
-from stagetune.service.auth import authenticated, sessions, start_session
+from stagetune.service.auth import authenticated, start_session
+from stagetune.service.cache import ReadCache
 from stagetune.service.schemas import TrialState
 from stagetune.service.web._templates import PLOTLY_JS, STATIC, templates
 from stagetune.service.web._throttle import FailureLimiter
@@ -90,19 +92,16 @@ def _without_dots(path: str) -> str:
     return "/" + "/".join(out)
 
 
-def _store(request: Request) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
-
-
 @router.get("/", response_class=HTMLResponse)
-def studies_page(request: Request) -> Response:
-    records, total = _store(request).list_studies(limit=100)
-    rows = [views.summary(_store(request), r) for r in records]
+def studies_page(request: Request, store: StoreDep) -> Response:
+    records, total = store.list_studies(limit=100)
+    rows = [views.summary(store, r) for r in records]
     return _page(request, "studies.html", studies=rows, total=total)
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(request: Request, study_id: str, stage: views.TrialStage | None = None,
+def study_page(request: Request, store: StoreDep, cache: ReadCacheDep, study_id: str,
+               stage: views.TrialStage | None = None,
                state: TrialState | None = None, q: Annotated[str, Query(max_length=500)] = "",
                sort: Annotated[str, Query(max_length=200)] = "value",
                order: Literal["asc", "desc"] | None = None,
@@ -112,14 +111,13 @@ def study_page(request: Request, study_id: str, stage: views.TrialStage | None =
     script then sorts, filters and pages it through the API, without reloading."""
     if not authenticated(request):
         return _to_login(request)
-    store = _store(request)
     try:
         record = store.study(study_id)
     except StudyNotFoundError as exc:
         return _page(request, "not_found.html", 404, message=str(exc))
     detail = views.detail(store, record)
     sections = {s: [k for k in PLOTS.values() if k.section == s] for s in SECTIONS}
-    table = _trial_table(request, study_id, PlotSource(store, record).objective[1],
+    table = _trial_table(store, cache, study_id, PlotSource(store, record).objective[1],
                          {"stage": stage, "state": state, "q": q, "sort": sort, "order": order},
                          offset, limit)
     return _page(request, "study.html", study=detail, sections=sections,
@@ -127,16 +125,16 @@ def study_page(request: Request, study_id: str, stage: views.TrialStage | None =
                  actions=ACTIONS)
 
 
-def _trial_table(request: Request, study_id: str, direction: str, query: dict[str, Any],
-                 offset: int, limit: int) -> dict[str, Any]:
+def _trial_table(store: Store, cache: ReadCache, study_id: str, direction: str,
+                 query: dict[str, Any], offset: int, limit: int) -> dict[str, Any]:
     """The table's first rows as the server draws them; the value sorts best first."""
     query["order"] = query["order"] or ("desc" if query["sort"] == "value"
                                         and direction == "maximize" else "asc")
     table: dict[str, Any] = {"query": {**query, "offset": offset, "limit": limit},
                              "direction": direction, "error": "", "rows": [], "total": 0,
-                             "params": views.parameter_names(cached_trials(request, study_id))}
+                             "params": views.parameter_names(cached_trials(store, cache, study_id))}
     try:
-        picked = select_trials(request, study_id, **query)
+        picked = select_trials(store, cache, study_id, **query)
     except RequestValidationError as exc:  # a bad sort or filter in the page's address
         table["error"] = "; ".join(e["msg"] for e in exc.errors())
         return table
@@ -149,7 +147,7 @@ MAX_COMPARED = 8  # a legend and a table that stay readable
 
 
 @router.get("/compare", response_class=HTMLResponse)
-def compare_page(request: Request,
+def compare_page(request: Request, store: StoreDep,
                  studies: Annotated[list[str], Query(max_length=1000)] = []) -> Response:  # noqa: B006 (FastAPI copies it)
     """Two to MAX_COMPARED studies side by side: `?studies=a,b` (or `studies` repeated)."""
     if not authenticated(request):
@@ -163,7 +161,6 @@ def compare_page(request: Request,
                    f"({len(names)} given)")
     if problem is not None:
         return _page(request, "compare.html", 400, error=problem, names=names)
-    store = _store(request)
     try:
         sources = [PlotSource.load(store, name) for name in names]
     except StudyNotFoundError as exc:
@@ -176,9 +173,10 @@ def compare_page(request: Request,
 
 
 @router.get("/studies/{study_id}/trials/{number}", response_class=HTMLResponse)
-def trial_page(request: Request, study_id: str, number: Annotated[int, Path(ge=0)]) -> Response:
+def trial_page(request: Request, store: StoreDep, study_id: str,
+               number: Annotated[int, Path(ge=0)]) -> Response:
     try:
-        trial = views.trial_detail(_store(request), study_id, number)
+        trial = views.trial_detail(store, study_id, number)
     except StudyNotFoundError as exc:
         return _page(request, "not_found.html", 404, message=str(exc))
     metrics = sorted({k for epoch in trial["curves"] for k in epoch if k != "epoch"})
@@ -190,18 +188,23 @@ def login_page(request: Request, next: str = "/") -> Response:
     return templates().TemplateResponse(request, "login.html", {"next": safe_next(next)})
 
 
+def login_limiter(request: Request) -> FailureLimiter:
+    """The failed logins per client (service/web/security.py fills it in)."""
+    return request.app.state.login_limiter  # type: ignore[no-any-return]
+
+
 @router.post("/login")
-def login(request: Request, token: Annotated[str, Body(embed=True)]) -> Response:
+def login(request: Request, token: Annotated[str, Body(embed=True)],
+          limiter: Annotated[FailureLimiter, Depends(login_limiter)],
+          known: SessionsDep) -> Response:
     """Check a token and start a session for the pages and their API calls; a client
     that failed too often lately gets 429 and is told when to try again."""
-    limiter: FailureLimiter = request.app.state.login_limiter
     # the peer, or the client a proxy of STAGETUNE_FORWARDED_ALLOW_IPS names (uvicorn's)
     client = request.client.host if request.client else "unknown"
     wait = limiter.retry_after(client)
     if wait:
         raise HTTPException(429, f"too many failed logins: try again in {wait} s",
                        {"Retry-After": str(wait)})
-    known = sessions(request)
     if not known.required:  # an open service: there is nothing to log in to
         return Response(status_code=204)
     if not known.token_valid(token):

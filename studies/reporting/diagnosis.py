@@ -29,6 +29,8 @@ from typing import Literal
 
 import numpy as np
 
+from stagetune.studies.reporting.numbers import sig
+
 DiagnosisKind = Literal["overfitting", "underfitting", "unstable", "still_improving", "saturated",
                         "not_diagnosed"]
 # In the order the rules are checked: the first that fires names the run.
@@ -99,8 +101,8 @@ class _Curves:
         return 1.0 - value if self.maximize else value
 
     def fmt(self, value: float) -> str:
-        """Accuracies to three decimals (0.990, 1.000), anything else to three digits."""
-        return f"{value:.3f}" if self.maximize and 0 <= value <= 1 else f"{value:.3g}"
+        """A value of the objective as people read it (three significant figures)."""
+        return sig(value)
 
 
 def diagnose(history: Sequence[dict[str, float]], objective: str, direction: str,
@@ -164,8 +166,8 @@ def _unstable(c: _Curves) -> Diagnosis | None:
         before, after = float(c.train_loss[spike]), float(c.train_loss[spike + 1])
         epoch = int(c.epochs[spike + 1])
         return Diagnosis(
-            "unstable", f"The training loss jumped from {before:.3g} to {after:.3g} in epoch "
-            f"{epoch}, {rises[spike] / c.train_loss[0]:.0%} of its first-epoch {c.train_loss[0]:.3g}: "
+            "unstable", f"The training loss jumped from {sig(before)} to {sig(after)} in epoch "
+            f"{epoch}, {rises[spike] / c.train_loss[0]:.0%} of its first-epoch {sig(c.train_loss[0])}: "
             "the updates are too large.", _UNSTABLE_FIX,
             {"spike_epoch": float(epoch), "loss_before": before, "loss_after": after,
              "first_train_loss": float(c.train_loss[0])})
@@ -176,7 +178,7 @@ def _unstable(c: _Curves) -> Diagnosis | None:
     if swings >= MIN_SWINGS:
         worst = int(np.argmax(-moves if c.maximize else moves))
         return Diagnosis(
-            "unstable", f"{c.name} swung up and down {swings} times by more than {size:.3g} "
+            "unstable", f"{c.name} swung up and down {swings} times by more than {sig(size)} "
             f"between epochs (worst: {c.fmt(c.objective[worst])} to {c.fmt(c.objective[worst + 1])} in "
             f"epoch {int(c.epochs[worst + 1])}).", _UNSTABLE_FIX,
             {"swings": float(swings), "swing_size": size})
@@ -195,10 +197,10 @@ def _overfitting(c: _Curves) -> Diagnosis | None:
     epoch = int(c.epochs[low])
     gap_then, gap_now = val_min - train_at_min, val_end - train_end
     return Diagnosis(
-        "overfitting", f"Validation loss bottomed at {val_min:.3g} in epoch {epoch} and averaged "
-        f"{val_end:.3g} (+{val_end / val_min - 1:.0%}) over the last {c.tail} epochs while the "
-        f"training loss kept falling ({train_at_min:.3g} to {train_end:.3g}); the gap grew from "
-        f"{gap_then:.3g} to {gap_now:.3g}.",
+        "overfitting", f"Validation loss bottomed at {sig(val_min)} in epoch {epoch} and averaged "
+        f"{sig(val_end)} (+{val_end / val_min - 1:.0%}) over the last {c.tail} epochs while the "
+        f"training loss kept falling ({sig(train_at_min)} to {sig(train_end)}); the gap grew from "
+        f"{sig(gap_then)} to {sig(gap_now)}.",
         f"More weight decay or dropout, augmentation, or early stopping around epoch {epoch}.",
         {"best_val_loss": val_min, "best_val_loss_epoch": float(epoch), "val_loss_end": val_end,
          "train_loss_at_best": train_at_min, "train_loss_end": train_end,
@@ -219,7 +221,7 @@ def _underfitting(c: _Curves) -> Diagnosis | None:
                      f"baseline's {c.fmt(c.baseline or 0.0)} (a network should cut its error by "
                      f"at least {UNDERFIT_CUT:.0%})")
     if stuck:
-        found.append(f"the training loss only fell from {first:.3g} to {last:.3g} ({ratio:.0%} "
+        found.append(f"the training loss only fell from {sig(first)} to {sig(last)} ({ratio:.0%} "
                      "of where it started)")
     fix = "More capacity (width/depth), a larger learning rate, or less regularisation."
     if stuck and abs(last - middle) <= FLAT * middle:
@@ -269,7 +271,7 @@ def _saturated(c: _Curves) -> Diagnosis:
     best_i = c.best_index()
     best = float(c.objective[best_i])
     spread = float(np.ptp(c.objective[-c.tail:]))
-    moved = f"moved within {spread:.3g}" if spread > 0 else "did not move"
+    moved = f"moved within {sig(spread)}" if spread > 0 else "did not move"
     if best_i >= len(c.epochs) - c.tail:
         moved += f" and beat its earlier best by under {IMPROVING_SHARE:.0%} of the run's gain"
     else:

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.reporting.edits import useful_fixes
 from stagetune.studies.search.stages import ORDER
 from stagetune.studies.search.stages._coarse import rung_table
 from stagetune.studies.store import StageRecord, Store, StudyRecord
@@ -60,7 +61,7 @@ def detail(store: Store, record: StudyRecord) -> dict[str, Any]:
     given = handed(record)
     best = given.get("best")
     return {**summary(store, record), "spec": record.spec,
-            "stages": [_stage(s, store, record.name) for s in record.stages],
+            "stages": [_stage(s, store, record) for s in record.stages],
             "best": {"params": best["params"], "value": _finite(best["value"]),
                      "stage": best.get("stage")} if best else None,
             "diagnosis": given.get("diagnosis"),
@@ -87,16 +88,17 @@ def budget_view(record: StudyRecord) -> dict[str, Any] | None:
     return out
 
 
-def _stage(stage: StageRecord, store: Store, study: str) -> dict[str, Any]:
+def _stage(stage: StageRecord, store: Store, record: StudyRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"name": stage.name, "status": stage.status, "verdict": stage.verdict,
                            "message": stage.message, "epochs": stage.epochs, "seconds": stage.seconds,
                            "started_at": utc(stage.started_at), "finished_at": utc(stage.finished_at)}
     out["planned"] = stage.planned
     out["trial_seconds"] = stage.trial_seconds
-    out["fixes"] = list(stage.figures.get("fixes") or [])  # spec edits, as data
+    # spec edits, as data: only those that would change something
+    out["fixes"] = useful_fixes(record, list(stage.figures.get("fixes") or []))
     if stage.name in TRIAL_STAGES:
         counts = {name: 0 for name in STATES}
-        trials = store.trials(study, stage.name)
+        trials = store.trials(record.name, stage.name)
         for t in trials:
             counts[STATE_NAMES[t.state]] += 1
         out["trials"] = counts

@@ -134,7 +134,7 @@ def objective_of_task(task: Task, objective: str | None, direction: str | None
     """A task's objective and direction, found where trials run: a dataset loaded for its
     kind stays cached for them; a trainer task with no dataset loads none."""
     with _interrupts_held():  # what objective_for imports on first use: torch among it
-        import stagetune.workers.losses  # noqa: F401
+        import stagetune.workers.losses
         import stagetune.workers.metrics  # noqa: F401
         from stagetune.workers.data import load_dataset  # noqa: F401
         from stagetune.workers.objective import objective_for

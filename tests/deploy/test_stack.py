@@ -180,7 +180,7 @@ def test_a_study_with_the_mounted_plugin_completes_with_its_trials_on_the_worker
 def test_a_second_worker_started_with_docker_run_joins_and_takes_trials(stack: Stack) -> None:
     name = f"{stack.project}-worker2"
     ports = stack.ports["WORKER2"]
-    # as README "Beyond one machine" says, on this machine
+    # as docs/guides/cluster.md ("Beyond one machine") says, on this machine
     run(["docker", "run", "-d", "--name", name, "--init", "--network", "host", "--shm-size", "2g",
          "-v", f"{stack.project}_data:/data", "-v", f"{REPO / 'plugins'}:/plugins:ro",
          "-e", f"RAY_ADDRESS=127.0.0.1:{stack.ports['RAY']}", "-e", "RAY_AUTH_MODE=token",

@@ -92,6 +92,19 @@ def demo(venv: Path, shadowing_folder: Path) -> Iterator[Server]:
 def test_serve_demo_runs_the_demo_to_completion_from_the_wheel(demo: Server) -> None:
     with Client(demo.url) as api:
         study = wait_for_status(api, DEMO, ENDED, 600)
-        assert study["status"] == "completed", (study, demo.log.read_text()[-3000:])
-        assert study["best"]["value"] > 0.9
+        assert study.status == "completed", (study, demo.log.read_text()[-3000:])
+        assert study.best is not None and study.best.value and study.best.value > 0.9
         assert len(api.model(DEMO)) > 0  # the winner's weights, from the installed package
+
+
+def test_the_wheel_exposes_the_public_surface(venv: Path, shadowing_folder: Path) -> None:
+    """`import stagetune` from the wheel: its version from the package metadata, its names."""
+    shown = run(venv, shadowing_folder, "python", "-c",
+                "import stagetune; print(stagetune.__version__, stagetune.__all__)")
+    assert shown.returncode == 0, shown.stderr
+    print(shown.stdout)  # the issue's check, in the deploy tier's log
+    version = run(venv, shadowing_folder, "python", "-c",
+                  "import importlib.metadata as m; print(m.version('stagetune'))").stdout.strip()
+    assert shown.stdout.startswith(f"{version} ["), shown.stdout
+    for name in ("Client", "StudySpec", "load_spec", "register_model", "SpecError", "__version__"):
+        assert f"'{name}'" in shown.stdout, shown.stdout

@@ -111,12 +111,12 @@ def test_a_study_submitted_over_http_runs_its_trials_on_the_worker_node(topology
             "resources": {"max_concurrent": 2, "custom": {"gpu_stand_in": 1}}}
     with Client(topology.url, API_TOKEN) as api:
         api.submit(spec)
-        study = wait_until(lambda: (s := api.study("compose-topology"))["status"]
+        study = wait_until(lambda: (s := api.study("compose-topology")).status
                            in ("completed", "stopped", "failed") and s, 150, "the study ends")
-        assert study["status"] == "completed", (study["message"], topology.log("head"))
-        trials = api.trials("compose-topology", limit=500)["items"]
+        assert study.status == "completed", (study.message, topology.log("head"))
+        trials = api.trials("compose-topology", limit=500).items
     assert len(trials) == 5
-    assert {t["worker"]["node"] for t in trials} == {workers[0]}
+    assert {(t.worker or {}).get("node") for t in trials} == {workers[0]}
 
     _check_compose_healthchecks(topology)
 

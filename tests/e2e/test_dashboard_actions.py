@@ -1,7 +1,7 @@
 """The dashboard that acts, in headless Chromium against one real `stagetune serve` with a
 token: the buttons cancel, resume and delete a running study through the session's CSRF
-token; the trial table sorts, filters and pages a 10,000-trial study within the time goal;
-the compare page draws two studies. The 10,000 trials are written into the store's Optuna
+token; the trial table sorts, filters and pages a 10,000-trial study (how fast:
+bench/table_updates.py); the compare page draws two studies. The 10,000 trials are written into the store's Optuna
 studies in bulk (no training), as finished coarse and refine stages."""
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from tests.service.test_api import long_study
 
 TOKEN = "dash-token-0123"
 BIG, SMALL_A, SMALL_B = "table-10k", "cmp-a", "cmp-b"
-TIME_GOAL_MS = 1000  # the dashboard's goal: a table update (sort, filter, page) within 1 s
 DISTS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "width": IntDistribution(8, 128),
          "optimizer": CategoricalDistribution(["sgd", "adamw"])}
 SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
@@ -181,20 +180,20 @@ def test_the_buttons_cancel_resume_and_delete_a_running_study(
 
         page.click("#action-cancel")
         page.wait_for_selector("#status:text('cancelled')", timeout=60_000)
-        assert api.study(name)["status"] == "cancelled"
+        assert api.study(name).status == "cancelled"
         page.wait_for_selector("#action-resume", state="visible")
         assert not page.is_visible("#action-cancel")
 
         page.click("#action-resume")
         page.wait_for_selector("#status:text('running')", timeout=60_000)
-        assert api.study(name)["status"] in ("pending", "running")
+        assert api.study(name).status in ("pending", "running")
         page.click("#action-cancel")
         page.wait_for_selector("#status:text('cancelled')", timeout=60_000)
 
         other, _ = open_page(session, f"{server.url}/studies/{name}")  # a second tab
         with page.expect_navigation(url=f"{server.url}/"):
             page.click("#action-delete")  # confirmed (the dialog above), then home
-        assert name not in [s["id"] for s in api.studies()["items"]]
+        assert name not in [s.id for s in api.studies().items]
 
         # an action that fails says why, as text: the study is gone under the second tab
         other.click("#action-resume")
@@ -214,27 +213,21 @@ def cells(page: Page, column: int) -> list[str]:
 
 def update(page: Page, action: Any) -> int:
     """Run `action` (a click, a submit) and wait for the table to update; the update's
-    time in ms as the page measured it (request, answer, rows drawn)."""
+    time in ms as the page measured it (request, answer, rows drawn), which
+    bench/table_updates.py holds to the dashboard's 1 s goal."""
     before = int(page.get_attribute("#trials", "data-loaded") or 0)
     started = time.perf_counter()
     action()
     page.wait_for_function(f"Number(document.getElementById('trials').dataset.loaded || 0) > {before}")
     waited = (time.perf_counter() - started) * 1000
-    measured = int(page.get_attribute("#trials", "data-ms") or 0)
-    assert measured <= waited + 50
+    measured = int(page.get_attribute("#trials", "data-ms") or -1)
+    assert 0 <= measured <= waited + 50  # the page times the update it drew
     return measured
 
 
-def sort_by(page: Page, column: str) -> int:
-    """Sort the table by `column`, ascending; the time of the faster of its first two
-    sorts (ascending, then descending: each click turns the order round, and each is a
-    query the server has not answered yet), as one reading on a shared 2-core machine can
-    land on the other test worker's training. A third click, not timed (the server's read
-    cache has it), brings the order back to ascending."""
-    button = f"th[data-sort='{column}'] button"
-    fastest = min(update(page, lambda: page.click(button)) for _ in range(2))
-    update(page, lambda: page.click(button))
-    return fastest
+def sort_by(page: Page, column: str) -> None:
+    """Click `column`'s header: another column sorts ascending, the sorted one turns round."""
+    update(page, lambda: page.click(f"th[data-sort='{column}'] button"))
 
 
 def column_of(page: Page, label: str) -> int:
@@ -242,7 +235,7 @@ def column_of(page: Page, label: str) -> int:
     return int(headers.index(label))
 
 
-def test_the_trial_table_sorts_and_filters_10000_trials_within_the_time_goal(
+def test_the_trial_table_sorts_filters_and_pages_10000_trials(
         server: Server, session: BrowserContext) -> None:
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"},
                       timeout=120) as http:  # the first read loads the trials from the store
@@ -254,18 +247,20 @@ def test_the_trial_table_sorts_and_filters_10000_trials_within_the_time_goal(
     assert page.inner_text("#trials-range") == "1–20 of 10,000"
     values = [float(v) for v in cells(page, 4)]
     assert values == sorted(values, reverse=True)
-    times = {}
-
-    times["sort by value, ascending"] = sort_by(page, "value")
+    sort_by(page, "value")
     values = [float(v) for v in cells(page, 4)]
     assert values == sorted(values) and page.get_attribute("th[data-sort=value]", "aria-sort") == "ascending"
+    sort_by(page, "value")  # a second click turns the order round
+    values = [float(v) for v in cells(page, 4)]
+    assert values == sorted(values, reverse=True)
+    assert page.get_attribute("th[data-sort=value]", "aria-sort") == "descending"
 
     width = column_of(page, "param:width")
-    times["sort by a parameter"] = sort_by(page, "param:width")
+    sort_by(page, "param:width")
     widths = [int(w) for w in cells(page, width)]
     assert widths == sorted(widths) and widths[0] == 8
 
-    times["sort by duration"] = sort_by(page, "duration")
+    sort_by(page, "duration")
     seconds = [float(s) for s in cells(page, 6)]
     assert seconds == sorted(seconds)
 
@@ -273,16 +268,16 @@ def test_the_trial_table_sorts_and_filters_10000_trials_within_the_time_goal(
         page.fill("input[name=q]", text)
         page.click("#trial-filter button[type=submit]")
 
-    times["filter"] = update(page, lambda: filter_by("optimizer=adamw lr<0.001"))
+    update(page, lambda: filter_by("optimizer=adamw lr<0.001"))
     total = int(page.inner_text("#trials-range").split(" of ")[1].replace(",", ""))
     assert 500 < total < 3000  # about a sixth of 10,000
     lr, optimizer = column_of(page, "param:lr"), column_of(page, "param:optimizer")
     assert set(cells(page, optimizer)) == {"adamw"}
     assert all(float(v) < 0.001 for v in cells(page, lr))
 
-    times["filter by state"] = update(page, lambda: page.select_option("select[name=state]", "pruned"))
+    update(page, lambda: page.select_option("select[name=state]", "pruned"))
     assert set(cells(page, 2)) == {"pruned"} and set(cells(page, 1)) == {"refine"}
-    times["next page"] = update(page, lambda: page.click("#trials-next"))
+    update(page, lambda: page.click("#trials-next"))
     assert page.inner_text("#trials-range").startswith("21–")
 
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
@@ -296,9 +291,6 @@ def test_the_trial_table_sorts_and_filters_10000_trials_within_the_time_goal(
     update(page, lambda: filter_by("<b>wd</b><0.1"))
     assert "names nothing" in page.inner_text("#trial-error")
     assert page.locator("#trial-error *").count() == 0
-    slow = {what: ms for what, ms in times.items() if ms > TIME_GOAL_MS}
-    assert not slow, f"over the {TIME_GOAL_MS} ms goal: {slow} (all: {times})"
-    print(f"table updates of {BIG}, ms: {times}")
     assert [e for e in errors if "status of 422" not in e] == [], errors  # the refused filter
 
 

@@ -59,7 +59,7 @@ class Attacker:
         seen = self.seen
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:  # http.server's name
                 seen.append(self.path)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")

@@ -16,7 +16,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +24,7 @@ import yaml
 from playwright.sync_api import Browser
 
 from stagetune.service.client import Client
+from stagetune.service.schemas import StudyDetail, TrialOut
 from stagetune.studies.reporting.plots import PLOTS
 from stagetune.workers.data import DATASETS, DataSettings, StreamData
 from tests.service.server import Server
@@ -68,31 +68,31 @@ def server(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 
 @pytest.fixture(scope="module")
-def studies(server: Server) -> dict[str, dict[str, Any]]:
+def studies(server: Server) -> dict[str, StudyDetail]:
     """The five studies, submitted together as JSON and waited for: spec file -> study."""
     with Client(server.url) as api:
         for spec in SPECS.values():
-            assert api.submit(spec)["status"] == "pending"
+            assert api.submit(spec).status == "pending"
         # five studies share one 2-CPU Ray: about 150 s on a quiet machine, and CI's two
         # test workers can double that; the others are waited for after the first
         return {stem: wait_for_status(api, name, ENDED, 900) for stem, name in NAMES.items()}
 
 
-def trials(server: Server, stem: str) -> list[dict[str, Any]]:
+def trials(server: Server, stem: str) -> list[TrialOut]:
     with Client(server.url) as api:
-        return list(api.trials(NAMES[stem], limit=500)["items"])
+        return api.trials(NAMES[stem], limit=500).items
 
 
-def verdicts(study: dict[str, Any]) -> dict[str, str | None]:
-    return {stage["name"]: stage["verdict"] for stage in study["stages"]}
+def verdicts(study: StudyDetail) -> dict[str, str | None]:
+    return {stage.name: stage.verdict for stage in study.stages}
 
 
-def messages(study: dict[str, Any]) -> dict[str, str]:
-    return {stage["name"]: stage["message"] for stage in study["stages"]}
+def messages(study: StudyDetail) -> dict[str, str]:
+    return {stage.name: stage.message for stage in study.stages}
 
 
-def assert_completed(study: dict[str, Any]) -> None:
-    assert study["status"] == "completed", (study["message"], messages(study))
+def assert_completed(study: StudyDetail) -> None:
+    assert study.status == "completed", (study.message, messages(study))
     found = verdicts(study)
     assert list(found) == ["data_check", "baseline", *PROBES, "coarse", "refine", "confirm"]
     for stage in ("coarse", "refine", "confirm"):  # every search stage ran
@@ -162,35 +162,35 @@ def test_a_declared_knob_out_of_its_bounds_is_a_422_naming_them(server: Server) 
 # -- the five studies -----------------------------------------------------------------------
 
 def test_the_attention_model_tunes_its_own_num_heads(
-        server: Server, studies: dict[str, dict[str, Any]]) -> None:
+        server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["attention"]
     assert_completed(study)
     assert verdicts(study)["init_check"] == "passed"
-    searched = [t for t in trials(server, "attention") if t["stage"] in ("coarse", "refine")]
-    assert len({t["params"]["num_heads"] for t in searched}) > 1  # the knob was tuned
-    assert study["best"]["params"]["num_heads"] in (1, 2, 4)
-    assert study["best"]["value"] > study["baseline"] > 0.1  # beats the linear model
+    searched = [t for t in trials(server, "attention") if t.stage in ("coarse", "refine")]
+    assert len({t.params["num_heads"] for t in searched}) > 1  # the knob was tuned
+    assert study.best.params["num_heads"] in (1, 2, 4)
+    assert study.best.value > study.baseline > 0.1  # beats the linear model
 
 
 def test_the_multilabel_study_is_judged_by_macro_f1(
-        server: Server, studies: dict[str, dict[str, Any]]) -> None:
+        server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["multilabel"]
     assert_completed(study)
     said = messages(study)
     assert "val_macro_f1" in said["baseline"] and "val_macro_f1" in said["confirm"]
     last = trials(server, "multilabel")[-1]
     with Client(server.url) as api:
-        curves = api.trial(NAMES["multilabel"], last["number"])["curves"]
+        curves = api.trial(NAMES["multilabel"], last.number).curves
     assert {"val_macro_f1", "val_loss", "train_loss"} <= set(curves[-1])
-    assert last["value"] == pytest.approx(max(m["val_macro_f1"] for m in curves))  # the objective
+    assert last.value == pytest.approx(max(m["val_macro_f1"] for m in curves))  # the objective
     # answering yes to every tag scores a macro-F1 of about 0.6 on these tags
-    assert study["best"]["value"] > max(0.8, study["baseline"])
+    assert study.best.value > max(0.8, study.baseline)
     # the init check expects BCE's per-label entropy (about 0.68 here), not ln 5
     assert verdicts(study)["init_check"] == "passed" and "bce_with_logits" in said["init_check"]
 
 
 def test_the_png_folder_is_written_once_and_streamed(
-        server: Server, studies: dict[str, dict[str, Any]]) -> None:
+        server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["png_stream"]
     assert_completed(study)
     folder = server.data_dir / "fashion_png" / "240_per_class"
@@ -202,24 +202,24 @@ def test_the_png_folder_is_written_once_and_streamed(
                                           path="fashion_png/240_per_class", image_size=16)
     assert isinstance(stream, StreamData) and stream.train[0][0].dtype == torch.uint8
     # 10 classes (chance 0.1); on 1,920 small images a linear model is as good (about 0.78)
-    assert study["best"]["value"] > 0.6
+    assert study.best.value > 0.6
 
 
 def test_the_training_function_is_probed_tuned_and_continued(
-        server: Server, studies: dict[str, dict[str, Any]]) -> None:
+        server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["loop_trainer"]
     assert_completed(study)
     found = verdicts(study)
     assert all(found[p] in ("passed", "warned") for p in PROBES), messages(study)
     runs = trials(server, "loop_trainer")
-    assert len({t["params"]["mixup"] for t in runs if t["stage"] == "coarse"}) > 1
-    continued = [t for t in runs if t["stage"] == "refine" and t["continues"] is not None]
-    assert continued and all(t["started_after"] == 1 for t in continued)  # from its checkpoint
-    assert study["best"]["value"] > 0.9
+    assert len({t.params["mixup"] for t in runs if t.stage == "coarse"}) > 1
+    continued = [t for t in runs if t.stage == "refine" and t.continues is not None]
+    assert continued and all(t.started_after == 1 for t in continued)  # from its checkpoint
+    assert study.best.value > 0.9
 
 
 def test_the_command_trainer_runs_its_script_and_skips_the_probes(
-        server: Server, studies: dict[str, dict[str, Any]]) -> None:
+        server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["command_trainer"]
     assert_completed(study)
     said = messages(study)
@@ -227,20 +227,20 @@ def test_the_command_trainer_runs_its_script_and_skips_the_probes(
         assert verdicts(study)[probe] == "skipped" and "command" in said[probe], said[probe]
     assert verdicts(study)["baseline"] == "skipped"  # no dataset named: nothing to compare
     runs = trials(server, "command_trainer")
-    assert len({t["params"]["hidden"] for t in runs}) > 1
-    continued = [t for t in runs if t["stage"] == "refine" and t["continues"] is not None]
-    assert continued and all(t["started_after"] == 1 for t in continued)  # its checkpoint dir
-    assert all(t["state"] in ("complete", "pruned") for t in runs), runs
-    assert study["best"]["value"] > 0.8
+    assert len({t.params["hidden"] for t in runs}) > 1
+    continued = [t for t in runs if t.stage == "refine" and t.continues is not None]
+    assert continued and all(t.started_after == 1 for t in continued)  # its checkpoint dir
+    assert all(t.state in ("complete", "pruned") for t in runs), runs
+    assert study.best.value > 0.8
 
 
 # -- the dashboards ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("stem", sorted(SPECS))
-def test_each_studys_dashboard_renders(server: Server, studies: dict[str, dict[str, Any]],
+def test_each_studys_dashboard_renders(server: Server, studies: dict[str, StudyDetail],
                                        browser: Browser, stem: str) -> None:
-    assert studies[stem]["status"] == "completed", studies[stem]["message"]
-    last = trials(server, stem)[-1]["number"]
+    assert studies[stem].status == "completed", studies[stem].message
+    last = trials(server, stem)[-1].number
     study_figures = sum(not kind.per_trial for kind in PLOTS.values())
     for path, figures in ((f"/studies/{NAMES[stem]}", study_figures),
                           (f"/studies/{NAMES[stem]}/trials/{last}", 1)):

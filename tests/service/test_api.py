@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from stagetune.service.client import ApiError, Client
+from stagetune.service.schemas import StudyDetail
 from tests.service.server import Server
 from tests.studies.ray_support import NO_PROBES, digits_spec, wait_until
 
@@ -32,9 +33,11 @@ def long_study(name: str, trials: int = 4, epochs: int = 60) -> dict[str, Any]:
                                "refine": {"enabled": False}, "confirm": {"enabled": False}})
 
 
-def wait_for_status(api: Client, study: str, statuses: tuple[str, ...], timeout: float) -> Any:
-    return wait_until(lambda: (s := api.study(study))["status"] in statuses and s, timeout,
-                      f"study {study} is {' or '.join(statuses)}")
+def wait_for_status(api: Client, study: str, statuses: tuple[str, ...], timeout: float
+                    ) -> StudyDetail:
+    found: StudyDetail = wait_until(lambda: (s := api.study(study)).status in statuses and s,
+                                    timeout, f"study {study} is {' or '.join(statuses)}")
+    return found
 
 
 def test_a_digits_study_submitted_over_http_completes(store_url: str, tmp_path: Path) -> None:
@@ -42,36 +45,37 @@ def test_a_digits_study_submitted_over_http_completes(store_url: str, tmp_path: 
     try:
         with Client(server.url) as api:
             created = api.submit(quick_study("http-digits"))
-            assert created["id"] == "http-digits" and created["status"] == "pending"
+            assert created.id == "http-digits" and created.status == "pending"
             study = wait_for_status(api, "http-digits", ("completed", "stopped", "failed"), 240)
-            assert study["status"] == "completed", study["message"]
-            assert [s["verdict"] for s in study["stages"]] != [None] * 8
-            assert study["best"]["value"] >= 0.9 and study["baseline"] > 0.5
-            assert study["compute"]["epochs"] > 0
-            assert study["stages"][5]["trials"]["complete"] == 4  # coarse
+            assert study.status == "completed", study.message
+            assert [s.verdict for s in study.stages] != [None] * 8
+            assert study.best and study.best.value and study.best.value >= 0.9
+            assert study.baseline and study.baseline > 0.5
+            assert study.compute["epochs"] > 0
+            assert (study.stages[5].trials or {})["complete"] == 4  # coarse
 
             trials = api.trials("http-digits", limit=500)
-            assert trials["total"] == 4 + 3 + 2
-            assert [t["number"] for t in trials["items"]] == list(range(9))
+            assert trials.total == 4 + 3 + 2
+            assert [t.number for t in trials.items] == list(range(9))
             # times are UTC with their offset (a documented date-time), trials' as well
-            started = [datetime.fromisoformat(t["started_at"]) for t in trials["items"]]
-            assert all(moment.utcoffset() == timedelta(0) for moment in started)
-            assert all(abs(datetime.now(UTC) - moment) < timedelta(hours=1) for moment in started)
+            started = [t.started_at for t in trials.items]
+            assert all(m is not None and m.utcoffset() == timedelta(0) for m in started)
+            assert all(m and abs(datetime.now(UTC) - m) < timedelta(hours=1) for m in started)
             refine = api.trials("http-digits", stage="refine")
-            assert {t["stage"] for t in refine["items"]} == {"refine"} and refine["total"] == 3
+            assert {t.stage for t in refine.items} == {"refine"} and refine.total == 3
             # successive halving and continuation are visible: coarse's one rung, and the
             # refine trials that picked up coarse survivors after their epoch 1
-            coarse = study["stages"][5]
-            assert coarse["planned"]["sizes"]["rungs"] == [1]
-            assert coarse["rungs"] == [{"epoch": 1, "reached": 4, "promoted": None, "finished": 4}]
-            assert all(t["rungs"] == [0] for t in trials["items"][:4])
-            continued = [t for t in refine["items"] if t["continues"] is not None]
-            assert len(continued) == 2 and all(t["started_after"] == 1 for t in continued)
-            curve = api.trial("http-digits", continued[0]["number"])["curves"]
+            coarse = study.stages[5]
+            assert (coarse.planned or {})["sizes"]["rungs"] == [1]
+            assert coarse.rungs == [{"epoch": 1, "reached": 4, "promoted": None, "finished": 4}]
+            assert all(t.rungs == [0] for t in trials.items[:4])
+            continued = [t for t in refine.items if t.continues is not None]
+            assert len(continued) == 2 and all(t.started_after == 1 for t in continued)
+            curve = api.trial("http-digits", continued[0].number).curves
             assert [m["epoch"] for m in curve] == [2]
-            assert study["budget"] is None and all(t["parameters"] for t in trials["items"][:4])
+            assert study.budget is None and all(t.parameters for t in trials.items[:4])
             one = api.trial("http-digits", 8)
-            assert one["stage"] == "confirm" and [m["epoch"] for m in one["curves"]] == [1, 2]
+            assert one.stage == "confirm" and [m["epoch"] for m in one.curves] == [1, 2]
 
             archive = zipfile.ZipFile(io.BytesIO(api.model("http-digits")))
             rebuild = json.loads(archive.read("model.json"))
@@ -120,15 +124,15 @@ def test_every_error_names_the_problem(open_server: Server) -> None:
             with pytest.raises(ApiError) as error:
                 call()
             assert error.value.status == status, error.value
-        wait_until(lambda: api.trials("errors-running", state="running")["total"], 120,
+        wait_until(lambda: api.trials("errors-running", state="running").total, 120,
                    "a trial is running")
-        assert api.cancel("errors-running")["status"] == "cancelling"  # answered at once
+        assert api.cancel("errors-running").status == "cancelling"  # answered at once
         wait_for_status(api, "errors-running", ("cancelled",), 60)
         with pytest.raises(ApiError) as again:
             api.cancel("errors-running")
         assert again.value.status == 409 and "nothing to cancel" in str(again.value)
-        cancelled = api.trials("errors-running", state="failed")["items"]
-        assert cancelled and {t["status"] for t in cancelled} == {"cancelled"}
+        cancelled = api.trials("errors-running", state="failed").items
+        assert cancelled and {t.status for t in cancelled} == {"cancelled"}
         api.delete("errors-running")
     assert "listening on 127.0.0.1 only" in open_server.log.read_text()
 
@@ -143,7 +147,7 @@ def test_tokens_are_enforced_when_set(tmp_path: Path, ray_local: str) -> None:
         assert wrong.status_code == 401
         assert httpx.post(f"{server.url}/api/studies", json={}).status_code == 401
         with Client(server.url, token="beta") as api:
-            assert api.studies()["total"] == 0
+            assert api.studies().total == 0
         assert httpx.get(f"{server.url}/healthz").status_code == 200  # health stays open
 
         # the pages send a browser to /login; the token it logs in with rides in a cookie
@@ -165,21 +169,21 @@ def test_a_server_restarted_mid_study_finishes_it(tmp_path: Path) -> None:
     try:
         with Client(server.url) as api:
             api.submit(long_study("restart-me", trials=5, epochs=2))
-            wait_until(lambda: api.trials("restart-me", state="complete")["total"] >= 2, 120,
+            wait_until(lambda: api.trials("restart-me", state="complete").total >= 2, 120,
                        "two trials have finished")
-            before = {t["number"]: t for t in api.trials("restart-me", state="complete")["items"]}
+            before = {t.number: t for t in api.trials("restart-me", state="complete").items}
         server.stop()
         server.start()
         with Client(server.url) as api:
             study = wait_for_status(api, "restart-me", ("completed", "stopped", "failed"), 180)
-            assert study["status"] == "completed", study["message"]
-            after = api.trials("restart-me", limit=500)["items"]
-        numbers = [t["stage_number"] for t in after]
+            assert study.status == "completed", study.message
+            after = api.trials("restart-me", limit=500).items
+        numbers = [t.stage_number for t in after]
         assert sorted(numbers) == list(range(len(numbers)))
-        assert sum(t["state"] == "complete" for t in after) >= 2
+        assert sum(t.state == "complete" for t in after) >= 2
         for number, trial in before.items():  # finished before the restart: untouched
-            assert after[number]["finished_at"] == trial["finished_at"]
+            assert after[number].finished_at == trial.finished_at
         for trial in after:  # those the restart cut off say so
-            assert trial["state"] != "failed" or trial["reason"], trial
+            assert trial.state != "failed" or trial.reason, trial
     finally:
         server.stop()

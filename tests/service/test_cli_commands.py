@@ -46,7 +46,7 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         assert submitted.exit_code == 0, submitted.output
         assert json.loads(submitted.stdout)["id"] == STUDY
         with Client(server.url) as api:
-            wait_until(lambda: api.study(STUDY)["status"] not in ("pending", "running"), 240,
+            wait_until(lambda: api.study(STUDY).status not in ("pending", "running"), 240,
                        f"{STUDY} ends")
         yield server
     finally:
@@ -72,21 +72,23 @@ def test_status_watch_json_and_yaml(done: Server) -> None:
 def test_tables_round_their_numbers(done: Server) -> None:
     with Client(done.url) as api:
         study = api.study(STUDY)
-    value = study["best"]["value"]
+    assert study.best is not None
+    value = study.best.value
     assert len(repr(value)) > 8  # a float32 accuracy: 0.8583333492279053, say
     for args in (["status", STUDY], ["status", STUDY, "--watch"], ["status"], ["best", STUDY]):
         shown = cli(done, *args)
         assert shown.exit_code == 0, shown.output
         assert fmt(value) in shown.stdout and repr(value) not in shown.stdout, args
-    assert fmt(value) == f"{value:.4g}" and fmt(3.0) == "3" and fmt(12345.678) == "12346"
+    assert fmt(value) == f"{value:.3g}" and fmt(3.0) == "3" and fmt(12345.678) == "12300"
 
 
 def test_best_gives_the_winner_with_its_fixed_parameters(done: Server) -> None:
     with Client(done.url) as api:
-        study = api.study(STUDY)
+        winner = api.study(STUDY).best
+    assert winner is not None
     best = json.loads(cli(done, "best", STUDY, "--format", "json").stdout)
-    assert best["value"] == study["best"]["value"] and best["stage"] == "confirm"
-    assert best["params"] == {"batch_size": 64, **study["best"]["params"]}
+    assert best["value"] == winner.value and best["stage"] == "confirm"
+    assert best["params"] == {"batch_size": 64, **winner.params}
     table = cli(done, "best", STUDY).stdout
     assert f"best value {fmt(best['value'])} in confirm" in table and "batch_size" in table
 
@@ -178,3 +180,21 @@ def page(server: Server, study: str, *args: str) -> dict[str, Any]:
     listed = cli(server, "trials", study, "--format", "json", *args)
     assert listed.exit_code == 0, listed.output
     return json.loads(listed.stdout)  # type: ignore[no-any-return]
+
+
+def test_validate_at_the_service_checks_as_submit_and_stores_nothing(done: Server, tmp_path: Path
+                                                                      ) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({**SPEC, "name": "checked-only"}))
+    ok = cli(done, "validate", str(good))
+    assert ok.exit_code == 0, ok.output
+    assert "ok (spec 'checked-only' can run on this service)" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SPEC, "name": "checked-bad",
+                                   "task": {"dataset": "digits", "model": "resnt18"}}))
+    refused = cli(done, "validate", str(bad))
+    assert refused.exit_code == 2, refused.output
+    assert "resnt18" in refused.output and "mlp" in refused.output  # the registered names
+    with Client(done.url) as api:
+        names = {s.id for s in api.studies(limit=500).items}
+    assert not names & {"checked-only", "checked-bad"}

@@ -79,7 +79,7 @@ def test_a_failed_study_exits_1_and_resumes_through_the_service(open_server: Ser
 def test_a_cancelled_study_exits_4(open_server: Server, tmp_path: Path) -> None:
     submit(open_server, tmp_path, spec("cli-long", coarse={"trials": 2, "epochs": 300}))
     with Client(open_server.url) as api:
-        wait_until(lambda: api.trials("cli-long", state="running")["total"], 120,
+        wait_until(lambda: api.trials("cli-long", state="running").total, 120,
                    "a trial runs")
     running = cli(open_server, "delete", "cli-long", "--yes")
     assert running.exit_code == 1 and "cancel it before deleting it" in running.stderr

@@ -45,7 +45,7 @@ def test_a_command_gets_its_trial_and_registration_but_no_secret(tmp_path: Path)
                                    "refine": {"enabled": False},
                                    "confirm": {"enabled": False}}})
             study = wait_for_status(api, "env-study", ("completed", "stopped", "failed"), 300)
-            assert study["status"] == "completed", (study["message"], study["stages"])
+            assert study.status == "completed", (study.message, study.stages)
     finally:
         server.stop()
     got = json.loads(dump.read_text())

@@ -44,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         with Client(server.url) as api:
             api.submit(finished_spec())
             study = wait_for_status(api, STUDY, ("completed", "stopped", "failed"), 300)
-            assert study["status"] == "completed", study["message"]
+            assert study.status == "completed", study.message
         yield server
     finally:
         server.stop()

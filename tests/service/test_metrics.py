@@ -55,12 +55,12 @@ def test_running_trials_show_while_a_study_runs_and_go_back_to_zero(open_server:
             seen_running = max(seen_running, value(now, "stagetune_trials_running"))
             seen_rate = max(seen_rate, value(now, "stagetune_trials_per_second"))
             assert value(now, "stagetune_trial_queue_wait_seconds") >= 0
-            if api.study("metrics-live")["status"] not in ("pending", "running"):
+            if api.study("metrics-live").status not in ("pending", "running"):
                 break
             time.sleep(0.2)
         study = wait_for_status(api, "metrics-live", ("completed", "stopped", "failed"), 10)
-        assert study["status"] == "completed", study["message"]
-        trials = api.trials("metrics-live", limit=100)["total"]
+        assert study.status == "completed", study.message
+        trials = api.trials("metrics-live", limit=100).total
     assert seen_running >= 1, "no scrape saw a running trial"
     assert seen_rate > 0, "no scrape saw a trial finish while the study ran"
     after = scrape(open_server.url)

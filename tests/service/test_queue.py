@@ -52,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, ray_local: str) -> Iterator
 def clean_up(api: Client, names: list[str]) -> None:
     """Cancel and delete the test's studies; wait until no runner is left."""
     for name in names:
-        if api.study(name)["status"] in ("pending", "running"):
+        if api.study(name).status in ("pending", "running"):
             api.cancel(name)
     for name in names:
         wait_for_status(api, name, ENDED, 60)
@@ -68,26 +68,26 @@ def test_studies_beyond_the_limit_wait_their_turn_and_all_finish_in_order(server
     ended: dict[str, float] = {}
     with Client(server.url, "tok-a") as api:
         for name in names:
-            assert api.submit(tiny_study(name))["status"] == "pending"
+            assert api.submit(tiny_study(name)).status == "pending"
         deadline = time.monotonic() + 240
         while len(ended) < len(names) and time.monotonic() < deadline:
             # a runner seen before the snapshot is for a study let through: its note came first
             alive = {a["Name"].removeprefix("runner:").split("@")[0] for a in runners()}
-            items = {s["id"]: s for s in api.studies(limit=500)["items"]}  # one snapshot
-            assert sum(s["status"] == "running" for s in items.values()) <= 1, items
-            waiting = {n for n, s in items.items() if s["message"].startswith("queued:")}
+            items = {s.id: s for s in api.studies(limit=500).items}  # one snapshot
+            assert sum(s.status == "running" for s in items.values()) <= 1, items
+            waiting = {n for n, s in items.items() if s.message.startswith("queued:")}
             assert not alive & waiting, (alive, items)  # no process for a queued study
             for name in names:
                 study = items[name]
-                if study["status"] == "pending" and study["message"] not in seen[name][-1:]:
-                    seen[name].append(study["message"])
-                if study["status"] != "pending":
+                if study.status == "pending" and study.message not in seen[name][-1:]:
+                    seen[name].append(study.message)
+                if study.status != "pending":
                     began.setdefault(name, time.monotonic())
-                if study["status"] in ENDED:
+                if study.status in ENDED:
                     ended.setdefault(name, time.monotonic())
             time.sleep(0.1)
         finals = [api.study(name) for name in names]
-        assert [s["status"] for s in finals] == ["completed"] * 3, [s["message"] for s in finals]
+        assert [s.status for s in finals] == ["completed"] * 3, [s.message for s in finals]
         assert sorted(names, key=began.__getitem__) == names, began
         assert sorted(names, key=ended.__getitem__) == names, ended
         assert queued(2, 2) in seen["turn-2"] and queued(1, 1) in seen["turn-2"], seen
@@ -102,9 +102,9 @@ def test_queued_studies_cancel_resume_and_delete_and_show_their_place(server: Se
         wait_for_status(api, "holder", ("running",), 60)
         for name in names[1:]:
             api.submit(tiny_study(name))
-        wait_until(lambda: api.study("q-3")["message"] == queued(3, 3), 30, "q-3 is third")
-        assert [api.study(n)["message"] for n in names[1:]] == [queued(1, 3), queued(2, 3),
-                                                                 queued(3, 3)]
+        wait_until(lambda: api.study("q-3").message == queued(3, 3), 30, "q-3 is third")
+        assert [api.study(n).message for n in names[1:]] == [queued(1, 3), queued(2, 3),
+                                                              queued(3, 3)]
         assert len(runners()) == 1  # the holder's only
         # the dashboard and `stagetune status` say it too
         page = httpx.get(f"{server.url}/studies/q-2", headers={"Authorization": "Bearer tok-c"})
@@ -119,17 +119,17 @@ def test_queued_studies_cancel_resume_and_delete_and_show_their_place(server: Se
                                headers={"Authorization": "Bearer tok-c"})
         assert refused.status_code == 409 and "cancel it" in refused.json()["detail"]
         asked = time.monotonic()
-        assert api.cancel("q-2")["status"] == "cancelling"
+        assert api.cancel("q-2").status == "cancelling"
         wait_for_status(api, "q-2", ("cancelled",), 10)
         assert time.monotonic() - asked < 5
-        wait_until(lambda: api.study("q-3")["message"] == queued(2, 2), 10, "q-3 moves up")
+        wait_until(lambda: api.study("q-3").message == queued(2, 2), 10, "q-3 moves up")
         api.delete("q-2")
         # a resumed study goes to the back of the queue
         api.cancel("q-1")
         wait_for_status(api, "q-1", ("cancelled",), 10)
-        assert api.resume("q-1")["status"] == "pending"
-        wait_until(lambda: api.study("q-1")["message"] == queued(2, 2), 10, "q-1 is last")
-        assert api.study("q-3")["message"] == queued(1, 2)
+        assert api.resume("q-1").status == "pending"
+        wait_until(lambda: api.study("q-1").message == queued(2, 2), 10, "q-1 is last")
+        assert api.study("q-3").message == queued(1, 2)
         assert len(runners()) == 1
         clean_up(api, ["holder", "q-1", "q-3"])
 
@@ -153,7 +153,7 @@ def test_a_token_with_too_many_pending_studies_gets_a_429_that_says_so(server: S
             "started, or cancel some")}
         assert httpx.get(f"{server.url}/api/studies/b-3", headers={
             "Authorization": "Bearer tok-b"}).status_code == 404  # nothing was stored
-        assert other.submit(tiny_study("a-0"))["status"] == "pending"  # another token's count
+        assert other.submit(tiny_study("a-0")).status == "pending"  # another token's count
         # a cancelled study frees its place; resuming it takes one again
         api.cancel("b-0")
         wait_for_status(api, "b-0", ("cancelled",), 10)
@@ -161,5 +161,5 @@ def test_a_token_with_too_many_pending_studies_gets_a_429_that_says_so(server: S
         again = httpx.post(f"{server.url}/api/studies/b-0/resume",
                            headers={"Authorization": "Bearer tok-b"})
         assert again.status_code == 429 and "STAGETUNE_MAX_PENDING_PER_TOKEN" in again.text
-        assert api.study("b-0")["status"] == "cancelled"
+        assert api.study("b-0").status == "cancelled"
         clean_up(api, ["holder-429", "b-0", "b-1", "b-2", "b-3", "a-0"])

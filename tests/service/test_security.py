@@ -66,7 +66,7 @@ class Attacker:
         attacker = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:  # http.server's name
                 attacker.seen.append(self.path)
                 body = attacker.pages.get(self.path.split("?")[0], "<p>nothing here</p>").encode()
                 self.send_response(200)
@@ -266,11 +266,11 @@ def test_a_page_on_another_port_cannot_write_with_the_session(
             assert [status for _, status in writes] == [403, 403, 403], writes
             assert "another origin" in page.inner_text("body")
 
-            assert api.study(TARGET)["status"] not in ("cancelling", "cancelled")
+            assert api.study(TARGET).status not in ("cancelling", "cancelled")
             with pytest.raises(ApiError) as missing:
                 api.study(FORGED)
             assert missing.value.status == 404
-            assert api.studies()["total"] == 1
+            assert api.studies().total == 1
 
             # the service's own page can write, with the session's CSRF token and only so
             own = context.new_page()
@@ -387,7 +387,7 @@ def test_a_rebinding_page_can_neither_submit_nor_cancel(open_server: Server,
         assert all("STAGETUNE_ALLOWED_HOSTS" in text and target not in text
                    for _, text in answers), answers
         try:
-            assert api.study(target)["status"] in ("pending", "running")
+            assert api.study(target).status in ("pending", "running")
             with pytest.raises(ApiError) as missing:
                 api.study(forged)
             assert missing.value.status == 404

@@ -82,28 +82,28 @@ def test_resources_no_node_can_provide_are_a_422(open_server: Server, resources:
 def test_on_a_cluster_that_may_grow_the_study_says_what_it_waits_for(growing_server: Server
                                                                      ) -> None:
     with Client(growing_server.url) as api:
-        assert api.submit(small("needs-256", resources={"cpus_per_trial": 256}))["status"] == "pending"
-        study = wait_until(lambda: (s := api.study("needs-256"))["message"] == WAITING and s, 120,
+        assert api.submit(small("needs-256", resources={"cpus_per_trial": 256})).status == "pending"
+        study = wait_until(lambda: (s := api.study("needs-256")).message == WAITING and s, 120,
                            "the study says what it waits for")
-        assert study["status"] == "running"
+        assert study.status == "running"
         shown = subprocess.run([STAGETUNE, "status", "needs-256", "--url", growing_server.url],
                                capture_output=True, text=True, timeout=60)
         assert WAITING in " ".join((shown.stdout + shown.stderr).split()), shown
-        listed = api.studies()["items"]
-        assert [s["message"] for s in listed if s["id"] == "needs-256"] == [WAITING]
+        listed = api.studies().items
+        assert [s.message for s in listed if s.id == "needs-256"] == [WAITING]
         api.cancel("needs-256")
-        assert wait_for_status(api, "needs-256", ("cancelled",), 60)["message"] \
+        assert wait_for_status(api, "needs-256", ("cancelled",), 60).message \
             == "cancelled on request; resume to go on"
-        assert api.trials("needs-256")["total"] == 0
+        assert api.trials("needs-256").total == 0
         api.delete("needs-256")
 
 
 def test_a_cancelling_study_cannot_be_deleted_until_it_is_cancelled(open_server: Server) -> None:
     with Client(open_server.url) as api:
         api.submit(long_study("delete-cancelling", trials=2))
-        wait_until(lambda: api.trials("delete-cancelling", state="running")["total"], 120,
+        wait_until(lambda: api.trials("delete-cancelling", state="running").total, 120,
                    "a trial is running")
-        assert api.cancel("delete-cancelling")["status"] == "cancelling"
+        assert api.cancel("delete-cancelling").status == "cancelling"
         with pytest.raises(ApiError) as refusal:  # its runner still stops its trials
             api.delete("delete-cancelling")
         assert refusal.value.status == 409

@@ -45,15 +45,15 @@ def test_a_cancelled_pending_study_stays_cancelled(open_server: Server) -> None:
         answer = httpx.post(f"{open_server.url}/api/studies/cancel-pending/cancel")
         assert answer.status_code == 202, answer.text
         assert answer.json()["status"] == "cancelling"
-        wait_for_status(api, "cancel-pending", ("cancelled",), 60)
+        study = wait_for_status(api, "cancel-pending", ("cancelled",), 60)
         deadline = time.monotonic() + TICKS
         while time.monotonic() < deadline:  # the supervisor does not take it up again
             study = api.study("cancel-pending")
-            assert study["status"] == "cancelled", study
+            assert study.status == "cancelled", study
             time.sleep(0.3)
-        assert study["message"] == "cancelled on request; resume to go on"
-        assert api.trials("cancel-pending")["total"] == 0
-        assert all(s["status"] == "pending" for s in study["stages"])  # no stage began
+        assert study.message == "cancelled on request; resume to go on"
+        assert api.trials("cancel-pending").total == 0
+        assert all(s.status == "pending" for s in study.stages)  # no stage began
         again = httpx.post(f"{open_server.url}/api/studies/cancel-pending/cancel")
         assert again.status_code == 409 and "nothing to cancel" in again.text
         wait_until(no_runner_left, 60, "its runner is stopped")
@@ -69,18 +69,18 @@ def test_deleted_studies_leave_no_runner_and_break_no_tick(open_server: Server) 
         api.delete("gone-early")
         # deleted while the supervisor holds its runner, which had trials running
         api.submit(long_study("gone-late"))
-        wait_until(lambda: api.trials("gone-late", state="running")["total"], 120,
+        wait_until(lambda: api.trials("gone-late", state="running").total, 120,
                    "a trial of gone-late runs")
-        assert api.cancel("gone-late")["status"] == "cancelling"
+        assert api.cancel("gone-late").status == "cancelling"
         wait_for_status(api, "gone-late", ("cancelled",), 60)
         api.delete("gone-late")
         wait_until(no_runner_left, 60, "every runner is stopped and its process gone")
         # later studies still run, and their runners are stopped once they end
         api.submit(quick_study("after-deletes"))
         study = wait_for_status(api, "after-deletes", ("completed", "stopped", "failed"), 300)
-        assert study["status"] == "completed", study["message"]
+        assert study.status == "completed", study.message
         wait_until(no_runner_left, 60, "the finished study's runner is stopped")
-        assert api.study("after-deletes")["trials"]["waiting"] == 0
+        assert api.study("after-deletes").trials["waiting"] == 0
         api.delete("after-deletes")
     assert reconcile_failures(open_server) == 0, open_server.log.read_text()
 
@@ -91,10 +91,10 @@ def test_a_study_that_fails_before_its_first_stage_says_why(open_server: Server)
     with Client(open_server.url) as api:
         api.submit(spec)
         study = wait_for_status(api, "no-cifar", ("failed", "completed"), 60)
-        assert study["status"] == "failed" and "CIFAR10 not found" in study["message"], study
+        assert study.status == "failed" and "CIFAR10 not found" in study.message, study
         wait_until(no_runner_left, 60, "its runner is stopped")
         time.sleep(TICKS)  # it is not restarted
-        assert api.study("no-cifar")["status"] == "failed" and no_runner_left()
+        assert api.study("no-cifar").status == "failed" and no_runner_left()
         api.delete("no-cifar")
     log = open_server.log.read_text()
     assert reconcile_failures(open_server) == 0 and log.count("did not start") == 0, log
@@ -120,8 +120,8 @@ def start_together(server: Server) -> None:
         running: dict[str, float] = {}
 
         def all_running() -> bool:
-            for item in api.studies(status="running", limit=500)["items"]:
-                running.setdefault(item["id"], time.monotonic() - submitted)
+            for item in api.studies(status="running", limit=500).items:
+                running.setdefault(item.id, time.monotonic() - submitted)
             return set(names) <= set(running)
 
         wait_until(all_running, 120, "all three studies run")
@@ -131,7 +131,7 @@ def start_together(server: Server) -> None:
         # cluster has CPUs (two here), so the third follows within about one more.
         assert last < max(2.4 * first, first + 10), running
         for name in names:
-            assert api.cancel(name)["status"] == "cancelling"
+            assert api.cancel(name).status == "cancelling"
         for name in names:
             wait_for_status(api, name, ("cancelled",), 60)
             api.delete(name)

@@ -35,7 +35,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:  # http.server's name
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 receiver.received.append({"path": self.path, "headers": dict(self.headers),
                                           "body": json.loads(body)})
@@ -126,8 +126,8 @@ def test_a_finished_study_posts_its_summary_and_leaves_one_mlflow_run_per_trial(
     with Client(server.url) as api:
         api.submit(spec)
         study = wait_for_status(api, "hooked", ("completed", "stopped", "failed"), 150)
-        assert study["status"] == "completed", study["message"]
-        trials = api.trials("hooked", limit=100)["items"]
+        assert study.status == "completed", study.message
+        trials = api.trials("hooked", limit=100).items
     wait_until(lambda: len(receiver.received) >= 2, 120, "the webhook is delivered")
 
     # the webhook: retried once after the 503, with the study's summary and the token
@@ -138,7 +138,7 @@ def test_a_finished_study_posts_its_summary_and_leaves_one_mlflow_run_per_trial(
     body = hook["body"]
     assert body["event"] == "study.ended" and body["study"] == "hooked"
     assert body["status"] == "completed" and body["objective"] == "val_accuracy"
-    assert body["best"]["value"] == study["best"]["value"]
+    assert study.best is not None and body["best"]["value"] == study.best.value
     assert set(body["best"]["params"]) == {"lr", "width"}
     verdicts = {s["name"]: s["verdict"] for s in body["stages"]}
     assert verdicts["coarse"] in ("passed", "warned") and verdicts["refine"] == "skipped"
@@ -150,15 +150,15 @@ def test_a_finished_study_posts_its_summary_and_leaves_one_mlflow_run_per_trial(
     client = MlflowClient(tracking_uri=tracking_uri)
     by_key = {(r.data.tags["stagetune.stage"], int(r.data.tags["stagetune.trial"])): r
               for r in runs}
-    assert set(by_key) == {(t["stage"], t["stage_number"]) for t in trials}
+    assert set(by_key) == {(t.stage, t.stage_number) for t in trials}
     for trial in trials:
-        run = by_key[trial["stage"], trial["stage_number"]]
+        run = by_key[trial.stage, trial.stage_number]
         assert run.data.tags["stagetune.study"] == "hooked"
-        assert run.data.tags["stagetune.state"] == trial["state"]
-        assert float(run.data.params["lr"]) == pytest.approx(trial["params"]["lr"])
+        assert run.data.tags["stagetune.state"] == trial.state
+        assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        assert [m.step for m in history] == list(range(1, trial["epochs"] + 1)), history
-        assert history[-1].value == pytest.approx(trial["value"])
+        assert [m.step for m in history] == list(range(1, (trial.epochs or 0) + 1)), history
+        assert history[-1].value == pytest.approx(trial.value)
     # the winner's run carries its weights
     winner = [r for r in runs if r.data.tags.get("stagetune.winner") == "true"]
     assert len(winner) == 1 and winner[0].data.tags["stagetune.stage"] == "confirm"
@@ -177,7 +177,7 @@ def test_a_study_cancelled_as_soon_as_it_is_submitted_sends_its_webhook(
     with Client(server.url) as api:
         api.submit(spec)
         api.cancel("cancelled-early")
-        assert wait_for_status(api, "cancelled-early", ("cancelled",), 120)["status"] == "cancelled"
+        assert wait_for_status(api, "cancelled-early", ("cancelled",), 120).status == "cancelled"
     ended = wait_until(lambda: [r for r in receiver.received
                                 if r["body"].get("study") == "cancelled-early"], 120,
                        "the cancelled study's webhook is delivered")

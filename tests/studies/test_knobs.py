@@ -72,12 +72,20 @@ def problems(data: dict[str, Any]) -> dict[str, str]:
 
 
 def test_declared_knobs_validate_in_space_fixed_and_options() -> None:
-    load_spec(spec(space={"num_heads": {"type": "int", "low": 1, "high": 4},
-                          "keep_classes": {"type": "categorical", "choices": [5, 10]}},
-                   fixed={"head_scale": 2.0}))
-    load_spec(spec(task={"dataset": "knob_digits", "model": "knob_heads",
-                         "model_options": {"num_heads": 4},
-                         "dataset_options": {"keep_classes": 3}}))
+    # accepted (no SpecError) and kept as written: a range up to the knob's own bound
+    searched = load_spec(spec(space={"num_heads": {"type": "int", "low": 1, "high": 8},
+                                     "keep_classes": {"type": "categorical",
+                                                      "choices": [5, 10]}},
+                              fixed={"head_scale": 2.0})).model_dump(mode="json")
+    assert {k: (v["type"], v.get("low"), v.get("high"), v.get("choices"))
+            for k, v in searched["space"].items()} == {
+        "num_heads": ("int", 1, 8, None), "keep_classes": ("categorical", None, None, [5, 10])}
+    assert searched["fixed"] == {"head_scale": 2.0}
+    fixed = load_spec(spec(task={"dataset": "knob_digits", "model": "knob_heads",
+                                 "model_options": {"num_heads": 4},
+                                 "dataset_options": {"keep_classes": 3}}))
+    assert fixed.task.model_options == {"num_heads": 4}
+    assert fixed.task.dataset_options == {"keep_classes": 3}
 
 
 def test_an_undeclared_knob_lists_the_declared_ones() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import planted_bugs  # noqa: E402  (registers bench/plugins/planted.py's datasets and models)
+import planted_bugs  # registers bench/plugins/planted.py's datasets and models
 
 
 @pytest.mark.parametrize(("bug", "stage", "words"), [

@@ -22,7 +22,7 @@ SPACE = load_spec({
 }).space
 
 
-def trials(score, n: int = 60, seed: int = 0) -> list[optuna.trial.FrozenTrial]:  # noqa: ANN001
+def trials(score, n: int = 60, seed: int = 0) -> list[optuna.trial.FrozenTrial]:
     rng, dists = random.Random(seed), to_distributions(SPACE)
     out = []
     for _ in range(n):

@@ -11,7 +11,7 @@ from stagetune.workers.baseline import MAX_TRAIN_ROWS, run_baseline
 from stagetune.workers.data import load_dataset
 
 
-def baseline(dataset: str, **options: object):  # noqa: ANN201
+def baseline(dataset: str, **options: object):
     return run_baseline(TrialRequest(Task(dataset, "mlp"), mode="baseline", options=options))
 
 

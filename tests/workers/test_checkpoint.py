@@ -25,7 +25,7 @@ def without_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in m.items() if k not in TIMING} for m in history]
 
 
-def checkpoints(request: TrialRequest, report=None) -> tuple[TrialResult, dict[int, bytes]]:  # noqa: ANN001
+def checkpoints(request: TrialRequest, report=None) -> tuple[TrialResult, dict[int, bytes]]:
     saved: dict[int, bytes] = {}
     result = execute(request, report, lambda epoch, blob: saved.__setitem__(epoch, blob))
     return result, saved

@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassCohenKappa
 
 from stagetune.workers import ConfigError, Task, TrialRequest, execute
 from stagetune.workers.data import RawData, dataset_loaded, load_dataset, register_dataset
-from stagetune.workers.losses import LOSSES, bce_with_logits
+from stagetune.workers.losses import LOSSES, bce_with_logits, loss_fn
 from stagetune.workers.metrics import METRICS, Scorer, register_metric
 from stagetune.workers.objective import (
     direction_of,
@@ -27,7 +27,6 @@ from stagetune.workers.objective import (
     task_kinds,
     task_metrics,
 )
-from stagetune.workers.train import loss_fn
 
 PRIMES = (2, 3, 5, 7)
 
@@ -66,7 +65,7 @@ register_dataset("focal_digits", loss=focal, metrics=("kappa", "top5_accuracy"))
 register_dataset("stated_digits", loss=focal, expected_loss=lambda data: 1.2)(_digits)
 
 
-def train(task: Task, epochs: int = 1, **kw: Any):  # noqa: ANN201
+def train(task: Task, epochs: int = 1, **kw: Any):
     return execute(TrialRequest(task, epochs=epochs, **kw))
 
 

@@ -181,5 +181,5 @@ def test_fixes_come_back_from_the_api_view_as_data(tmp_path: Path) -> None:
         table={"rows": [], "total": 0, "params": [], "error": "", "direction": "maximize",
                "query": query},
         sections={s: [k for k in PLOTS.values() if k.section == s] for s in SECTIONS})
-    assert "Suggested spec edits" in html and '<code>norm: "batch"</code>' in html
+    assert "Suggested spec edits" in html and '<code>norm: batch</code>' in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script>x</script>" not in html

@@ -14,7 +14,7 @@ from stagetune.workers.probes import centred_average, plateaued, steepest_descen
 BUILT_IN = ["mlp", "convnet", "resnet", "torchvision"]
 
 
-def probe(mode: str, model: str = "convnet", params: dict | None = None, **options):  # noqa: ANN201
+def probe(mode: str, model: str = "convnet", params: dict | None = None, **options):
     return execute(TrialRequest(Task("digits", model), params=params or {}, mode=mode,
                                 options=options))
 

@@ -15,7 +15,7 @@ from stagetune.workers.optim import build_optimizer
 DIGITS = Task("digits", "convnet")
 
 
-def run(params: dict | None = None, epochs: int = 2, task: Task = DIGITS, **kw):  # noqa: ANN201
+def run(params: dict | None = None, epochs: int = 2, task: Task = DIGITS, **kw):
     return execute(TrialRequest(task, params=params or {}, epochs=epochs, **kw))
 
 

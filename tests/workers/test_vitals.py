@@ -10,7 +10,7 @@ from stagetune.workers import Task, TrialRequest, execute
 DIGITS_MLP = Task("digits", "mlp")
 
 
-def watched(params: dict[str, object], epochs: int = 3, **request: object):  # noqa: ANN201
+def watched(params: dict[str, object], epochs: int = 3, **request: object):
     return execute(TrialRequest(DIGITS_MLP, params=params, epochs=epochs, vitals=True,
                                 **request))  # type: ignore[arg-type]
 

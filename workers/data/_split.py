@@ -52,8 +52,8 @@ def make_dataset(
         x, y, test_size=val_fraction, random_state=split_seed,
         stratify=y if classification else None,
     )
-    x, y = _cap(name, "subset", x, y, subset, split_seed, classification)
-    x_val, y_val = _cap(name, "val_subset", x_val, y_val, val_subset, split_seed, classification)
+    x, y = _cap(x, y, subset, split_seed, classification)
+    x_val, y_val = _cap(x_val, y_val, val_subset, split_seed, classification)
     return _normalise(name, raw, x, y, x_val, y_val)
 
 
@@ -92,10 +92,9 @@ def _check_stratifiable(name: str, y: np.ndarray, val_fraction: float) -> None:
         )
 
 
-def _cap(
-    name: str, option: str, x: np.ndarray, y: np.ndarray, size: int | None, seed: int,
-    classification: bool,
-) -> tuple[np.ndarray, np.ndarray]:
+def _cap(x: np.ndarray, y: np.ndarray, size: int | None, seed: int, classification: bool
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """At most `size` of the samples (the options' check has made it at least 1)."""
     if size is None or size >= len(x):
         return x, y
     # Stratifying needs every class on both sides of the cut, the dropped side included.

@@ -198,10 +198,8 @@ def stream_dataset(
     if stream.val is None:  # carve validation from train, as make_dataset does
         train_idx, val_idx, train_y, val_y = _carve(name, train_idx, train_y, val_fraction,
                                                     split_seed, classification)
-    train_idx, train_y = _cap_idx(name, "subset", train_idx, train_y, subset, split_seed,
-                                  classification)
-    val_idx, _ = _cap_idx(name, "val_subset", val_idx, val_y, val_subset, split_seed,
-                          classification)
+    train_idx, train_y = _cap_idx(train_idx, train_y, subset, split_seed, classification)
+    val_idx, _ = _cap_idx(val_idx, val_y, val_subset, split_seed, classification)
     rng = np.random.default_rng(split_seed)  # a random order: the first items are a sample
     order = rng.permutation(len(train_idx))
     train_idx = train_idx[order]
@@ -254,12 +252,12 @@ def _carve(name: str, idx: np.ndarray, y: np.ndarray | None, val_fraction: float
     return train, val, y_train, y_val
 
 
-def _cap_idx(name: str, option: str, idx: np.ndarray, y: np.ndarray | None, size: int | None,
-             seed: int, classification: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _cap_idx(idx: np.ndarray, y: np.ndarray | None, size: int | None, seed: int,
+             classification: bool) -> tuple[np.ndarray, np.ndarray | None]:
     if y is None:  # no labels known: a plain seeded cut
-        capped, _ = _cap(name, option, idx, idx, size, seed, False)
+        capped, _ = _cap(idx, idx, size, seed, False)
         return capped, None
-    return _cap(name, option, idx, y, size, seed, classification)
+    return _cap(idx, y, size, seed, classification)
 
 
 def _split_of(data: StreamingDataset, split: str) -> TorchDataset[Any]:

@@ -5,15 +5,28 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stagetune.workers.errors import ConfigError
-from stagetune.workers.probes._init_check import init_check
+from stagetune.workers.probes._causes import worst
+from stagetune.workers.probes._common import option
+from stagetune.workers.probes._init_check import init_check, judge_gradients, judge_initial_loss
 from stagetune.workers.probes._lr_range import (
+    SweepOptions,
     centred_average,
+    judge_lr_range,
     lr_probe,
+    lr_sweep,
     steepest_descent,
     suggest,
+    sweep_options,
     valley_rule,
 )
-from stagetune.workers.probes._overfit import overfit, plateaued
+from stagetune.workers.probes._overfit import (
+    NO_REGULARISATION,
+    STOP_RULE,
+    fit_subset,
+    judge_overfit,
+    overfit,
+    plateaued,
+)
 from stagetune.workers.request import TrialRequest, TrialResult
 
 PROBES: dict[str, Callable[[TrialRequest], TrialResult]] = {
@@ -31,5 +44,9 @@ def run_probe(request: TrialRequest) -> TrialResult:
     return probe(request)
 
 
-__all__ = ["PROBES", "centred_average", "init_check", "lr_probe", "overfit", "plateaued",
-           "run_probe", "steepest_descent", "suggest", "valley_rule"]
+# Besides the probes, their parts (options, the fit, the sweep, the judges): workers.trainers
+# runs them on a trainer's own model, loss and batches.
+__all__ = ["NO_REGULARISATION", "PROBES", "STOP_RULE", "SweepOptions", "centred_average",
+           "fit_subset", "init_check", "judge_gradients", "judge_initial_loss", "judge_lr_range",
+           "judge_overfit", "lr_probe", "lr_sweep", "option", "overfit", "plateaued", "run_probe",
+           "steepest_descent", "suggest", "sweep_options", "valley_rule", "worst"]

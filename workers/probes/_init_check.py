@@ -19,6 +19,7 @@ from torch import nn
 
 from stagetune.workers.config import ModelConfig
 from stagetune.workers.data import AnyDataset
+from stagetune.workers.losses import loss_fn
 from stagetune.workers.models import count_parameters
 from stagetune.workers.objective import initial_loss, loss_name
 from stagetune.workers.probes import _causes as causes
@@ -31,7 +32,6 @@ from stagetune.workers.probes._signals import (
     recording,
 )
 from stagetune.workers.request import TrialRequest, TrialResult
-from stagetune.workers.train import loss_fn
 
 OPTIONS = ("batches",)
 LOSS_OK, LOSS_WARN = 1.5, 3.0  # allowed ratio to the expected loss, either way
@@ -60,12 +60,12 @@ def init_check(request: TrialRequest) -> TrialResult:
     scale = None if first is None else causes.input_scale(
         first[0], first[1], float(x.float().std()),
         ratio_to_expected is not None and ratio_to_expected > LOSS_OK, setup.arch)
-    status, message = _judge_loss(value, expected, loss_used,
-                                  _expected_what(loss_used, stated_by, data),
-                                  cause="the inputs are not normalised (below)" if scale else None)
+    status, message = judge_initial_loss(
+        value, expected, loss_used, _expected_what(loss_used, stated_by, data),
+        cause="the inputs are not normalised (below)" if scale else None)
     grad_values = list(grads.values())
     ratio = grad_values[0] / grad_values[-1] if len(grad_values) > 1 and grad_values[-1] else 1.0
-    grad_status, grad_message = _judge_gradients(ratio)
+    grad_status, grad_message = judge_gradients(ratio)
     findings = causes.collect([
         causes.probabilities(loss_used, data.num_classes) if probabilities else None,
         causes.no_gradient(*gradient_state(model), detached),
@@ -117,8 +117,8 @@ def _expected_what(loss: str, stated_by: str, data: AnyDataset) -> str:
     }.get(loss, f"the {loss} loss of a model that knows nothing")
 
 
-def _judge_loss(value: float, expected: float | None, loss: str,
-                what: str, cause: str | None = None) -> tuple[str, str]:
+def judge_initial_loss(value: float, expected: float | None, loss: str,
+                       what: str, cause: str | None = None) -> tuple[str, str]:
     """The verdict on the initial loss; `cause`, when a measurement names why the loss is
     too high, replaces the generic fix."""
     if not math.isfinite(value):
@@ -139,7 +139,8 @@ def _judge_loss(value: float, expected: float | None, loss: str,
     return ("warned" if ratio >= 1 / LOSS_WARN else "failed"), f"{base} is {1 / ratio:.1f}x too low: {fix}."
 
 
-def _judge_gradients(ratio: float) -> tuple[str, str]:
+def judge_gradients(ratio: float) -> tuple[str, str]:
+    """The verdict on the ratio of the first layer's gradient norm to the last one's."""
     if 1 / GRAD_OK <= ratio <= GRAD_OK:
         return "passed", ""
     status = "warned" if 1 / GRAD_WARN <= ratio <= GRAD_WARN else "failed"
@@ -170,6 +171,3 @@ def gradient_fixes(ratio: float, arch: ModelConfig) -> list[dict[str, Any]]:
                                 grad_clip=1.0))
     return fixes
 
-
-def _rank(status: str) -> int:
-    return ("passed", "warned", "failed").index(status)

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from stagetune.workers.config import TrainConfig
+from stagetune.workers.config import ModelConfig, TrainConfig
 from stagetune.workers.errors import ConfigError
+from stagetune.workers.losses import loss_fn
 from stagetune.workers.models import count_parameters, set_train_mode
 from stagetune.workers.optim import build_optimizer
 from stagetune.workers.probes._causes import fix
-from stagetune.workers.probes._common import ProbeSetup, option, prepare, verdict
+from stagetune.workers.probes._common import option, prepare, verdict
 from stagetune.workers.request import TrialRequest, TrialResult
-from stagetune.workers.train import loss_fn
 
 # smoothing and diverge_factor: the running average that ends the sweep once it diverges.
 OPTIONS = ("iterations", "lr_min", "lr_max", "smoothing", "diverge_factor", "max_epochs")
@@ -43,73 +44,107 @@ DIVISOR = {"sgd": 3.0, "sgd_nesterov": 3.0, "adam": 10.0, "adamw": 10.0, "rmspro
 
 
 def lr_probe(request: TrialRequest) -> TrialResult:
-    iterations = option(request, "iterations", 100, OPTIONS)
-    lr_min = option(request, "lr_min", 1e-7, OPTIONS)
-    lr_max = option(request, "lr_max", 10.0, OPTIONS)
-    beta = option(request, "smoothing", 0.98, OPTIONS)
-    diverge = option(request, "diverge_factor", 4.0, OPTIONS)
-    max_epochs = option(request, "max_epochs", math.inf, OPTIONS)
-    if not 0 < lr_min < lr_max or iterations < 10 or max_epochs <= 0:
-        raise ConfigError("lr_probe needs 0 < lr_min < lr_max, iterations >= 10 and max_epochs > 0")
+    options = sweep_options(request)
     setup = prepare(request, {"schedule": "constant"})
-    n = setup.data.train_size
+    data, n = setup.data, setup.data.train_size
     bs = min(setup.train.batch_size, n)
-    if not math.isinf(max_epochs):  # fewer, bigger LR steps over the same range
-        iterations = min(iterations, max(10, int(max_epochs * n / bs)))
-    lrs = [lr_min * (lr_max / lr_min) ** (i / (iterations - 1)) for i in range(iterations)]
-    raw, steps = _sweep(setup, lrs, bs, beta, diverge)
-    result = _judge(lrs[:len(raw)], raw, setup.train)
+    iterations = options.iterations
+    if not math.isinf(options.max_epochs):  # fewer, bigger LR steps over the same range
+        iterations = min(iterations, max(10, int(options.max_epochs * n / bs)))
+    lrs = options.lrs(iterations)
+    criterion = loss_fn(data, setup.train.label_smoothing)
+    # Arrays whole; a stream's sample, as much as fits SAMPLE_BYTES (workers.data._stream).
+    x, y = data.sample("train")
+    raw, steps = lr_sweep(setup.model, setup.train, setup.arch,
+                          lambda out, target: criterion(out.float(), target),
+                          (x.to(setup.device), y.to(setup.device)), lrs, bs, setup.generator,
+                          options)
+    result = judge_lr_range(lrs[:len(raw)], raw, setup.train)
     result.probe |= {"epochs_equivalent": steps * bs / n, "iterations": iterations}
     result.parameters = count_parameters(setup.model)
     return result
 
 
-def _sweep(setup: ProbeSetup, lrs: list[float], bs: int, beta: float,
-           diverge: float) -> tuple[list[float], int]:
-    """One step per lr; the raw losses, and the steps taken (a non-finite one included).
-    An EMA of the loss stops the sweep once it has clearly diverged."""
-    data, model = setup.data, setup.model
-    optimizer = build_optimizer(model, setup.train, setup.arch)
+@dataclass(frozen=True)
+class SweepOptions:
+    """The LR range test's options (OPTIONS), checked by `sweep_options`."""
+
+    iterations: int
+    lr_min: float
+    lr_max: float
+    smoothing: float  # of the running average that ends the sweep once it diverges
+    diverge_factor: float
+    max_epochs: float  # a cap on the sweep's cost, in epochs of the training split
+
+    def lrs(self, iterations: int) -> list[float]:
+        """`iterations` lrs from lr_min to lr_max, evenly spaced on a log scale."""
+        ratio = self.lr_max / self.lr_min
+        return [self.lr_min * ratio ** (i / (iterations - 1)) for i in range(iterations)]
+
+
+def sweep_options(request: TrialRequest) -> SweepOptions:
+    """The request's LR range test options; ConfigError for one out of its range."""
+    options = SweepOptions(
+        iterations=option(request, "iterations", 100, OPTIONS),
+        lr_min=option(request, "lr_min", 1e-7, OPTIONS),
+        lr_max=option(request, "lr_max", 10.0, OPTIONS),
+        smoothing=option(request, "smoothing", 0.98, OPTIONS),
+        diverge_factor=option(request, "diverge_factor", 4.0, OPTIONS),
+        max_epochs=option(request, "max_epochs", math.inf, OPTIONS))
+    if (not 0 < options.lr_min < options.lr_max or options.iterations < 10
+            or options.max_epochs <= 0):
+        raise ConfigError("lr_probe needs 0 < lr_min < lr_max, iterations >= 10 and max_epochs > 0")
+    return options
+
+
+def lr_sweep(model: nn.Module, train: TrainConfig, arch: ModelConfig,
+             loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+             sample: tuple[torch.Tensor, torch.Tensor], lrs: list[float], batch_size: int,
+             generator: torch.Generator, options: SweepOptions) -> tuple[list[float], int]:
+    """The range test's sweep: one step of `train`'s optimizer per lr of `lrs`, on batches
+    of `sample` drawn in `generator`'s order, `loss(out, y)` the loss. The raw losses, and
+    the steps taken (a non-finite one included). An EMA of the loss stops the sweep once
+    it has clearly diverged."""
+    optimizer = build_optimizer(model, train, arch)
     # Each group keeps its ratio to the base LR (discriminative LRs stay discriminative).
-    ratios = [g["lr"] / setup.train.lr if setup.train.lr else 1.0 for g in optimizer.param_groups]
-    criterion = loss_fn(data, setup.train.label_smoothing)
-    # Arrays whole; a stream's sample, as much as fits SAMPLE_BYTES (workers.data._stream).
-    x, y = data.sample("train")
-    x, y = x.to(setup.device), y.to(setup.device)
+    ratios = [g["lr"] / train.lr if train.lr else 1.0 for g in optimizer.param_groups]
+    x, y = sample
+    beta = options.smoothing
     set_train_mode(model)
     raw: list[float] = []
     avg, low = 0.0, math.inf
-    order, pos = torch.randperm(len(x), generator=setup.generator), 0
+    order, pos = torch.randperm(len(x), generator=generator), 0
     for i, lr in enumerate(lrs):
         for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio
-        if pos + bs > len(x):
-            order, pos = torch.randperm(len(x), generator=setup.generator), 0
-        idx = order[pos:pos + bs].to(setup.device)
-        pos += bs
-        value = _step(model, optimizer, criterion, x[idx], y[idx])
+        if pos + batch_size > len(x):
+            order, pos = torch.randperm(len(x), generator=generator), 0
+        idx = order[pos:pos + batch_size].to(x.device)
+        pos += batch_size
+        value = _step(model, optimizer, loss, x[idx], y[idx])
         if not math.isfinite(value):
             return raw, i + 1
         raw.append(value)
         avg = beta * avg + (1 - beta) * value
         ema = avg / (1 - beta ** (i + 1))
         low = min(low, ema)
-        if i > 5 and ema > diverge * low:
+        if i > 5 and ema > options.diverge_factor * low:
             break
     return raw, len(raw)
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer,
-          criterion: Callable[..., torch.Tensor],
+          loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
           x: torch.Tensor, y: torch.Tensor) -> float:
-    loss = criterion(model(x).float(), y)
+    value = loss(model(x), y)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    value.backward()
     optimizer.step()
-    return loss.item()
+    return value.item()
 
 
-def _judge(lrs: list[float], raw: list[float], train: TrainConfig) -> TrialResult:
+def judge_lr_range(lrs: list[float], raw: list[float], train: TrainConfig) -> TrialResult:
+    """The verdict on a sweep's raw losses at `lrs`, and the lr range it suggests."""
     smoothed = centred_average(lrs, raw)
     figures = {"lrs": lrs, "losses": smoothed, "raw_losses": raw}
     if len(lrs) < 10 or min(smoothed) >= (1 - NO_FALL) * smoothed[0]:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from stagetune.workers.errors import ConfigError
+from stagetune.workers.losses import loss_fn
 from stagetune.workers.models import count_parameters, set_train_mode
 from stagetune.workers.objective import loss_name
 from stagetune.workers.optim import build_optimizer
@@ -26,7 +27,6 @@ from stagetune.workers.probes import _causes as causes
 from stagetune.workers.probes._common import ProbeSetup, option, prepare, verdict
 from stagetune.workers.probes._signals import Record, are_probabilities, gradient_state, recording
 from stagetune.workers.request import TrialRequest, TrialResult
-from stagetune.workers.train import loss_fn
 
 OPTIONS = ("samples", "steps", "target_fraction", "max_epochs")
 # Regularisation and augmentation are off: they exist to stop exactly this fit.
@@ -77,8 +77,8 @@ def overfit(request: TrialRequest) -> TrialResult:
         return early
     assert optimizer is not None and record is not None
 
-    losses, stopped_by = _fit(model, optimizer, loss_fn(data, loss=loss_used), x, y, target,
-                              budget, check=_first_step_check)
+    losses, stopped_by = fit_subset(model, optimizer, loss_fn(data, loss=loss_used), x, y,
+                                    target, budget, check=_first_step_check)
     if stopped_by == "budget":
         stopped_by = "steps" if budget == steps else "max_epochs"
     with torch.no_grad():
@@ -87,8 +87,8 @@ def overfit(request: TrialRequest) -> TrialResult:
         causes.no_gradient(*gradient_state(model), stopped_by == "detached")
         if stopped_by in ("zero_gradients", "detached") else None,
         causes.dead_units(record.dead_share(), setup.arch)])
-    result = _judge(losses, target, len(x), steps, stopped_by, accuracy=accuracy,
-                    expected=expected, explained=bool(found))
+    result = judge_overfit(losses, target, len(x), steps, stopped_by, accuracy=accuracy,
+                           expected=expected, explained=bool(found))
     if result.status != "passed":
         result.message = " ".join([result.message, *(f.sentence for f in found)])
         result.status = causes.worst(result.status, *(f.status for f in found))
@@ -151,10 +151,10 @@ def subset_accuracy(out: torch.Tensor, y: torch.Tensor, loss: str) -> float | No
     return None
 
 
-def _fit(model: nn.Module, optimizer: torch.optim.Optimizer,
-         criterion: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-         target: float, budget: int,
-         check: Callable[[int, nn.Module], str | None] | None = None) -> tuple[list[float], str]:
+def fit_subset(model: nn.Module, optimizer: torch.optim.Optimizer,
+               criterion: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+               target: float, budget: int, check: Callable[[int, nn.Module], str | None] | None = None
+               ) -> tuple[list[float], str]:
     """Full-batch steps on the subset until a stop condition holds; the losses and why.
     `check(step, model)`, after each backward, may name a reason to stop at once."""
     set_train_mode(model)
@@ -179,9 +179,9 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer,
     return losses, "budget"
 
 
-def _judge(losses: list[float], target: float, samples: int, steps: int,
-           stopped_by: str, accuracy: float | None = None,
-           expected: float | None = None, explained: bool = False) -> TrialResult:
+def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
+                  stopped_by: str, accuracy: float | None = None,
+                  expected: float | None = None, explained: bool = False) -> TrialResult:
     """Passed at the target; or, for a classifier, with every sample right and the loss
     below FIT_LOSS of the expected initial loss (a linear softmax on separable samples
     gets there, then creeps toward zero as its weights grow: no sign of a broken

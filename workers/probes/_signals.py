@@ -39,7 +39,7 @@ class Record:
         self.calls.clear()
 
 
-class recording:  # noqa: N801  (used as a context manager, like torch.no_grad)
+class recording:  # lower case: used as a context manager, like torch.no_grad
     """Hooks on `model`'s weight layers and rectifiers for as long as the block runs;
     call `record.new_forward()` before each forward so a reused module is told apart."""
 

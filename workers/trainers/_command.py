@@ -100,7 +100,7 @@ class CommandTrainer:
             fill = {**values, **_builtins(ctx, checkpoints)}
             argv = [arg.format(**fill) for arg in self.argv]
             env = {**_inherited((*INHERITED, *self.pass_env)), **self.env,
-                   **_environment(ctx, values, checkpoints, resumed is not None)}
+                   **_environment(ctx, checkpoints, resumed is not None)}
             _Run(self, ctx, argv, env, checkpoints).run()
 
 
@@ -248,8 +248,7 @@ def _inherited(names: tuple[str, ...]) -> dict[str, str]:
             if any(fnmatch.fnmatchcase(k, n) for n in names)}
 
 
-def _environment(ctx: TrainerContext, values: dict[str, Any], checkpoints: Path,
-                 resumed: bool) -> dict[str, str]:
+def _environment(ctx: TrainerContext, checkpoints: Path, resumed: bool) -> dict[str, str]:
     # STAGETUNE_PARAMS holds what the trial set and the declared knobs, not every default
     declared = ctx.knobs.model_dump() if ctx.knobs is not None else {}
     shown = {**declared, **ctx.params}

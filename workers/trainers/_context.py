@@ -22,7 +22,7 @@ Report = Callable[[int, Metrics], bool]
 Save = Callable[[int, bytes], None]
 
 
-class TrainerStop(BaseException):  # noqa: N818  (control flow, like StopIteration)
+class TrainerStop(BaseException):  # no Error suffix: control flow, like StopIteration
     """Unwinds a trainer from inside `ctx.report`: it reported after being told to stop,
     past its last epoch, or something stagetune cannot use. A BaseException, so that a
     trainer's own `except Exception` does not swallow it."""

@@ -17,16 +17,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stagetune.workers.config import TrainConfig
 from stagetune.workers.errors import ConfigError
-from stagetune.workers.models import count_parameters, set_train_mode
+from stagetune.workers.models import count_parameters
 from stagetune.workers.optim import build_optimizer
-from stagetune.workers.probes._common import option
-from stagetune.workers.probes._init_check import _judge_gradients, _rank
-from stagetune.workers.probes._init_check import _judge_loss as _judge_init_loss
-from stagetune.workers.probes._lr_range import _judge as _judge_lr
-from stagetune.workers.probes._overfit import NO_REGULARISATION, STOP_RULE, _fit
-from stagetune.workers.probes._overfit import _judge as _judge_overfit
+from stagetune.workers.probes import (
+    NO_REGULARISATION,
+    STOP_RULE,
+    fit_subset,
+    judge_gradients,
+    judge_initial_loss,
+    judge_lr_range,
+    judge_overfit,
+    lr_sweep,
+    option,
+    sweep_options,
+    worst,
+)
 from stagetune.workers.request import TrialRequest, TrialResult
 from stagetune.workers.trainers._context import TrainerContext
 from stagetune.workers.trainers._parts import TrainerParts
@@ -153,9 +159,8 @@ def _init_check(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts
     status, message = _judge_loss(value, expected, what, name)
     values = list(grads.values())
     ratio = values[0] / values[-1] if len(values) > 1 and values[-1] else 1.0
-    grad_status, grad_message = _judge_gradients(ratio)
-    if _rank(grad_status) > _rank(status):
-        status = grad_status
+    grad_status, grad_message = judge_gradients(ratio)
+    status = worst(status, grad_status)
     message = f"{message} {grad_message}".strip()
     return TrialResult(status, message=message, probe={
         "epochs_equivalent": 0.0, "loss": value, "expected_loss": expected,
@@ -170,7 +175,7 @@ def _judge_loss(value: float, expected: float | None, what: str, name: str
         return "passed", (f"Initial {name} loss {value:.3g}, not judged: the trainer's loss "
                           "states no expected value; give TrainerParts(expected_loss=...) to "
                           "have it checked.")
-    return _judge_init_loss(value, expected, name, what)
+    return judge_initial_loss(value, expected, name, what)
 
 
 def _overfit(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts) -> TrialResult:
@@ -185,9 +190,9 @@ def _overfit(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts) ->
     with torch.no_grad():  # without a stated expectation: a fraction of the first loss
         first = float(parts.loss(model(x), y))
     target = fraction * (expected if expected is not None else first)
-    losses, stopped_by = _fit(model, optimizer, parts.loss, x, y, target, steps)
+    losses, stopped_by = fit_subset(model, optimizer, parts.loss, x, y, target, steps)
     stopped_by = "steps" if stopped_by == "budget" else stopped_by
-    result = _judge_overfit(losses, target, len(x), steps, stopped_by)
+    result = judge_overfit(losses, target, len(x), steps, stopped_by)
     result.probe |= {"target_loss": target, "samples": len(x), "steps": len(losses),
                      "epochs_equivalent": 0.0, "stop_rule": STOP_RULE, "stopped_by": stopped_by,
                      "stopped_early": len(losses) < steps,
@@ -196,54 +201,12 @@ def _overfit(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts) ->
 
 
 def _lr_probe(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts) -> TrialResult:
-    allowed = ("iterations", "lr_min", "lr_max", "smoothing", "diverge_factor", "max_epochs")
-    iterations = option(request, "iterations", 100, allowed)
-    lr_min = option(request, "lr_min", 1e-7, allowed)
-    lr_max = option(request, "lr_max", 10.0, allowed)
-    beta = option(request, "smoothing", 0.98, allowed)
-    diverge = option(request, "diverge_factor", 4.0, allowed)
-    if not 0 < lr_min < lr_max or iterations < 10:
-        raise ConfigError("lr_probe needs 0 < lr_min < lr_max and iterations >= 10")
+    options = sweep_options(request)  # max_epochs is checked, not used: the data's size is unknown
     bs = max(ctx.train.batch_size, 1)
-    x, y, _ = take(parts.batches, min(bs * iterations, 4096), ctx.device, ctx.trainer)
-    bs = min(bs, len(x))
-    lrs = [lr_min * (lr_max / lr_min) ** (i / (iterations - 1)) for i in range(iterations)]
-    raw = _sweep(ctx.train, ctx, parts, x, y, bs, lrs, beta, diverge)
-    result = _judge_lr(lrs[:len(raw)], raw, ctx.train)
-    result.probe |= {"epochs_equivalent": 0.0, "iterations": iterations}
+    x, y, _ = take(parts.batches, min(bs * options.iterations, 4096), ctx.device, ctx.trainer)
+    lrs = options.lrs(options.iterations)
+    raw, _ = lr_sweep(parts.model, ctx.train, ctx.arch, parts.loss, (x, y), lrs, min(bs, len(x)),
+                      torch.Generator().manual_seed(ctx.seed), options)
+    result = judge_lr_range(lrs[:len(raw)], raw, ctx.train)
+    result.probe |= {"epochs_equivalent": 0.0, "iterations": options.iterations}
     return result
-
-
-def _sweep(train: TrainConfig, ctx: TrainerContext, parts: TrainerParts, x: torch.Tensor,
-           y: torch.Tensor, bs: int, lrs: list[float], beta: float, diverge: float
-           ) -> list[float]:
-    """One step per lr on batches of the sample, as the built-in probe's sweep."""
-    model = parts.model
-    optimizer = build_optimizer(model, train, ctx.arch)
-    ratios = [g["lr"] / train.lr if train.lr else 1.0 for g in optimizer.param_groups]
-    generator = torch.Generator().manual_seed(ctx.seed)
-    set_train_mode(model)
-    raw: list[float] = []
-    avg, low = 0.0, math.inf
-    order, pos = torch.randperm(len(x), generator=generator), 0
-    for i, lr in enumerate(lrs):
-        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
-            group["lr"] = lr * ratio
-        if pos + bs > len(x):
-            order, pos = torch.randperm(len(x), generator=generator), 0
-        idx = order[pos:pos + bs].to(x.device)
-        pos += bs
-        loss = parts.loss(model(x[idx]), y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            break
-        raw.append(value)
-        avg = beta * avg + (1 - beta) * value
-        ema = avg / (1 - beta ** (i + 1))
-        low = min(low, ema)
-        if i > 5 and ema > diverge * low:
-            break
-    return raw

@@ -70,8 +70,17 @@ function badge(text) {
   return span;
 }
 
+// Numbers as the server writes them (studies/reporting/numbers.py): three significant
+// figures, whole numbers as they are, 1.5e-5 outside [1e-4, 1e6); none or NaN as a dash.
 function fmt(value) {
-  return value === null || value === undefined ? "–" : Number(value).toPrecision(4).replace(/\.?0+$/, "");
+  if (value === null || value === undefined) return "–";
+  const n = Number(value);
+  if (!Number.isFinite(n)) return "–";
+  if (Number.isInteger(n)) return String(n);
+  const rounded = Number(n.toPrecision(3));
+  const exponent = Math.floor(Math.log10(Math.abs(rounded)));
+  if (exponent >= -4 && exponent < 6) return String(rounded);
+  return rounded.toExponential(2).replace(/\.?0+e/, "e").replace("e+", "e");
 }
 
 function trialCounts(t) {
@@ -250,11 +259,7 @@ function tableQuery(form, table) {
 
 function paramCell(value) {
   if (value === undefined) return cell("");
-  return cell(typeof value === "number" && !Number.isInteger(value) ? fmt3(value) : String(value));
-}
-
-function fmt3(value) {
-  return Number(value).toPrecision(3).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
+  return cell(typeof value === "number" ? fmt(value) : String(value));
 }
 
 async function loadTrials(form, table) {
@@ -280,7 +285,7 @@ async function loadTrials(form, table) {
       const why = cell(t.state === "complete" ? "" : t.reason || "");  // why it was pruned or failed
       why.className = "reason";
       row.append(first, cell(t.stage), cell(t.state), why, cell(fmt(t.value)),
-        cell(t.epochs === null ? "" : String(t.epochs)), cell(t.seconds === null ? "–" : fmt3(t.seconds)));
+        cell(t.epochs === null ? "" : String(t.epochs)), cell(fmt(t.seconds)));
       for (const p of params) row.append(paramCell(t.params[p]));
       rows.append(row);
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from stagetune.studies.reporting.numbers import sig
 from stagetune.studies.reporting.plots._registry import note, register_plot
 from stagetune.studies.reporting.plots._source import PlotSource
 from stagetune.studies.search.stages._coarse import rung_table
@@ -21,13 +22,13 @@ def budget(source: PlotSource) -> go.Figure:
     planned = [(s.planned or {}).get("epochs") for s in stages]
     figure = go.Figure()
     figure.add_bar(x=names, y=[p or 0 for p in planned], name="planned", marker_color="#cfd8dc",
-                   text=["" if p is None else f"{p:.3g}" for p in planned])
+                   text=["" if p is None else sig(p) for p in planned])
     figure.add_bar(x=names, y=[s.epochs for s in stages], name="spent", marker_color="#1565c0",
-                   text=[f"{s.epochs:.3g}" for s in stages])
+                   text=[sig(s.epochs) for s in stages])
     total = (source.record.spec.get("budget") or {}).get("epochs")
     title = "Epochs planned and spent per stage"
     if total:
-        title += (f": {sum(s.epochs for s in source.record.stages):.4g} of a budget of "
+        title += (f": {sig(sum(s.epochs for s in source.record.stages))} of a budget of "
                   f"{total:g} spent")
     figure.update_layout(title=title, barmode="group", yaxis_title="epochs", height=340)
     return figure
@@ -50,8 +51,8 @@ def coarse_rungs(source: PlotSource) -> go.Figure:
     figure.add_bar(x=labels, y=[r["promoted"] or 0 for r in rows], name="promoted to the next",
                    marker_color="#2e7d32",
                    text=["" if r["promoted"] is None else r["promoted"] for r in rows])
-    best = [f"best {r['best']:.4g}" if r["best"] is not None else "" for r in rows]
-    figure.update_layout(title="Coarse: configurations per rung (" + "; ".join(
+    best = [f"best {sig(r['best'])}" if r["best"] is not None else "" for r in rows]
+    figure.update_layout(title="coarse: configurations per rung (" + "; ".join(
         f"{lbl}: {b}" for lbl, b in zip(labels, best, strict=True) if b) + ")",
         barmode="group", yaxis_title="configurations", height=340)
     return figure

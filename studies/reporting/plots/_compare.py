@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 from plotly.subplots import make_subplots
 
+from stagetune.studies.reporting.numbers import readable
 from stagetune.studies.reporting.plots._curves import COLOURS, _add_curve, _panels
 from stagetune.studies.reporting.plots._registry import note
 from stagetune.studies.reporting.plots._sampling import best_first, record_setters
@@ -79,7 +80,7 @@ def winners_curves(sources: Sequence[PlotSource]) -> go.Figure:
         stage, trial = found
         epochs = source.curves(stage, [trial.number]).get(trial.number, [])
         losses, scores = _panels(source.objective[0])
-        label = f"{source.name}: {stage} #{trial.number} ({trial.value:.4g})"
+        label = f"{source.name}: {stage} #{trial.number} ({readable(trial.value)})"
         for col, metrics in ((1, losses), (2, scores)):
             for metric in metrics:
                 _add_curve(figure, epochs, metric, label, COLOURS[i % len(COLOURS)],

@@ -12,6 +12,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.reporting.numbers import readable, sig
 from stagetune.studies.reporting.plots._registry import note, register_plot
 from stagetune.studies.reporting.plots._sampling import TOP_CURVES, best_first, thin
 from stagetune.studies.reporting.plots._source import PlotSource
@@ -62,7 +63,7 @@ def learning_curves(source: PlotSource) -> go.Figure:
     losses, scores = _panels(objective)
     figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", objective))
     for i, trial in enumerate(top):
-        label, colour = f"{stage} #{trial.number} ({trial.value:.4g})", COLOURS[i % len(COLOURS)]
+        label, colour = f"{stage} #{trial.number} ({readable(trial.value)})", COLOURS[i % len(COLOURS)]
         for col, metrics in ((1, losses), (2, scores)):
             for metric in metrics:
                 _add_curve(figure, curves.get(trial.number, []), metric, label, colour,
@@ -88,19 +89,19 @@ def confirm_spread(source: PlotSource) -> go.Figure:
     winner = stage.figures.get("winner") if stage else None
     figure = go.Figure()
     for index, trials in sorted(by_config.items()):
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        params = ", ".join(f"{k}={readable(v)}"
                            for k, v in sorted(trials[0].params.items()))
         figure.add_box(y=[t.value for t in trials], name=f"config {index}"
                        + (" (winner)" if index == winner else ""), boxpoints="all",
                        jitter=0.3, pointpos=0, hovertext=[f"seed {t.user_attrs.get('seed')}: "
-                                                          f"{t.value:.4g}<br>{params}"
+                                                          f"{sig(t.value)}<br>{params}"
                                                           for t in trials], hoverinfo="text",
                        marker_color="#2e7d32" if index == winner else "#1565c0")
     baseline = source.handed.get("baseline")
     if isinstance(baseline, (int, float)) and math.isfinite(baseline):
         figure.add_hline(y=baseline, line_dash="dash", line_color="#6d4c41",
                          annotation_text="linear baseline")
-    figure.update_layout(title="Confirm: the top configurations over seeds", showlegend=False,
+    figure.update_layout(title="confirm: the top configurations over seeds", showlegend=False,
                          yaxis_title=source.objective[0], height=400)
     return figure
 

@@ -9,6 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from stagetune.studies.reporting.numbers import sig
 from stagetune.studies.reporting.plots._registry import note, register_plot
 from stagetune.studies.reporting.plots._sampling import thin
 from stagetune.studies.reporting.plots._source import PlotSource
@@ -55,7 +56,7 @@ def init_loss(source: PlotSource) -> go.Figure:
     f = stage.figures
     expected = f.get("expected_loss")
     if expected is None:  # a loss that states no expected value: the measurement alone
-        figure = go.Figure(go.Bar(x=["measured"], y=[f["loss"]], text=[f"{f['loss']:.3g}"],
+        figure = go.Figure(go.Bar(x=["measured"], y=[f["loss"]], text=[sig(f['loss'])],
                                   marker_color=[VERDICT_COLOURS[stage.verdict]],
                                   textposition="outside"))
         figure.update_layout(title=f"Initial loss ({f.get('loss_name', 'loss')} states no "
@@ -63,7 +64,7 @@ def init_loss(source: PlotSource) -> go.Figure:
         return figure
     figure = go.Figure(go.Bar(x=["measured", "expected"], y=[f["loss"], expected],
                               marker_color=[VERDICT_COLOURS[stage.verdict], "#90a4ae"],
-                              text=[f"{f['loss']:.3g}", f"{expected:.3g}"], textposition="outside"))
+                              text=[sig(f['loss']), sig(expected)], textposition="outside"))
     figure.add_hrect(y0=expected / 1.5, y1=expected * 1.5, fillcolor="#2e7d32", opacity=0.08,
                      line_width=0, annotation_text="within 1.5x: passed")
     figure.update_layout(title=f"Initial loss: {stage.verdict}", yaxis_title="loss", height=340)

@@ -11,6 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.reporting.plots._axes import readable_log_axes
 from stagetune.studies.reporting.plots._source import PlotSource
 from stagetune.workers.errors import ConfigError
 
@@ -58,7 +59,7 @@ def create_plot(name: str, source: PlotSource, **options: Any) -> go.Figure:
     # subplot titles are annotations: leave room for them under the figure's own title
     top = 90 if figure.layout.annotations and figure.layout.title.text else 50
     figure.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": top, "b": 50})
-    return figure
+    return readable_log_axes(figure)
 
 
 def note(text: str) -> go.Figure:

@@ -6,11 +6,16 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
 import plotly.graph_objects as go
+from optuna.trial import FrozenTrial
 
+from stagetune.studies.reporting.numbers import sig
 from stagetune.studies.reporting.plots._registry import note, register_plot
 from stagetune.studies.reporting.plots._sampling import as_study, completed, sample_trials
 from stagetune.studies.reporting.plots._source import PlotSource
@@ -39,7 +44,7 @@ def coarse_slice(source: PlotSource) -> go.Figure:
     if isinstance(study, go.Figure):
         return study
     figure = optuna.visualization.plot_slice(study, target_name=source.objective[0])
-    return _titled(figure, "Coarse search: parameters against the objective",
+    return _titled(figure, "coarse: parameters against the objective",
                    len(source.trials("coarse")), len(study.trials))
 
 
@@ -50,7 +55,7 @@ def coarse_parallel(source: PlotSource) -> go.Figure:
     if isinstance(study, go.Figure):
         return study
     figure = optuna.visualization.plot_parallel_coordinate(study, target_name=source.objective[0])
-    return _titled(figure, "Coarse search: parallel coordinates",
+    return _titled(figure, "coarse: parallel coordinates",
                    len(source.trials("coarse")), len(study.trials))
 
 
@@ -74,13 +79,13 @@ def coarse_narrowing(source: PlotSource) -> go.Figure:
         scale = _scale(old)
         figure.add_scatter(x=[0, 1], y=[name, name], mode="lines", showlegend=False,
                            line={"color": "#cfd8dc", "width": 14}, hoverinfo="text",
-                           hovertext=f"searched {old['low']:.3g} to {old['high']:.3g}")
+                           hovertext=f"searched {sig(old['low'])} to {sig(old['high'])}")
         figure.add_scatter(x=[scale(new["low"]), scale(new["high"])], y=[name, name],
                            mode="lines+markers+text", showlegend=False,
                            line={"color": "#2e7d32", "width": 6},
-                           text=[f"{new['low']:.3g}", f"{new['high']:.3g}"],
+                           text=[sig(new['low']), sig(new['high'])],
                            textposition=["bottom left", "bottom right"], hoverinfo="text",
-                           hovertext=f"refine {new['low']:.3g} to {new['high']:.3g}")
+                           hovertext=f"refine {sig(new['low'])} to {sig(new['high'])}")
     kept = [f"{n}: {', '.join(map(str, narrowed[n]['choices']))}" for n in narrowed
             if narrowed[n].get("type") == "categorical"]
     figure.update_yaxes(categoryorder="array", categoryarray=names[::-1],
@@ -113,7 +118,7 @@ def refine_history(source: PlotSource) -> go.Figure:
     if isinstance(baseline, (int, float)) and math.isfinite(baseline):
         figure.add_hline(y=baseline, line_dash="dot", line_color="#6d4c41",
                          annotation_text="linear baseline")
-    return _titled(figure, "Refine: optimization history", len(source.trials("refine")),
+    return _titled(figure, "refine: optimization history", len(source.trials("refine")),
                    len(study.trials))
 
 
@@ -128,8 +133,32 @@ def refine_intermediate(source: PlotSource) -> go.Figure:
     figure = optuna.visualization.plot_intermediate_values(study)
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
     figure.update_yaxes(title=source.objective[0])
-    return _titled(figure, f"Refine: per-epoch values ({pruned} pruned)", len(trials),
+    return _titled(figure, f"refine: per-epoch values ({pruned} pruned)", len(trials),
                    len(study.trials))
+
+
+# PED-ANOVA splits a parameter's trials into regimes (those that drew it from one
+# distribution, and those that did not draw it) and wants this many in each (Optuna's
+# `_min_n_trials_in_regime`).
+MIN_REGIME = 2
+
+
+def rankable(trials: Sequence[FrozenTrial]) -> list[str]:
+    """The parameters PED-ANOVA can rank: those each of whose regimes holds MIN_REGIME
+    trials. Of any other (SGD's momentum in a study that drew SGD once) it warns that "some
+    regimes have less than 2 trials", a line in the service's log that tells its reader
+    nothing; the figure names such parameters instead. (A filter on the warning would not
+    do: `warnings.catch_warnings` is not thread-safe, and figures are drawn in parallel.)"""
+    names = dict.fromkeys(p for t in trials for p in t.params)
+    return [name for name in names
+            if min(Counter(t.distributions.get(name) for t in trials).values()) >= MIN_REGIME]
+
+
+@contextmanager
+def _quiet_importances() -> Iterator[None]:
+    with warnings.catch_warnings():  # PED-ANOVA was once experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _ped_anova() -> Any:
@@ -147,13 +176,22 @@ def refine_importances(source: PlotSource) -> go.Figure:
     if len(trials) < 2:
         return note("Importances need at least two completed refine trials.")
     study = as_study(trials, source.objective[1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    ranked = rankable(trials)
+    left_out = [n for n in dict.fromkeys(p for t in trials for p in t.params) if n not in ranked]
+    if not ranked:
+        return note(f"Importances need each parameter drawn, or left out, by at least "
+                    f"{MIN_REGIME} completed refine trials; none is yet.")
+    with _quiet_importances():
         try:
-            figure = optuna.visualization.plot_param_importances(study, evaluator=_ped_anova())
+            figure = optuna.visualization.plot_param_importances(study, evaluator=_ped_anova(),
+                                                                 params=ranked)
         except (ValueError, RuntimeError) as exc:  # e.g. every parameter took one value
             return note(f"Importances cannot be computed: {exc}")
-    return _titled(figure, f"Refine: parameter importances (PED-ANOVA on {len(trials):,} trials)",
+    if left_out:
+        figure.add_annotation(text=f"too few trials to rank: {', '.join(left_out)}",
+                              xref="paper", yref="paper", x=1, y=-0.12, showarrow=False,
+                              xanchor="right", font={"size": 11, "color": "#757575"})
+    return _titled(figure, f"refine: parameter importances (PED-ANOVA on {len(trials):,} trials)",
                    len(trials), len(trials))
 
 
@@ -178,7 +216,7 @@ def contour(source: PlotSource) -> go.Figure:
         return note("A contour needs two parameters that the trials varied.")
     figure = optuna.visualization.plot_contour(study, params=pair,
                                                target_name=source.objective[0])
-    return _titled(figure, f"{stage.capitalize()}: the objective over {pair[0]} and {pair[1]}",
+    return _titled(figure, f"{stage}: the objective over {pair[0]} and {pair[1]}",
                    len(trials), len(study.trials))
 
 
@@ -187,13 +225,15 @@ def _most_important(study: optuna.Study) -> list[str]:
     trials = study.trials
     varied = [name for name in dict.fromkeys(p for t in trials for p in t.params)
               if len({repr(t.params.get(name)) for t in trials}) > 1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    ranked: dict[str, float] = {}
+    names = rankable(trials)
+    with _quiet_importances():
         try:
             from optuna.importance import get_param_importances
 
-            ranked = get_param_importances(study, evaluator=_ped_anova())
-        except (ValueError, RuntimeError):  # too few trials, or one value each
+            if names:
+                ranked = get_param_importances(study, evaluator=_ped_anova(), params=names)
+        except (ValueError, RuntimeError):  # one value each
             ranked = {}
     return ([n for n in ranked if n in varied] + [n for n in varied if n not in ranked])[:2]
 

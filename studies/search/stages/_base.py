@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from stagetune.studies.planning.budget import Allowance
 from stagetune.studies.planning.plan import StagePlan
+from stagetune.studies.reporting.edits import edit_text
 from stagetune.studies.run.executor import Executor, Job
 from stagetune.studies.spec import StudySpec
 from stagetune.studies.store import Store
@@ -107,22 +108,8 @@ def spec_edits(fixes: list[dict[str, Any]]) -> str:
     """The fixes in words, for a stage's sentence: "Suggested spec edits: norm: batch (why)."."""
     if not fixes:
         return ""
-    parts = []
-    for item in fixes:
-        knobs = ", ".join(f"{k}: {_value(v)}" for k, v in item.get("set", {}).items())
-        when = ", ".join(f"{k} {v}" for k, v in (item.get("when") or {}).items())
-        parts.append(f"{knobs}{f' for {when}' if when else ''} ({item.get('why', '')})")
+    parts = [f"{edit_text(item)} ({item.get('why', '')})" for item in fixes]
     return "Suggested spec edits: " + "; ".join(parts) + "."
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, dict):  # a bound or a range
-        return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 class Stage(ABC):

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from stagetune.studies.planning.budget import Allowance
 from stagetune.studies.planning.plan import minimum_budget
+from stagetune.studies.reporting.numbers import readable, sig
 from stagetune.studies.search.loop import Proposal, SearchPlan, run_trials, tally, top_trials
 from stagetune.studies.search.lr_ranges import probed_space
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
@@ -34,8 +35,7 @@ from stagetune.studies.spec.space import dims, dump_region, knobs, narrow, sugge
 
 
 def fmt_params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in sorted(params.items()))
+    return ", ".join(f"{k}={readable(v)}" for k, v in sorted(params.items()))
 
 
 @register_stage
@@ -106,7 +106,7 @@ class Coarse(Stage):
                    f"(epochs); {done.diverged} diverged ({figures['diverged_fraction']:.0%})")
         if "chance_fraction" in figures:
             message += f", {figures['chance_fraction']:.0%} stayed at chance level"
-        message += (f"; best {ctx.objective} {best.value:.4g} at epoch {levels[-1]} with "
+        message += (f"; best {ctx.objective} {readable(best.value)} at epoch {levels[-1]} with "
                     f"{fmt_params(knobs(best.params))}.")
         for line in narrowed.describe():
             message += f" {line[0].upper()}{line[1:]}."
@@ -179,10 +179,10 @@ def _chance_level(ctx: StageContext, trials: list[FrozenTrial], figures: dict[st
     name = ctx.objective.removeprefix("val_")
     what = f"Validation {name}" if name != ctx.objective else ctx.objective
     reach = stray_reach(chance, bound)
-    noise = (f"; {strays} above {bound:.3g}, what luck alone reaches, but within {reach:.3g}"
+    noise = (f"; {strays} above {sig(bound)}, what luck alone reaches, but within {sig(reach)}"
              if strays else "")
-    return (f"{what} stays at chance level (best {best:.3g} against chance {chance:.3g} over "
-            f"{len(scored)} trials, baseline {baseline:.3g}{noise}): the labels carry no "
+    return (f"{what} stays at chance level (best {sig(best)} against chance {sig(chance)} over "
+            f"{len(scored)} trials, baseline {readable(baseline)}{noise}): the labels carry no "
             "information about the inputs; check that labels and inputs are paired (shuffled "
             "or misaligned labels, a wrong label column, augmentation that destroys the "
             "signal).")

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from stagetune.studies.planning.budget import Allowance
 from stagetune.studies.reporting.diagnosis import Diagnosis, diagnose
+from stagetune.studies.reporting.numbers import readable, sig
 from stagetune.studies.run.executor import Job
 from stagetune.studies.search.loop import (
     Proposal,
@@ -63,7 +64,7 @@ class Confirm(Stage):
         pairs = [(i, s) for i in range(len(configs)) for s in range(sizes["seeds"])]
         self._run_missing(ctx, study, configs, pairs, epochs, allowance)
         fail_waiting(study, "not run: confirm ended first")
-        return self._judge(ctx, study, configs, epochs)
+        return self._judge(ctx, study, configs)
 
     def _run_missing(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
                      pairs: list[tuple[int, int]], epochs: int, allowance: Allowance) -> None:
@@ -130,8 +131,7 @@ class Confirm(Stage):
         return Job(trial, request, report,
                    TrialCheckpoints(trial, latest=proposal.earlier.checkpoint))
 
-    def _judge(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
-               epochs: int) -> StageOutcome:
+    def _judge(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]]) -> StageOutcome:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         by_config: dict[int, list[optuna.trial.FrozenTrial]] = {}
         for t in trials:
@@ -155,7 +155,7 @@ class Confirm(Stage):
                    "diagnosis": {"kind": diagnosis.kind, "message": diagnosis.message,
                                  "fix": diagnosis.fix, **diagnosis.figures},
                    "median_trial": median_run.number}
-        message = (f"The winner scores {ctx.objective} {means[winner]:.4g} ± {spread:.2g} over "
+        message = (f"The winner scores {ctx.objective} {sig(means[winner])} ± {readable(spread)} over "
                    f"{len(values)} seeds. Its curves: {diagnosis.message} {diagnosis.fix}")
         goal = ctx.spec.goal
         if goal is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stagetune.studies.reporting.numbers import sig
 from stagetune.studies.search.lr_ranges import families_in, lr_is_searched
 from stagetune.studies.search.stages._base import (
     Stage,
@@ -43,8 +44,8 @@ class Baseline(Stage):
             bound = chance_bound(hand_on, ctx.direction)
             if at_chance(value, bound, ctx.direction):
                 return StageOutcome("warned", (
-                    f"The linear baseline scores {value:.3g}, at chance level "
-                    f"({final['chance']:.3g}; luck alone reaches {bound:.3g} on this "
+                    f"The linear baseline scores {sig(value)}, at chance level "
+                    f"({sig(final['chance'])}; luck alone reaches {sig(bound)} on this "
                     "validation split): the inputs carry no linear information about the "
                     "labels. If the networks stay at chance too, coarse stops the study: "
                     f"check that labels and inputs are paired. {result.message}"),

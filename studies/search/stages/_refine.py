@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from pydantic import TypeAdapter
 
+from stagetune.studies.reporting.numbers import readable
 from stagetune.studies.search.loop import (
     NOT_RUN,
     Proposal,
@@ -98,7 +99,7 @@ class Refine(Stage):
                     "stopped_by": _why_stopped(ctx, study, cfg.patience)}
         message = (f"{figures['trials']} trials ({figures['continued']} continued from coarse, "
                    f"{figures['explored']} drawn from the whole space, {figures['pruned']} "
-                   f"pruned, {figures['failed']} failed); best {ctx.objective} {best.value:.4g} "
+                   f"pruned, {figures['failed']} failed); best {ctx.objective} {readable(best.value)} "
                    f"with {fmt_params(knobs(best.params))}.")
         if figures["stopped_by"]:
             message += f" Stopped early: {figures['stopped_by']}."
