@@ -116,6 +116,20 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in (
         fixed={"lr": 0.0}),
     Bug("lr_tiny", "fixed lr: 1e-7 (far too small)", ("overfit", "lr_probe"),
         r"learning rate|\blr\b", fixed={"lr": 1e-7}),
+    # the training step (workers.probes._step_findings)
+    Bug("running_stats_norm", "batch norms that use their running statistics in training",
+        ("init_check",), r"did not update its running statistics",
+        model="planted_running_stats_norm"),
+    Bug("norm_eval_in_forward", "batch norms put in eval mode in forward although they train",
+        ("init_check",), r"ran in evaluation mode during the training step",
+        model="planted_norm_eval_in_forward"),
+    Bug("stale_tensor", "the previous batch's logits added to this batch's (state across steps)",
+        ("init_check",), r"state kept across steps", model="planted_stale_tensor"),
+    Bug("frozen_top_block", "the top conv block frozen by mistake, stem and head learning",
+        ("init_check",), r"are frozen \(requires_grad False\)",
+        model="planted_frozen_top_block"),
+    Bug("eval_dropout", "input dropout left on in evaluation (F.dropout(training=True))",
+        ("init_check",), r"Two evaluations of the same batch", model="planted_eval_dropout"),
 )}
 HEALTHY = Bug("healthy", "examples/digits.yaml as it is", (), r"$^")
 

@@ -14,6 +14,7 @@ from stagetune.service.schemas import Message, ValidationErrors
 from stagetune.studies.errors import SpecError, StoreError, StudyConflictError, StudyNotFoundError
 from stagetune.studies.spec.schema import spec_components
 from stagetune.workers import StagetuneError
+from stagetune.workers.sidecar import WorkerCodeTimeout
 
 
 def install(app: FastAPI) -> None:
@@ -43,6 +44,10 @@ def install(app: FastAPI) -> None:
     async def _store(_: Request, exc: StoreError) -> JSONResponse:
         # the message names no URL or driver text; the log has them (studies.store)
         return JSONResponse({"detail": f"the store is unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(WorkerCodeTimeout)
+    async def _worker_code(_: Request, exc: WorkerCodeTimeout) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(StagetuneError)
     async def _input(_: Request, exc: StagetuneError) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,19 +98,56 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-# -- Ray: a real local cluster per test module -----------------------------------------
+# -- Ray: one real local cluster per test process, clean for each module -----------------
+
+@pytest.fixture(scope="session")
+def _ray_session() -> Iterator[None]:
+    """Stops the test process's Ray, if one is up, when the session ends."""
+    yield
+    import ray
+
+    ray.shutdown()
+
 
 @pytest.fixture(scope="module")
-def ray_local() -> Iterator[str]:
-    """A local 2-CPU Ray for the module's tests; yields its address for subprocesses."""
+def ray_local(_ray_session: None) -> Iterator[str]:
+    """A local 2-CPU Ray for the module's tests; yields its address for subprocesses.
+    The first module that asks starts it and later ones reuse it (a start and a stop cost
+    some 4 s a module); each module leaves it as a new one: its detached actors (runners,
+    the trial pool) killed. A module that needs a Ray of its own calls `ray.shutdown()`
+    before its `ray.init`, and the next module here starts a new one."""
     import ray
 
     from stagetune.studies.run.cluster import NAMESPACE
 
-    ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
-             log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
+                 log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    if ray.is_initialized():
+        _kill_detached_actors()
+
+
+def _kill_detached_actors(timeout: float = 30) -> None:
+    """Kill every named actor, and wait until their processes are gone: a later module's
+    runners and trial pool start afresh, with that module's environment."""
+    import psutil
+    import ray
+    from ray.util import list_named_actors
+
+    for entry in list_named_actors(all_namespaces=True):
+        try:
+            ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]))
+        except ValueError:  # it ended on its own meanwhile
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [a["Pid"] for a in ray._private.state.actors().values()  # the GCS's table
+                 if a["Name"] and a["State"] != "DEAD" and a["Pid"] and psutil.pid_exists(a["Pid"])]
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"named actors still alive {timeout:.0f} s after ray.kill: {alive}")
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/install.sh installs it

@@ -26,6 +26,13 @@ they are a random sample, and an index is an item's position in its split). What
 - non-finite values (NaN, inf) in the inputs or targets warn. So do constant features
   of a table. A constant pixel of an image, such as the blank border of a digit, is
   normal and only reported.
+- label noise (classification): the share of training labels that look wrong, from a quick
+  model's cross-validated predictions (`workers.label_quality`, which states its rule): random
+  noise and one class labelled as another warn, with the rows to re-label.
+- imbalance (classification): the majority class's share is chance level for accuracy. At
+  `IMBALANCED` (80%) or more, with accuracy as the objective, a note says so and suggests
+  macro F1 as the objective (a structured fix: `fixes`, as the probes give). Imbalance alone
+  is healthy: it is reported, not warned.
 - input scale: the raw mean and spread (`data.mean`, `data.std`, which the loader
   standardises with). This is information, not a warning, because every dataset reaches
   the model standardised with its training statistics. It warns only when standardised
@@ -49,6 +56,7 @@ import torch
 from stagetune.workers.data import AnyDataset, load_dataset
 from stagetune.workers.errors import ConfigError
 from stagetune.workers.knobs import parse_task_params
+from stagetune.workers.label_quality import label_quality
 from stagetune.workers.request import TrialRequest, TrialResult
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,7 @@ DUPLICATE_SHARE = 0.01  # of the training rows read: above it, copies within tra
 PRIOR_SHIFT = 0.1  # total variation between the training and validation class shares
 RARE_FACTOR = 0.1  # smallest class below this share of a uniform one (0.1 / classes) warns
 OUTLIER_Z = 50.0  # standardised values beyond this many stds warn
+IMBALANCED = 0.8  # majority share from which accuracy's objective gets a balanced suggestion
 EXAMPLES = 5  # index examples kept per finding
 OPTIONS = ("samples", "leak_share")
 NO_DATASET = ("No dataset: the trainer loads its own data, so there is nothing to check "
@@ -76,15 +85,16 @@ def check_data(request: TrialRequest) -> TrialResult:
     if task.dataset is None:
         return TrialResult("skipped", message=NO_DATASET, probe={"epochs_equivalent": 0.0})
     data = load_dataset(task.dataset, parse_task_params(task, request.params).dataset_options)
-    result = check_dataset(data, samples, leak_share)
+    result = check_dataset(data, samples, leak_share, request.objective)
     log.info("data check on %s: %s %s", task.dataset, result.status, result.message)
     return result
 
 
 def check_dataset(data: AnyDataset, samples: int = MAX_SAMPLES,
-                  leak_share: float = LEAK_SHARE) -> TrialResult:
+                  leak_share: float = LEAK_SHARE, objective: str | None = None) -> TrialResult:
     """The checks on a loaded split: passed, warned or failed, each finding in
-    `probe["findings"]` with its verdict, sentence and figures."""
+    `probe["findings"]` with its verdict, sentence and figures; the findings' spec edits in
+    `probe["fixes"]`. `objective` (default accuracy) decides the imbalance note."""
     x_t, y_t = data.sample("train", _rows(data, samples))
     x_v, y_v = data.sample("val", _rows(data, samples))
     hashed = {"train": _hashes(x_t), "val": _hashes(x_v)}
@@ -97,10 +107,14 @@ def check_dataset(data: AnyDataset, samples: int = MAX_SAMPLES,
         _constant(data, x_t),
         _scale(data, x_t, x_v),
     ]
+    if data.task == "classification":
+        findings += [label_quality(data.task, data.num_classes, x_t, y_t)]
+        findings += _imbalance(y_v, data.num_classes, objective)
     status = _worst([f["verdict"] for f in findings])
     probe = {"findings": findings, "train_rows": len(x_t), "val_rows": len(x_v),
              "train_size": data.train_size, "val_size": data.val_size,
-             "epochs_equivalent": 0.0}
+             "epochs_equivalent": 0.0,
+             "fixes": [fix for f in findings for fix in f.pop("fixes", [])]}
     return TrialResult(status, message=_message(status, findings, len(x_t), len(x_v)),
                        probe=probe)
 
@@ -282,6 +296,27 @@ def _balance_problems(names: str, p_t: torch.Tensor, p_v: torch.Tensor, shift: f
     return out
 
 
+def _imbalance(y_v: torch.Tensor, classes: int, objective: str | None) -> list[Finding]:
+    """The majority share of validation, chance level for accuracy; at IMBALANCED or more,
+    with accuracy the objective, a note and a balanced objective as a spec edit."""
+    shares = torch.bincount(y_v, minlength=classes).double() / max(1, len(y_v))
+    majority, share = int(shares.argmax()), float(shares.max())
+    if share < IMBALANCED or (objective or "val_accuracy") != "val_accuracy":
+        return []
+    # macro F1 of answering the majority always: its class scores 2p / (1 + p), the rest 0
+    constant_f1 = 2 * share / (1 + share) / max(1, int((shares > 0).sum()))
+    return [_finding("imbalance", "info", (
+        f"Class {majority} holds {share:.0%} of validation: answering it always scores accuracy "
+        f"{share:.2f}, which is chance level here, and accuracy barely moves with the rarer "
+        f"classes. Macro F1 weighs every class alike (the majority answer scores "
+        f"{constant_f1:.2f}): judge the search by it (task.metrics: [macro_f1], task.objective: "
+        "val_macro_f1)."), majority=majority, majority_share=share,
+        macro_f1_of_majority=constant_f1, fixes=[{
+            "set": {"task.metrics": ["macro_f1"], "task.objective": "val_macro_f1"},
+            "why": f"class {majority} holds {share:.0%} of validation, so accuracy hides "
+                   "the rare classes"}])]
+
+
 def _target_shift(y_t: torch.Tensor, y_v: torch.Tensor) -> Finding:
     """Regression: the validation targets' mean in training standard deviations (finite
     targets only: non-finite ones are the `non_finite` finding's)."""
@@ -375,7 +410,7 @@ PHRASES = {"leaks": "leaks", "train_duplicates": "duplicates",
            "conflicting_labels": "conflicting labels", "class_balance": "class imbalance",
            "target_shift": "shifted targets",
            "non_finite": "NaN/inf values", "constant_features": "constant features",
-           "input_scale": "extreme values"}
+           "input_scale": "extreme values", "label_noise": "label noise"}
 
 
 def _message(status: str, findings: list[Finding], n_t: int, n_v: int) -> str:

@@ -20,8 +20,11 @@ import multiprocessing
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
+
+from stagetune.workers.errors import StagetuneError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,13 @@ T = TypeVar("T")
 # A child left idle this long exits, giving its memory (torch's ~1 GB) back; the next call
 # starts another, which takes as long as importing torch.
 IDLE_SECONDS = 600.0
+# A call that takes longer (a plugin's check that hangs) ends the child, so the calls queued
+# behind it are not held too; the caller gets a WorkerCodeTimeout.
+CALL_SECONDS = 300.0
+
+
+class WorkerCodeTimeout(StagetuneError):
+    """The worker-code child did not answer in time; it was ended."""
 
 
 def in_child(fn: Callable[..., T], *args: Any) -> T:
@@ -64,8 +74,10 @@ class Sidecar:
     """One child process (spawned: a fork of a process that runs threads and Ray is unsafe),
     started on first use and ended after `idle_seconds` without a call."""
 
-    def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, call_seconds: float = CALL_SECONDS
+                 ) -> None:
         self.idle_seconds = idle_seconds
+        self.call_seconds = call_seconds
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._busy = 0
@@ -93,7 +105,18 @@ class Sidecar:
             self._busy += 1
             self._disarm()
         try:
-            return pool.submit(_run, fn, args).result()
+            return pool.submit(_run, fn, args).result(timeout=self.call_seconds)
+        except FutureTimeout:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            # the executor cannot stop a running call (3.11 has no terminate_workers): kill it
+            for process in list(pool._processes.values()):
+                process.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise WorkerCodeTimeout(
+                f"the workers' code did not answer within {self.call_seconds:.0f} s (a plugin's "
+                "check or dataset that hangs?); it was stopped, so try again") from None
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:
@@ -124,4 +147,4 @@ class Sidecar:
 
 _SIDECAR = Sidecar()
 
-__all__ = ["IDLE_SECONDS", "Sidecar", "in_child", "start", "stop"]
+__all__ = ["CALL_SECONDS", "IDLE_SECONDS", "Sidecar", "WorkerCodeTimeout", "in_child", "start", "stop"]

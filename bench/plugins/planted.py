@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+from torch.nn import functional as F
 
 from stagetune.workers.config import ModelConfig
 from stagetune.workers.data import Dataset, DataSettings, RawData, register_dataset
@@ -189,3 +190,81 @@ def unnormalised(data: Dataset, cfg: ModelConfig) -> nn.Module:
 def deep_sigmoid(data: Dataset, cfg: ModelConfig) -> nn.Module:
     """Twelve sigmoid layers, no normalisation, no skip connections: gradients vanish."""
     return _plain_mlp(data, cfg, 12, nn.Sigmoid)
+
+
+# --- the training step: the model breaks an invariant of the step ---------------------------
+
+
+class _RunningStatsBatchNorm2d(nn.BatchNorm2d):
+    """A batch norm that normalises with its running statistics while training too (a
+    custom forward passing training=False), so it neither normalises by the batch nor
+    updates its statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            False, 0.0, self.eps)
+
+
+class _Remembers(nn.Module):
+    """The convnet's logits plus half the mean of the previous training batch's (detached):
+    a tensor kept across steps that changes what each step computes."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.previous: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        if not self.training:
+            return out
+        previous, self.previous = self.previous, out.detach().mean(0, keepdim=True)
+        return out if previous is None else out + 0.5 * previous
+
+
+@register_model("planted_running_stats_norm")
+def running_stats_norm(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet whose batch norms use their running statistics in training."""
+    model = _convnet(data, cfg)
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = _RunningStatsBatchNorm2d
+    return model
+
+
+@register_model("planted_norm_eval_in_forward")
+def norm_eval_in_forward(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet with its batch norms put in eval mode at every forward ("keep the
+    statistics fixed", left in although they train)."""
+    inner = _convnet(data, cfg)
+
+    def freeze(x: torch.Tensor) -> torch.Tensor:
+        for module in inner.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return x
+    return _Wrap(inner, freeze, before=True)
+
+
+@register_model("planted_stale_tensor")
+def stale_tensor(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet adding the previous batch's mean logits to this batch's."""
+    return _Remembers(_convnet(data, cfg))
+
+
+@register_model("planted_frozen_top_block")
+def frozen_top_block(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet with its top conv block frozen (a requires_grad_(False) on the wrong
+    block) while the stem and the head learn."""
+    model = _convnet(data, cfg)
+    blocks = model.blocks
+    assert isinstance(blocks, nn.Sequential)
+    blocks[-1].requires_grad_(False)
+    return model
+
+
+@register_model("planted_eval_dropout")
+def eval_dropout(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet with input dropout written F.dropout(x, 0.1, training=True): on in
+    evaluation too, so validation scores are noisy."""
+    return _Wrap(_convnet(data, cfg), lambda x: F.dropout(x, 0.1, training=True), before=True)

@@ -94,6 +94,7 @@ def topology(postgres_url: str, tmp_path: Path) -> Iterator[Topology]:
     assert not leftovers, f"still running 20 s after SIGTERM: {leftovers}"
 
 
+@pytest.mark.slow
 def test_a_study_submitted_over_http_runs_its_trials_on_the_worker_node(topology: Topology) -> None:
     nodes = _nodes(topology)
     (head,) = [n["id"] for n in nodes if "node:__internal_head__" in n["resources"]]

@@ -37,6 +37,8 @@ from stagetune.studies.store import Store
 from tests.service.server import Server
 from tests.service.test_api import long_study
 
+pytestmark = pytest.mark.slow  # 10,000 trials written, a study driven from Chromium
+
 TOKEN = "dash-token-0123"
 BIG, SMALL_A, SMALL_B = "table-10k", "cmp-a", "cmp-b"
 DISTS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "width": IntDistribution(8, 128),

@@ -161,6 +161,7 @@ def test_a_declared_knob_out_of_its_bounds_is_a_422_naming_them(server: Server) 
 
 # -- the five studies -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_attention_model_tunes_its_own_num_heads(
         server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["attention"]
@@ -172,6 +173,7 @@ def test_the_attention_model_tunes_its_own_num_heads(
     assert study.best.value > study.baseline > 0.1  # beats the linear model
 
 
+@pytest.mark.slow
 def test_the_multilabel_study_is_judged_by_macro_f1(
         server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["multilabel"]
@@ -189,6 +191,7 @@ def test_the_multilabel_study_is_judged_by_macro_f1(
     assert verdicts(study)["init_check"] == "passed" and "bce_with_logits" in said["init_check"]
 
 
+@pytest.mark.slow
 def test_the_png_folder_is_written_once_and_streamed(
         server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["png_stream"]
@@ -205,6 +208,7 @@ def test_the_png_folder_is_written_once_and_streamed(
     assert study.best.value > 0.6
 
 
+@pytest.mark.slow
 def test_the_training_function_is_probed_tuned_and_continued(
         server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["loop_trainer"]
@@ -218,6 +222,7 @@ def test_the_training_function_is_probed_tuned_and_continued(
     assert study.best.value > 0.9
 
 
+@pytest.mark.slow
 def test_the_command_trainer_runs_its_script_and_skips_the_probes(
         server: Server, studies: dict[str, StudyDetail]) -> None:
     study = studies["command_trainer"]
@@ -236,6 +241,7 @@ def test_the_command_trainer_runs_its_script_and_skips_the_probes(
 
 # -- the dashboards ----------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", sorted(SPECS))
 def test_each_studys_dashboard_renders(server: Server, studies: dict[str, StudyDetail],
                                        browser: Browser, stem: str) -> None:

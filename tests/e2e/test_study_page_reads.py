@@ -83,6 +83,7 @@ def test_too_precise_finds_what_the_page_showed_before() -> None:
     assert too_precise("lr: 0.00807–0.242, log; 1,437 rows; loss 2.48; 1.5e-5; 0.990") == []
 
 
+@pytest.mark.slow
 def test_sentences_tables_and_edits_show_three_figures_at_most(page: Page) -> None:
     texts = page.eval_on_selector_all(
         "#fixes, #head .facts, #diagnosis-box, #stages td.message, .stage-section .message, "
@@ -91,6 +92,7 @@ def test_sentences_tables_and_edits_show_three_figures_at_most(page: Page) -> No
     assert [n for t in texts for n in too_precise(t)] == []
 
 
+@pytest.mark.slow
 def test_no_edit_is_suggested_that_the_search_already_applied(server: Server, page: Page) -> None:
     stored = Store(server.db, create=False).study(STUDY)
     probe = next(s for s in stored.stages if s.name == "lr_probe")
@@ -105,6 +107,7 @@ def test_no_edit_is_suggested_that_the_search_already_applied(server: Server, pa
     assert len(on_page) == len(shown)
 
 
+@pytest.mark.slow
 def test_stage_names_read_as_the_spec_writes_them(page: Page) -> None:
     body = page.inner_text("body")  # innerText follows CSS text-transform
     assert "Lr Probe" not in body and "Init Check" not in body and "Lr probe" not in body
@@ -112,6 +115,7 @@ def test_stage_names_read_as_the_spec_writes_them(page: Page) -> None:
         assert page.inner_text(f"#stage-{name} h2").startswith(f"{name} ")
 
 
+@pytest.mark.slow
 def test_log_axes_are_labelled_at_powers_of_ten(page: Page) -> None:
     axis = page.evaluate("document.getElementById('plot-lr_probe').layout.xaxis")
     assert axis["type"] == "log" and axis["dtick"] == 1, axis
@@ -129,6 +133,7 @@ def test_log_axes_are_labelled_at_powers_of_ten(page: Page) -> None:
         assert numbers == sorted(set(numbers)), f"{name}: {ticks}"
 
 
+@pytest.mark.slow
 def test_the_log_holds_no_library_remarks(server: Server, page: Page) -> None:
     noisy = [line for line in server.log.read_text().splitlines() if any(n in line for n in NOISE)]
     assert noisy == [], "\n".join(noisy)

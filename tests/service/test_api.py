@@ -40,6 +40,7 @@ def wait_for_status(api: Client, study: str, statuses: tuple[str, ...], timeout:
     return found
 
 
+@pytest.mark.slow
 def test_a_digits_study_submitted_over_http_completes(store_url: str, tmp_path: Path) -> None:
     server = Server(store_url, tmp_path / "data").start()
     try:
@@ -91,6 +92,7 @@ def test_a_digits_study_submitted_over_http_completes(store_url: str, tmp_path: 
         server.stop()
 
 
+@pytest.mark.slow
 def test_every_error_names_the_problem(open_server: Server) -> None:
     url = open_server.url
     bad = httpx.post(f"{url}/api/studies", json={"name": "bad", "task": {"dataset": "digts",
@@ -164,6 +166,7 @@ def test_tokens_are_enforced_when_set(tmp_path: Path, ray_local: str) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_server_restarted_mid_study_finishes_it(tmp_path: Path) -> None:
     server = Server(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "data").start()
     try:

@@ -14,6 +14,8 @@ from stagetune.service.client import ApiError, Client
 from tests.service.server import Server
 from tests.service.test_api import quick_study
 
+pytestmark = pytest.mark.slow  # a server's worker-code child checked from outside
+
 # Measured: about 240 MiB resident after start-up, a submit, two refusals and the registry
 # (SQLite store, joined to a local Ray; 1.25 GiB when the API imported torch). The bound
 # leaves room for allocator noise, not for torch (some 400 MiB more).

@@ -19,6 +19,7 @@ def stagetune(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([STAGETUNE, *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_train_json_prints_status_history_and_final() -> None:
     out = stagetune("train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--json")
     assert out.returncode == 0, out.stderr
@@ -28,6 +29,7 @@ def test_train_json_prints_status_history_and_final() -> None:
     assert result["final"]["objective"] == "val_accuracy"
 
 
+@pytest.mark.slow
 def test_train_prints_a_table_without_json() -> None:
     out = stagetune("train", "--model", "mlp", "--epochs", "1", "--set", "lr=0.01")
     assert out.returncode == 0, out.stderr
@@ -53,6 +55,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(args: list[str], needle: str)
     assert needle in " ".join(result.output.split())
 
 
+@pytest.mark.slow
 def test_the_installed_command_reports_bad_input_without_a_traceback() -> None:
     out = stagetune("train", "--set", "lrr=0.1")
     assert out.returncode == 2
@@ -60,6 +63,7 @@ def test_the_installed_command_reports_bad_input_without_a_traceback() -> None:
     assert out.stderr.startswith("error: unknown parameter 'lrr'; known:")
 
 
+@pytest.mark.slow
 def test_probe_json_and_failing_probe_exit_code() -> None:
     out = stagetune("probe", "init", "--json")
     assert out.returncode == 0, out.stderr

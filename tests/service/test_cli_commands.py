@@ -21,6 +21,8 @@ from stagetune.service.client import Client
 from tests.service.server import Server, free_port
 from tests.studies.ray_support import wait_until
 
+pytestmark = pytest.mark.slow  # its fixture runs a study to the end through a server
+
 STUDY = "cli-done"
 SPEC = {"name": STUDY, "task": {"dataset": "digits", "model": "mlp"},
         "space": {"lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},

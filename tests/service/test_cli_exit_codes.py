@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
@@ -16,6 +17,8 @@ from stagetune.service.cli._app import app
 from stagetune.service.client import Client
 from tests.service.server import Server
 from tests.studies.ray_support import wait_until
+
+pytestmark = pytest.mark.slow  # studies run to each exit code through a server
 
 OFF = {"enabled": False}
 QUIET = {"data_check": OFF, "baseline": OFF, "init_check": OFF, "lr_probe": OFF,

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # plugin studies and probes through the installed command
+
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
 
 PLUGIN = '''

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import ray
 import yaml
 
@@ -19,6 +20,8 @@ from stagetune.studies.store import Store
 from tests.service.server import STAGETUNE
 from tests.service.test_api import long_study
 from tests.studies.ray_support import wait_until
+
+pytestmark = pytest.mark.slow  # `stagetune run` with a Ray that fails to start or a runner killed
 
 
 def run(spec: dict[str, Any], tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -14,6 +14,8 @@ import yaml
 from stagetune.studies.spec import load_spec
 from stagetune.workers.data import get_data_settings
 
+pytestmark = pytest.mark.slow  # `stagetune run` studies, each with a Ray of its own
+
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
 EXAMPLES = Path(__file__).parents[2] / "examples"
 QUICK = {

@@ -9,11 +9,15 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from stagetune.service.client import Client
 from stagetune.workers.trainers._command import INHERITED
 from tests.service.server import Server
 from tests.service.test_api import wait_for_status
 from tests.studies.ray_support import NO_PROBES
+
+pytestmark = pytest.mark.slow  # a server with a Ray of its own runs a command study
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "env-token-0123"

@@ -18,6 +18,8 @@ from tests.service.server import STAGETUNE, Server
 from tests.service.test_api import long_study, wait_for_status
 from tests.studies.ray_support import digits_spec, wait_until
 
+pytestmark = pytest.mark.slow  # a study run to the end, then every page in Chromium
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 STUDY = "dash-digits"
 ALL_RENDERED = "[...document.querySelectorAll('.plot')].every(d => d.dataset.rendered)"

@@ -161,6 +161,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory, ray_local: str) -> It
     server.stop()
 
 
+@pytest.mark.slow
 def test_openapi_documents_401_and_422_on_the_operations(token_server: Server,
                                                          open_server: Server) -> None:
     schema = httpx.get(f"{token_server.url}/openapi.json").json()
@@ -196,6 +197,7 @@ def test_a_405_names_every_method_of_the_path(open_server: Server) -> None:
     assert response.headers["allow"] == "DELETE, GET"
 
 
+@pytest.mark.slow
 def test_on_postgresql_messages_name_no_database_url(postgres_url: str, tmp_path: Path,
                                                      ray_local: str) -> None:
     """NaN once reached PostgreSQL's JSON column and came back as a 503 with the URL."""

@@ -38,6 +38,7 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples[name, tuple(sorted(labels.items()))]
 
 
+@pytest.mark.slow
 def test_running_trials_show_while_a_study_runs_and_go_back_to_zero(open_server: Server) -> None:
     # one trial at a time: while the second runs, the first has finished
     spec = digits_spec("metrics-live", resources={"max_concurrent": 1},
@@ -100,6 +101,7 @@ def test_request_labels_stay_bounded_and_a_scrape_needs_a_token_when_tokens_are_
     assert samples["stagetune_store_up", ()] == 0
 
 
+@pytest.mark.slow
 def test_the_ray_dashboard_opt_in_without_rays_full_install_is_one_line(tmp_path: Path) -> None:
     try:
         import ray.dashboard.optional_deps  # noqa: F401

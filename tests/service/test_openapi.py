@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.service.server import Server
+
+pytestmark = pytest.mark.slow  # schemathesis fuzzes every operation of a server
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("st"))
 CONFIG = Path(__file__).parents[2] / "scripts" / "fuzz_api.toml"

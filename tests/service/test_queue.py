@@ -21,6 +21,8 @@ from tests.service.test_api import long_study, wait_for_status
 from tests.service.test_supervisor import no_runner_left, runners
 from tests.studies.ray_support import NO_PROBES, wait_until
 
+pytestmark = pytest.mark.slow  # queued studies run one at a time through a server
+
 TOKENS = ("tok-a", "tok-b", "tok-c")
 OFF = {"enabled": False}
 ENDED = ("completed", "stopped", "failed", "cancelled")

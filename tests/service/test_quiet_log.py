@@ -109,6 +109,7 @@ def test_the_importance_figures_warn_of_nothing(tmp_path: Path) -> None:
         in [a.text for a in ranked.layout.annotations]  # said on the figure, not in the log
 
 
+@pytest.mark.slow
 def test_drawing_every_figure_leaves_no_library_warning_in_the_log(server: Server) -> None:
     kinds = [k for k, kind in PLOTS.items() if not kind.per_trial]
     with httpx.Client(base_url=server.url, timeout=120) as http, ThreadPoolExecutor(4) as pool:

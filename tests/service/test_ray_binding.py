@@ -6,8 +6,11 @@ import ipaddress
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.service.server import Server
+
+pytestmark = pytest.mark.slow  # a server that starts a Ray of its own
 
 
 def listening(root: int) -> set[tuple[str, int, str]]:

@@ -19,6 +19,8 @@ from tests.service.server import Server
 from tests.studies.db_proxy import FlakyProxy
 from tests.studies.ray_support import NO_PROBES, digits_spec
 
+pytestmark = pytest.mark.slow  # a server behind a database proxy that cuts and hangs
+
 STUDY = "outage-reads"
 
 

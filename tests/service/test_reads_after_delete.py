@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from stagetune.service.web._templates import number
@@ -20,6 +21,8 @@ from stagetune.studies.spec import load_spec
 from stagetune.studies.store import Store
 from tests.service.server import Server
 from tests.studies.ray_support import NO_PROBES, digits_spec
+
+pytestmark = pytest.mark.slow  # a server per store, studies deleted and written again
 
 # stage -> the values of its trials, in order (None: pruned); each study's differ
 Trials = dict[str, list[float | None]]

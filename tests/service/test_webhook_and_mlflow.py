@@ -112,6 +112,7 @@ def server(hooked: tuple[Receiver, str, Path], ray_local: str) -> Iterator[Serve
     running.stop()
 
 
+@pytest.mark.slow
 def test_a_finished_study_posts_its_summary_and_leaves_one_mlflow_run_per_trial(
         hooked: tuple[Receiver, str, Path], server: Server) -> None:
     import mlflow
@@ -166,6 +167,7 @@ def test_a_finished_study_posts_its_summary_and_leaves_one_mlflow_run_per_trial(
     assert files == ["weights/weights.pt"]
 
 
+@pytest.mark.slow
 def test_a_study_cancelled_as_soon_as_it_is_submitted_sends_its_webhook(
         hooked: tuple[Receiver, str, Path], server: Server) -> None:
     """Cancelled before any runner ran it, or by its runner moments in: either way the

@@ -51,6 +51,7 @@ def counted_epochs(store: Store, name: str) -> float:
     return total
 
 
+@pytest.mark.slow
 def test_a_study_with_a_budget_of_40_epochs_never_spends_more(study: tuple[Store, StudyReport]
                                                               ) -> None:
     store, report = study
@@ -60,6 +61,7 @@ def test_a_study_with_a_budget_of_40_epochs_never_spends_more(study: tuple[Store
     assert report.compute["epochs"] > 0.8 * BUDGET  # and it does use what it was given
 
 
+@pytest.mark.slow
 def test_planned_and_spent_are_recorded_per_stage(study: tuple[Store, StudyReport]) -> None:
     _, report = study
     stages = {s["name"]: s for s in report.stages}
@@ -72,6 +74,7 @@ def test_planned_and_spent_are_recorded_per_stage(study: tuple[Store, StudyRepor
     assert stages["coarse"]["planned"]["sizes"]["rungs"] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_coarse_survivor_continues_from_its_checkpoint(study: tuple[Store, StudyReport]) -> None:
     store, _ = study
     coarse = {t.number: t for t in store.trials("budget-40", "coarse")}
@@ -93,6 +96,7 @@ def test_a_coarse_survivor_continues_from_its_checkpoint(study: tuple[Store, Stu
         assert sorted(trial.intermediate_values)[: len(before)] == list(range(1, last + 1))
 
 
+@pytest.mark.slow
 def test_refine_is_told_what_coarse_saw(study: tuple[Store, StudyReport]) -> None:
     store, _ = study
     refine = optuna.load_study(study_name="budget-40:refine", storage=store.optuna_storage)

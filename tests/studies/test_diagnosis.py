@@ -178,17 +178,20 @@ def digits_baseline() -> float:
     return float(result.final["best"])
 
 
+@pytest.mark.slow
 def test_real_default_convnet_on_digits_has_converged(digits_baseline: float) -> None:
     d = classify(train(Task("digits", "convnet"), {}, 15), digits_baseline)
     assert d.kind in ("saturated", "still_improving"), d.message
     assert d.figures["best"] > digits_baseline
 
 
+@pytest.mark.slow
 def test_real_short_run_is_still_improving(digits_baseline: float) -> None:
     d = classify(train(Task("digits", "convnet"), {}, 4), digits_baseline)
     assert d.kind == "still_improving", d.message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_real_huge_sgd_learning_rate_without_norm_is_unstable(seed: int,
                                                               digits_baseline: float) -> None:
@@ -199,6 +202,7 @@ def test_real_huge_sgd_learning_rate_without_norm_is_unstable(seed: int,
     assert "Lower the learning rate" in d.fix
 
 
+@pytest.mark.slow
 def test_real_width_one_mlp_underfits_against_the_linear_baseline(digits_baseline: float) -> None:
     d = classify(train(Task("digits", "mlp"), {"width": 1, "depth": 1}, 10), digits_baseline)
     assert d.kind == "underfitting", d.message
@@ -206,6 +210,7 @@ def test_real_width_one_mlp_underfits_against_the_linear_baseline(digits_baselin
     assert d.figures["best"] < 0.5 < d.figures["baseline"]
 
 
+@pytest.mark.slow
 def test_real_wide_unregularised_mlp_overfits_diabetes() -> None:
     task = Task("diabetes", "mlp")
     baseline = execute(TrialRequest(task, mode="baseline")).final["best"]

@@ -149,6 +149,7 @@ def test_the_registry_lists_declared_knobs_with_type_default_and_bounds() -> Non
     assert "lr" in listed["parameters"]
 
 
+@pytest.mark.slow
 def test_timm_builds_untrained_and_loads_a_local_weights_file(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import timm

@@ -61,6 +61,7 @@ def _points(figure: Any) -> int:
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", STUDY_KINDS)
 def test_every_plot_kind_draws_a_finished_study(finished: PlotSource, kind: str) -> None:
     figure = create_plot(kind, finished)
@@ -70,6 +71,7 @@ def test_every_plot_kind_draws_a_finished_study(finished: PlotSource, kind: str)
     assert len(again.data) == len(figure.data)
 
 
+@pytest.mark.slow
 def test_figures_show_what_the_stages_found(finished: PlotSource) -> None:
     lr = create_plot("lr_probe", finished)
     suggested = finished.stage("lr_probe").figures["suggested_lr"]  # type: ignore[union-attr]
@@ -86,6 +88,7 @@ def test_figures_show_what_the_stages_found(finished: PlotSource) -> None:
     assert len(cam.data) == 16  # 8 validation images, each image and its heatmap
 
 
+@pytest.mark.slow
 def test_the_trial_plot_draws_one_trials_curves(finished: PlotSource) -> None:
     coarse, refine = finished.trials("coarse"), finished.trials("refine")
     fresh = next(t for t in refine if "continues" not in t.user_attrs)  # one of its own
@@ -100,6 +103,7 @@ def test_the_trial_plot_draws_one_trials_curves(finished: PlotSource) -> None:
         create_plot("trial", finished, number=99)
 
 
+@pytest.mark.slow
 def test_an_unknown_kind_lists_the_known_ones(finished: PlotSource) -> None:
     with pytest.raises(UnknownPlotError) as error:
         create_plot("parallel", finished)
@@ -150,6 +154,7 @@ def test_ten_thousand_trials_are_sampled_without_changing_the_best_so_far_line()
     assert sum(len(t.x) for t in history.data) <= FIGURE_TRIALS * 5
 
 
+@pytest.mark.slow
 def test_the_report_is_one_self_contained_file(finished: PlotSource) -> None:
     html = render_report(finished.store, "plots-digits")
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"(?!data:)", html), \

@@ -15,10 +15,13 @@ from stagetune.studies.run.cluster import NAMESPACE
 from stagetune.studies.run.runner_actor import start_runner, stop_runner, wait_for
 from tests.studies.ray_support import NO_PROBES, digits_spec, progress, submit, trials, wait_until
 
+pytestmark = pytest.mark.slow  # a two-node Ray cluster per test, a node removed mid-study
+
 
 @pytest.fixture
 def two_nodes() -> Iterator[tuple[Cluster, Any]]:
     """A head with 1 CPU (where the runner lives) and a worker node with 1 CPU."""
+    ray.shutdown()  # the process's shared Ray (conftest's ray_local), if up: this needs its own
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)

@@ -26,7 +26,8 @@ from tests.studies.ray_support import (
     wait_until,
 )
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+# slow: studies through a database cut of seconds
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 # What Optuna sends first when it tells a trial (and only then): the runner's own write,
 # cut off in flight while other trials run.

@@ -24,8 +24,9 @@ from stagetune.studies.spec import Resources
 from stagetune.workers import Task, TrialRequest
 from tests.studies.ray_support import NO_PROBES, digits_spec, finish, submit, trials
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
-                                reason="torch can use CUDA here: the check lets trials train")
+pytestmark = [pytest.mark.skipif(torch.cuda.is_available(),
+                                 reason="torch can use CUDA here: the check lets trials train"),
+              pytest.mark.slow]  # slow: a Ray of its own claiming a GPU; whole studies
 
 # the check's sentence, in the words the person reading it acts on
 KEY_WORDS = ("Ray gave this trial GPU 0 on host", "but torch cannot use CUDA there",
@@ -42,6 +43,7 @@ def ray_claiming_a_gpu() -> Iterator[None]:
     patch = pytest.MonkeyPatch()
     patch.setenv("STAGETUNE_PLUGINS", "tests.workers.trainer_plugin")
     patch.setenv("STAGETUNE_PLUGINS_DIR", root)
+    ray.shutdown()  # the process's shared Ray (conftest's ray_local), if up: this needs its own
     ray.init(address="local", num_cpus=2, num_gpus=1, namespace=NAMESPACE,
              include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": root}})

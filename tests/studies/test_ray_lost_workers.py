@@ -15,6 +15,8 @@ from stagetune.studies.run.cluster import NAMESPACE
 from stagetune.studies.run.runner_actor import start_runner, stop_runner
 from tests.studies.ray_support import digits_spec, finish, submit, trials
 
+pytestmark = pytest.mark.slow  # a Ray of its own whose first trial worker dies
+
 ROOT = Path(__file__).parents[2]
 
 
@@ -27,6 +29,7 @@ def marker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     patch.setenv("STAGETUNE_PLUGINS", "tests.studies.fault_plugin")
     patch.setenv("STAGETUNE_PLUGINS_DIR", str(ROOT))
     patch.setenv("FAULT_PLUGIN_DIE_ONCE", str(path))
+    ray.shutdown()  # the process's shared Ray (conftest's ray_local), if up: this needs its own
     ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
              log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield path

@@ -18,6 +18,8 @@ from stagetune.studies.run.ray_faults import memory_sentence
 from stagetune.studies.spec import Resources
 from stagetune.workers import Task, TrialRequest
 
+pytestmark = pytest.mark.slow  # a Ray of its own whose trial workers run out of memory
+
 ROOT = Path(__file__).parents[2]
 
 
@@ -28,6 +30,7 @@ def ray_out_of_memory() -> Iterator[None]:
     patch.setenv("STAGETUNE_PLUGINS", "tests.studies.fault_plugin")
     patch.setenv("STAGETUNE_PLUGINS_DIR", str(ROOT))
     patch.setenv("FAULT_PLUGIN_OUT_OF_MEMORY", "1")
+    ray.shutdown()  # the process's shared Ray (conftest's ray_local), if up: this needs its own
     ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
              log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield

@@ -47,6 +47,7 @@ def finished(store_url: str, study: str, stage: str) -> list[Any]:
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
+@pytest.mark.slow
 def test_a_full_digits_study_completes_through_the_runner_actor(store_url: str,
                                                                  tmp_path: Path) -> None:
     # the example on a smaller budget; cpus_per_trial 0.5 lets Ray run 4 trials at once on
@@ -129,6 +130,7 @@ def test_cancel_stops_running_trials_within_10_seconds(store_url: str) -> None:
     assert ("study_cancelled", "cancelled on request; resume to go on") in store.events("ray-cancel")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_continues_from_its_checkpoint(store_url: str) -> None:
     # a trial hands over a checkpoint after every epoch it has reported; pruning is off
     # (one configuration), so the victim must run all six epochs
@@ -159,6 +161,7 @@ def test_a_worker_killed_mid_trial_continues_from_its_checkpoint(store_url: str)
     assert killed.user_attrs["checkpoint"]["epoch"] == 6
 
 
+@pytest.mark.slow
 def test_a_killed_runner_is_replaced_by_stagetune_resume(store_url: str, ray_local: str) -> None:
     spec = digits_spec("ray-resume", resources={"max_concurrent": 2},
                        stages={**NO_PROBES, "coarse": {"trials": 6, "epochs": 2},

@@ -21,6 +21,8 @@ from stagetune.studies.spec import load_spec
 from stagetune.studies.store import Store
 from tests.studies.ray_support import trials
 
+pytestmark = pytest.mark.slow  # a study killed mid-coarse, then resumed
+
 STAGETUNE = str(Path(sys.executable).with_name("stagetune"))
 SPEC = {
     "name": "resume-me",

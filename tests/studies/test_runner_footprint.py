@@ -25,6 +25,7 @@ def test_the_runner_actor_module_imports_no_torch() -> None:
     assert heavy == "", f"importing studies.run.runner_actor imports {heavy}"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 def test_a_runner_that_ran_a_study_holds_no_torch(store_url: str) -> None:
     # no objective: the dataset's kind is found by a trial worker; confirm hands weights back
@@ -56,6 +57,7 @@ def test_a_runner_that_ran_a_study_holds_no_torch(store_url: str) -> None:
     assert len({w["pid"] for w in workers}) <= 2  # the same two warm workers throughout
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 def test_concurrent_studies_share_warm_workers(store_url: str) -> None:
     # each runner is a detached actor; trials go through the cluster's trial pool, so two

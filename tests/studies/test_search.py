@@ -23,7 +23,8 @@ from stagetune.studies.store import Store
 from stagetune.studies.store.weights import artifact_store
 from tests.studies.ray_support import NO_PROBES, digits_spec, finish, submit, trials, wait_until
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+# slow: runners killed mid-trial, their studies run to the end
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 EPOCHS = 6
 BUDGET = 16  # room for the trial and the epochs it may run twice
 

@@ -152,6 +152,7 @@ def ray_with_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     patch.setenv("STAGETUNE_PLUGINS", "tests.workers.trainer_plugin")
     patch.setenv("STAGETUNE_PLUGINS_DIR", root)
     patch.setenv("PID_FILE", str(pid_file))
+    ray.shutdown()  # the process's shared Ray (conftest's ray_local), if up: this needs its own
     ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
              log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
     yield pid_file
@@ -167,6 +168,7 @@ def command_spec(name: str, trainer: str, epochs: int) -> dict[str, Any]:
             "resources": {"max_concurrent": 1}, "seed": 0}
 
 
+@pytest.mark.slow
 def test_a_command_study_runs_on_ray_and_a_cancel_kills_the_program(
         ray_with_plugin: Path, tmp_path: Path) -> None:
     import psutil

@@ -38,6 +38,7 @@ def in_another_process(request: TrialRequest, monkeypatch: pytest.MonkeyPatch) -
         return pool.submit(execute, request).result(timeout=300)
 
 
+@pytest.mark.slow
 def test_resume_in_another_process_reproduces_the_uninterrupted_run(
         monkeypatch: pytest.MonkeyPatch) -> None:
     straight = execute(TrialRequest(DIGITS, params=NOISY, epochs=3))

@@ -70,6 +70,8 @@ EXTRA: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
 ]
 LARGE_IMAGES = ("fashion_mnist", "mnist", "cifar10", "cifar100")
 CHEAP_ON_LARGE_IMAGES = ("mlp", "convnet")  # the others run there only in the full run
+# Generated or decoded on load, several seconds each: their checks run in the slow tier.
+SLOW_TO_LOAD = (*LARGE_IMAGES, "mnist1d")
 
 # (model id, dataset, probe) -> (verdict, words its sentence must hold): none so far.
 DESERVED: dict[tuple[str, str, str], tuple[str, str]] = {
@@ -96,12 +98,22 @@ def _probe_params() -> list[Any]:
         for dataset in datasets:
             for probe in PROBES:
                 key = (label, dataset, probe)
-                marks = []
+                marks = [] if _fast(model, dataset, probe) else [pytest.mark.slow]
                 if key in KNOWN_FALSE_ALARMS:
                     marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_FALSE_ALARMS[key]))
                 out.append(pytest.param(model, options, dataset, probe, key, marks=marks,
                                         id=f"{label}-{dataset}-{probe}"))
     return out
+
+
+def _fast(model: str, dataset: str, probe: Mode) -> bool:
+    """The pairs of the fast tier, a second or less each: the mlp everywhere, every model's
+    init check and the convnet's overfit on the small datasets. The LR sweeps of the other
+    models (5-50 s each) and the large datasets run in the slow tier."""
+    if model == "mlp":
+        return True
+    small = dataset not in SLOW_TO_LOAD
+    return small and (probe == "init_check" or (probe == "overfit" and model == "convnet"))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +158,8 @@ def _alarms(result: Any) -> str:
     return f"{result.status}: {result.message} {figures}"
 
 
-@pytest.mark.parametrize("dataset", BUILTIN_DATASETS)
+@pytest.mark.parametrize("dataset", [
+    pytest.param(d, marks=[pytest.mark.slow] if d in SLOW_TO_LOAD else []) for d in BUILTIN_DATASETS])
 def test_the_data_check_passes_every_builtin_dataset(dataset: str, data_folder: Path) -> None:
     result = execute(TrialRequest(_task(dataset, None), mode="data_check"))
 

@@ -9,7 +9,14 @@ import pytest
 from stagetune.workers import Task, TrialRequest, execute
 from stagetune.workers.data import load_dataset
 from stagetune.workers.models import MODELS
-from stagetune.workers.probes import centred_average, plateaued, steepest_descent, suggest, valley_rule
+from stagetune.workers.probes import (
+    centred_average,
+    plateaued,
+    steepest_descent,
+    step_cost,
+    suggest,
+    valley_rule,
+)
 
 BUILT_IN = ["mlp", "convnet", "resnet", "torchvision"]
 
@@ -80,7 +87,8 @@ def test_plateau_rule_compares_the_best_of_a_window() -> None:
 def test_probe_costs_are_samples_over_the_training_set() -> None:
     n = len(load_dataset("digits").x_train)
     init = probe("init_check", batches=2)
-    assert init.probe["epochs_equivalent"] == pytest.approx(2 * 64 / n)
+    # its batches, and the training step's invariants: two steps and three evaluations
+    assert init.probe["epochs_equivalent"] == pytest.approx((2 * 64 + step_cost(2 * 64)) / n)
     fit = probe("overfit", samples=32, steps=20)
     assert fit.probe["epochs_equivalent"] == pytest.approx(fit.probe["steps"] * 32 / n)
     sweep = probe("lr_probe", iterations=30)
@@ -108,6 +116,7 @@ def test_max_epochs_caps_the_lr_probe_but_it_still_sweeps_the_range() -> None:
     assert probe("lr_probe", max_epochs=0.01).probe["iterations"] == 10  # never fewer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", "rmsprop"])
 def test_lr_probe_suggestion_is_within_10x_of_the_best_lr_of_a_grid(optimizer: str) -> None:
     result = probe("lr_probe", params={"optimizer": optimizer})
@@ -127,6 +136,7 @@ def test_lr_probe_suggestion_is_within_10x_of_the_best_lr_of_a_grid(optimizer: s
     assert suggested / 10 <= best <= suggested * 10, (suggested, best, scores)
 
 
+@pytest.mark.slow
 def test_lr_probe_suggests_sgd_a_larger_lr_than_adamw() -> None:
     sgd = probe("lr_probe", params={"optimizer": "sgd"}).probe
     adamw = probe("lr_probe", params={"optimizer": "adamw"}).probe

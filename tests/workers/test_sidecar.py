@@ -10,7 +10,7 @@ from concurrent.futures.process import BrokenProcessPool
 import psutil
 import pytest
 
-from stagetune.workers.sidecar import Sidecar
+from stagetune.workers.sidecar import Sidecar, WorkerCodeTimeout
 
 
 def test_one_child_runs_every_call_and_leaves_once_idle() -> None:
@@ -35,5 +35,20 @@ def test_a_child_that_dies_is_replaced() -> None:
         with pytest.raises(BrokenProcessPool):
             sidecar.call(os._exit, 3)  # dies, and dies again on the one retry
         assert sidecar.call(os.getpid) not in (first, os.getpid())
+    finally:
+        sidecar.close()
+
+
+def test_a_call_that_hangs_ends_the_child_and_says_so() -> None:
+    sidecar = Sidecar(call_seconds=2.0)
+    try:
+        first = sidecar.call(os.getpid)
+        with pytest.raises(WorkerCodeTimeout, match="did not answer within 2 s"):
+            sidecar.call(time.sleep, 60)
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(first) and psutil.Process(first).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the hung child was left running"
+            time.sleep(0.2)
+        assert sidecar.call(os.getpid) not in (first, os.getpid())  # the next call: a new child
     finally:
         sidecar.close()

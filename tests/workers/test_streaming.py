@@ -166,6 +166,7 @@ def test_label_facts_of_a_stream_without_targets_come_from_its_sample() -> None:
     assert abs(float(x.mean())) < 0.3  # normalised
 
 
+@pytest.mark.slow
 def test_a_large_stream_loads_and_trains_in_bounded_memory() -> None:
     process = psutil.Process()
     before = process.memory_info().rss

@@ -19,6 +19,7 @@ def run(params: dict | None = None, epochs: int = 2, task: Task = DIGITS, **kw):
     return execute(TrialRequest(task, params=params or {}, epochs=epochs, **kw))
 
 
+@pytest.mark.slow
 def test_default_convnet_reaches_97_percent_on_digits_within_15_epochs() -> None:
     result = run(epochs=15)
     assert result.status == "completed"
@@ -37,6 +38,7 @@ def test_every_optimizer_learns(optimizer: str) -> None:
     assert result.history[-1]["val_accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_schedules_shape_the_learning_rate() -> None:
     lrs = {s: [m["lr"] for m in run({"schedule": s, "lr": 0.01}, epochs=6).history]
            for s in ("constant", "step", "cosine", "warmup_cosine", "one_cycle")}
@@ -92,6 +94,7 @@ def test_same_seed_same_curve_other_seed_other_curve() -> None:
     assert curve(3) != curve(4)
 
 
+@pytest.mark.slow
 def test_regularisation_knobs_run_together() -> None:
     result = run({"augment": "flip+crop+cutout+randaugment", "grad_clip": 0.5,
                   "label_smoothing": 0.1, "dropout": 0.2, "weight_decay": 1e-3}, epochs=2)

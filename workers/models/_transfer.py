@@ -130,12 +130,14 @@ def parameter_groups(
 
 
 def set_train_mode(model: nn.Module, training: bool = True) -> None:
-    """Like model.train(), but frozen norm layers keep their running statistics."""
+    """Like model.train(), but frozen norm layers keep their running statistics (one
+    without parameters, affine=False, is not frozen: it trains)."""
     model.train(training)
     if training:
         for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in m.parameters()
+            params = list(m.parameters())
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not any(
+                p.requires_grad for p in params
             ):
                 m.eval()
 

@@ -6,6 +6,9 @@ exploding signals through depth show up before a single step is taken. The same 
 names quieter causes (`workers.probes._causes`), each its own sentence: outputs that
 are already probabilities, units a ReLU never turns on, a first layer whose activations
 show unnormalised inputs, no gradient at all (frozen or detached), an lr of 0.
+Last, two steps of the loop's own training step and three evaluations check the step's
+invariants (`workers.probes._step_findings`): what leaks from one step to the next, which
+layers do not learn, modes, and whether evaluation is deterministic.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from torch import nn
 
 from stagetune.workers.config import ModelConfig
 from stagetune.workers.data import AnyDataset
+from stagetune.workers.errors import ConfigError
 from stagetune.workers.losses import loss_fn
 from stagetune.workers.models import count_parameters
 from stagetune.workers.objective import initial_loss, loss_name
 from stagetune.workers.probes import _causes as causes
-from stagetune.workers.probes._common import option, prepare, verdict
+from stagetune.workers.probes._common import ProbeSetup, option, prepare, verdict
+from stagetune.workers.probes._loop_step import loop_step
 from stagetune.workers.probes._signals import (
     LAYERS,
     Record,
@@ -31,6 +36,8 @@ from stagetune.workers.probes._signals import (
     gradient_state,
     recording,
 )
+from stagetune.workers.probes._step_findings import check_step
+from stagetune.workers.probes._step_invariants import cost as step_cost
 from stagetune.workers.request import TrialRequest, TrialResult
 
 OPTIONS = ("batches",)
@@ -72,19 +79,36 @@ def init_check(request: TrialRequest) -> TrialResult:
         causes.zero_lr(setup.train),
         causes.dead_units(record.dead_share(), setup.arch),
         scale])
+    step_found, step_figures, step_samples = _step_check(setup, request, x, y, detached)
+    findings += step_found
     grad_fixes = gradient_fixes(ratio, setup.arch)
     if ratio < 1 / GRAD_OK and any(f.cause in ("dead_units", "zero_gradients") for f in findings):
         grad_message, grad_fixes = (f"Gradients vanish through depth (first layer {ratio:.1e}x "
                                     "the last), because of the cause below."), []
     status = causes.worst(status, grad_status, *(f.status for f in findings))
     message = " ".join(m for m in [message, grad_message, *(f.sentence for f in findings)] if m)
-    result = verdict(status, message, epochs_equivalent=len(x) / data.train_size, loss=value,
+    result = verdict(status, message, epochs_equivalent=(len(x) + step_samples) / data.train_size,
+                     loss=value,
                      loss_name=loss_used, expected_loss=expected, loss_ratio=ratio_to_expected,
                      activation_std=record.activation_std, dead_units=record.dead_share(),
                      grad_norm=grads, grad_ratio_first_to_last=ratio,
-                     **causes.figures(findings, grad_fixes))
+                     **step_figures, **causes.figures(findings, grad_fixes))
     result.parameters = count_parameters(model)
     return result
+
+
+def _step_check(setup: ProbeSetup, request: TrialRequest, x: torch.Tensor, y: torch.Tensor,
+                detached: bool) -> tuple[list[causes.Finding], dict[str, Any], float]:
+    """The training step's invariants on the loop's own step (workers.probes._step_findings),
+    their figures and cost in samples; none where nothing can train (said above)."""
+    if detached or gradient_state(setup.model)[0] == 0:
+        return [], {}, 0.0
+    try:
+        with loop_step(setup, request) as target:
+            found, figures = check_step(target, x, y)
+    except ConfigError:  # a knob the loop refuses (batch larger than the data): training says so
+        return [], {}, 0.0
+    return found, figures, step_cost(len(x))
 
 
 def _measure(model: nn.Module, criterion: Callable[..., torch.Tensor], x: torch.Tensor,

@@ -17,9 +17,20 @@ class TrainerParts:
     of a model that knows nothing should be; without it the init check infers it for
     torch's cross-entropy, BCE-with-logits and MSE losses, and else judges only the
     gradients.
+
+    So that init_check checks the trainer's own training step (workers.probes: gradients
+    zeroed, every layer learning, modes, evaluation), it may also expose `optimizer`, the
+    one its loop builds over `model`; `step(x, y)`, one training step of its loop on a
+    batch, mode switches included (e.g. model.train(), zero_grad, forward, loss,
+    backward, optimizer.step()); `evaluate(x, y)`, its evaluation of a batch (e.g.
+    model.eval() and a forward under torch.no_grad()). Without them the probes' own step
+    and evaluation run on `model` and `loss`.
     """
 
     model: Any
     loss: Callable[..., Any]
     batches: Iterable[tuple[Any, Any]]
     expected_loss: float | None = None
+    optimizer: Any = None
+    step: Callable[[Any, Any], Any] | None = None
+    evaluate: Callable[[Any, Any], Any] | None = None

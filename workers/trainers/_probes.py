@@ -23,6 +23,9 @@ from stagetune.workers.optim import build_optimizer
 from stagetune.workers.probes import (
     NO_REGULARISATION,
     STOP_RULE,
+    Finding,
+    StepUnderTest,
+    check_step,
     fit_subset,
     judge_gradients,
     judge_initial_loss,
@@ -64,9 +67,12 @@ def probe_trainer(request: TrialRequest) -> TrialResult:
 
 def skip_reason(name: str, kind: str | None, mode: str) -> str:
     if kind == "command":
+        step = (" (nor can its training step be checked: gradients zeroed between steps, "
+                "every layer learning, training and evaluation modes, a deterministic "
+                "evaluation)" if mode == "init_check" else "")
         return (f"Skipped: trainer '{name}' is a command, whose model stagetune cannot "
-                f"reach, so {mode} cannot run; register a Python trainer with parts=... to "
-                "have it probed.")
+                f"reach, so {mode} cannot run{step}; register a Python trainer with "
+                "parts=... (and its step) to have it probed.")
     return (f"Skipped: trainer '{name}' exposes no parts. Register it with "
             "parts=fn(ctx) -> TrainerParts(model, loss, batches) (a fresh model, its loss "
             f"and an iterable of (x, y) batches) so that {mode} runs on them.")
@@ -160,12 +166,52 @@ def _init_check(request: TrialRequest, ctx: TrainerContext, parts: TrainerParts
     values = list(grads.values())
     ratio = values[0] / values[-1] if len(values) > 1 and values[-1] else 1.0
     grad_status, grad_message = judge_gradients(ratio)
-    status = worst(status, grad_status)
-    message = f"{message} {grad_message}".strip()
+    found, step_figures = _step_check(ctx, parts, x, y, loss.requires_grad)
+    status = worst(status, grad_status, *(f.status for f in found))
+    message = " ".join(m for m in [message, grad_message, *(f.sentence for f in found)] if m)
     return TrialResult(status, message=message, probe={
         "epochs_equivalent": 0.0, "loss": value, "expected_loss": expected,
         "loss_ratio": value / expected if expected else None, "activation_std": stds,
-        "grad_norm": grads, "grad_ratio_first_to_last": ratio, "samples": len(x)})
+        "grad_norm": grads, "grad_ratio_first_to_last": ratio,
+        "samples": len(x),
+        **step_figures, "causes": [f.as_dict() for f in found]})
+
+
+def _step_check(ctx: TrainerContext, parts: TrainerParts, x: torch.Tensor, y: torch.Tensor,
+                differentiable: bool) -> tuple[list[Finding], dict[str, Any]]:
+    """The training step's invariants on the trainer's own step and evaluation where it
+    exposes them, else on the probes' own over its model and loss."""
+    if not differentiable:  # a detached loss: nothing steps, the gradients above say so
+        return [], {}
+    model, optimizer = parts.model, parts.optimizer
+    step, evaluate = parts.step, parts.evaluate
+    if step is None:
+        if optimizer is None:
+            try:
+                optimizer = build_optimizer(model, ctx.train, ctx.arch)
+            except ConfigError:  # nothing trainable: no step to check
+                return [], {}
+        step = _probe_step(model, parts.loss, optimizer)
+    return check_step(StepUnderTest(model, step, evaluate or _probe_evaluation(model),
+                                    optimizer, owner=f"trainer '{ctx.trainer}'"), x, y)
+
+
+def _probe_step(model: nn.Module, loss: Callable[..., Any], optimizer: torch.optim.Optimizer
+                ) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss(model(x), y).backward()
+        optimizer.step()
+    return step
+
+
+def _probe_evaluation(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    @torch.no_grad()
+    def evaluate(x: torch.Tensor, _y: torch.Tensor) -> None:
+        model.eval()
+        model(x)
+    return evaluate
 
 
 def _judge_loss(value: float, expected: float | None, what: str, name: str
