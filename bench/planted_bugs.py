@@ -71,7 +71,7 @@ class Bug:
 
     name: str
     what: str  # the bug, as a person would describe it
-    stages: tuple[str, ...]  # the stages that should catch it
+    stages: tuple[str, ...]  # the stages that should catch it; none: a healthy control
     words: str  # a regular expression (case-insensitive) a sentence naming the cause matches
     dataset: str | None = None
     model: str | None = None
@@ -118,7 +118,7 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in (
         r"learning rate|\blr\b", fixed={"lr": 1e-7}),
     # the training step (workers.probes._step_findings)
     Bug("running_stats_norm", "batch norms that use their running statistics in training",
-        ("init_check",), r"did not update its running statistics",
+        ("init_check",), r"did not update (its|their) running statistics",
         model="planted_running_stats_norm"),
     Bug("norm_eval_in_forward", "batch norms put in eval mode in forward although they train",
         ("init_check",), r"ran in evaluation mode during the training step",
@@ -126,10 +126,18 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in (
     Bug("stale_tensor", "the previous batch's logits added to this batch's (state across steps)",
         ("init_check",), r"state kept across steps", model="planted_stale_tensor"),
     Bug("frozen_top_block", "the top conv block frozen by mistake, stem and head learning",
-        ("init_check",), r"are frozen \(requires_grad False\)",
+        ("init_check",), r"(is|are) frozen \(requires_grad False\)",
         model="planted_frozen_top_block"),
     Bug("eval_dropout", "input dropout left on in evaluation (F.dropout(training=True))",
         ("init_check",), r"Two evaluations of the same batch", model="planted_eval_dropout"),
+    # the labels' quality (workers.label_quality)
+    Bug("noisy_labels", "20% of the labels replaced by a random class (about 18% wrong)",
+        ("data_check",), r"of the training labels look wrong", dataset="planted_noisy_labels"),
+    Bug("swapped_class", "30% of the 3s labelled 5 (one class confused with another)",
+        ("data_check",), r"Class 3 is labelled 5", dataset="planted_swapped_class"),
+    # healthy controls that look suspicious: no stage should warn or fail
+    Bug("imbalanced", "healthy control: zero against the other digits, 95/5", (), r"$^",
+        dataset="planted_imbalanced"),
 )}
 HEALTHY = Bug("healthy", "examples/digits.yaml as it is", (), r"$^")
 
@@ -238,7 +246,14 @@ def rate(row: dict[str, Any], healthy: float) -> float | None:
         row["epochs_to_flag"] / healthy
 
 
+def is_control(row: dict[str, Any]) -> bool:
+    """A healthy control: no stage should catch anything (`Bug.stages` empty)."""
+    return not row["expected"]
+
+
 def meets_goal(row: dict[str, Any], healthy: float) -> bool:
+    if is_control(row):
+        return row["first_alarm"] is None
     share = rate(row, healthy)
     return bool(row["right_stage"] and share is not None and share <= GOAL_SHARE)
 
@@ -253,6 +268,9 @@ def table(rows: list[dict[str, Any]], healthy: dict[int, float]) -> str:
         share = rate(r, healthy[r["budget"]])
         caught = (f"{r['caught_at']} ({r['verdict']})" if r["caught_at"] else
                   f"**missed** (first alarm: {r['first_alarm'] or 'none'})")
+        if is_control(r):
+            caught = "no alarm" if r["first_alarm"] is None else \
+                f"**false alarm**: {r['first_alarm']}"
         right = right_cell(r)
         ended = (f"{r['status']}" + (f" at {r['stopped_at']}" if r["stopped_at"] else "")
                  + f", {r['epochs_total']:.1f} ep")
@@ -267,6 +285,8 @@ def table(rows: list[dict[str, Any]], healthy: dict[int, float]) -> str:
 
 
 def right_cell(r: dict[str, Any]) -> str:
+    if is_control(r):
+        return "healthy control"
     if r["caught_at"]:
         return "yes" if r["right_stage"] else f"**no** (expected {' or '.join(r['expected'])})"
     alarm = (r["first_alarm"] or "").split(" ")[0]
@@ -292,14 +312,18 @@ def healthy_text(rows: list[dict[str, Any]]) -> str:
 def summary(rows: list[dict[str, Any]], healthy: dict[int, float]) -> str:
     out = []
     for budget in sorted(healthy):
-        bugs = [r for r in rows if r["budget"] == budget and r["bug"] != HEALTHY.name]
+        bugs = [r for r in rows if r["budget"] == budget and r["bug"] != HEALTHY.name
+                and not is_control(r)]
+        controls = [r for r in rows if r["budget"] == budget and is_control(r)]
         named = [r for r in bugs if r["caught_at"]]
         right = [r for r in bugs if r["right_stage"]]
         goal = [r for r in bugs if meets_goal(r, healthy[budget])]
         out.append(f"- budget {budget} (healthy study: {healthy[budget]:.1f} epochs): "
                    f"{len(bugs)} bugs; {len(named)} flagged by a sentence that names the cause, "
                    f"{len(right)} of them at the right stage, {len(goal)} at the right stage "
-                   f"within {GOAL_SHARE:.0%} of the healthy study's epochs.")
+                   f"within {GOAL_SHARE:.0%} of the healthy study's epochs; "
+                   f"{sum(not meets_goal(r, 0.0) for r in controls)} false alarms on "
+                   f"{len(controls)} healthy controls.")
     return "\n".join(out)
 
 
@@ -433,10 +457,6 @@ CAVEATS: dict[str, str] = {
         "mean, and every value, into NaN. All images then hash alike: the stop message "
         "leads with the leak rule ('360 of 360 validation samples are exact copies'), and "
         "NaN is named only in the fourth finding."),
-    "deep_sigmoid": (
-        "the cause is named, but the second fix, init: kaiming, is justified as 'keeps the "
-        "gradient's scale through ReLU layers', and these are sigmoid layers; residual: true "
-        "or norm: batch fit."),
     "lr_zero": (
         "the suggested lr is adamw's (0.001) because the probes use the fixed knobs only, "
         "and the optimizer is searched (sgd_nesterov or adamw)."),

@@ -49,12 +49,15 @@ def updates(page: Page) -> dict[str, Callable[[], None]]:
         page.fill("input[name=q]", "optimizer=adamw lr<0.001")
         page.click("#trial-filter button[type=submit]")
 
+    def pruned_only() -> None:
+        page.select_option("select[name=state]", "pruned")
+
     return {"sort by value, ascending": click("th[data-sort='value'] button"),
             "sort by value, descending": click("th[data-sort='value'] button"),
             "sort by a parameter": click("th[data-sort='param:width'] button"),
             "sort by duration": click("th[data-sort='duration'] button"),
             "filter": filter_by,
-            "filter by state": lambda: page.select_option("select[name=state]", "pruned"),
+            "filter by state": pruned_only,
             "next page": click("#trials-next")}
 
 

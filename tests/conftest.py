@@ -30,6 +30,16 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the marks decide the order
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules that hold slow tests first, each whole and in its order. With
+    `--dist loadfile` (pyproject) a test worker takes the next module as it runs out, so
+    the long modules start early and the short ones fill in at the end; xdist's default
+    order, by the number of tests, left modules of one or two long tests for last."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # a stable sort keeps each module's order
+
+
 # Process-wide registries outlive a test module; register once.
 if "frozen_convnet" not in MODELS:
 

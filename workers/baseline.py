@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.multiclass import OneVsRestClassifier
 from threadpoolctl import threadpool_limits
@@ -61,6 +62,7 @@ STREAM_BYTES = 512 * 2**20
 # against 71.6 (a linear model reaches 57.6). A shuffled-label network's best epoch stays
 # inside.
 CHANCE_SE = 3.0
+IMBALANCED = 0.8  # majority share of validation from which the message names it (data_check's)
 
 
 def run_baseline(request: TrialRequest) -> TrialResult:
@@ -92,7 +94,8 @@ def run_baseline(request: TrialRequest) -> TrialResult:
     if len(x_val) < data.val_size:  # a stream's sample
         rows += f" (scored on {len(x_val):,} of {data.val_size:,} validation rows)"
     message = (f"A linear model ({what} on the flattened inputs) reaches {metric} "
-               f"{value}{rows}: the score a network must beat.")
+               f"{value}{rows}: the score a network must beat."
+               + imbalance_note(data, y_val, out, metric))
     log.info("baseline on %s: %s", task.dataset, message)
     return TrialResult("passed", final=final, message=message)
 
@@ -236,9 +239,9 @@ def _chance(data: AnyDataset, scoring: Scoring, y_val: np.ndarray, metric: str,
     validation label frequencies: the largest class prior for accuracy, the label std for
     RMSE); `chance_bound`: the best such a model reaches by luck on this validation split,
     at `CHANCE_SE` standard errors. A score in [0, 1] that is maximised (accuracy, F1,
-    AUROC) gets chance + 3 sqrt(p (1 - p) / n). A regression objective gets the score of
-    a null model correlated r = 3 / sqrt(n) with the labels, as luck allows: it explains
-    r^2 = 9 / n of their variance (RMSE chance * sqrt(1 - 9 / n), R^2 9 / n). Other
+    AUROC) gets chance + 3 sqrt(p (1 - p) / n), kept below 1 (`luck_bound`). A regression
+    objective gets the score of a null model correlated r = 3 / sqrt(n) with the labels, as
+    luck allows: it explains r^2 = 9 / n of their variance (RMSE chance * sqrt(1 - 9 / n), R^2 9 / n). Other
     objectives (a classification loss) have no chance level here."""
     n = len(y_val)
     constant = _constant(data, y_val)
@@ -253,10 +256,38 @@ def _chance(data: AnyDataset, scoring: Scoring, y_val: np.ndarray, metric: str,
                                   - constant)
         bound = _scores(data, scoring, lucky, y_val)[metric]
     elif direction == "maximize" and 0.0 <= chance <= 1.0:
-        bound = chance + CHANCE_SE * math.sqrt(chance * (1 - chance) / n)
+        bound = luck_bound(chance, n)
     else:
         return {}
     return {"chance": chance, "chance_bound": bound}
+
+
+def luck_bound(chance: float, n: int, z: float = CHANCE_SE) -> float:
+    """The most a score in [0, 1] with chance level `chance` reaches by luck on `n` rows:
+    chance + z sqrt(p (1 - p) / n) (the Wald bound, which the shuffled-label calibration
+    above used), or the upper end of the Wilson score interval where that is lower. Near 1
+    the Wald bound passes 1 (a 95/5 split of 35 rows: 1.06, so a perfect score was "at
+    chance"); Wilson's never reaches it. At a small chance level (ten balanced classes: 0.1)
+    Wald's is the lower, and at 0.5 the two differ by a tenth of their margin."""
+    wald = chance + z * math.sqrt(chance * (1 - chance) / n)
+    k = z * z / n
+    wilson = (chance + k / 2 + z * math.sqrt(chance * (1 - chance) / n + k / (4 * n))) / (1 + k)
+    return min(wald, wilson)
+
+
+def imbalance_note(data: AnyDataset, y_val: np.ndarray, out: torch.Tensor, metric: str) -> str:
+    """Where the majority class holds `IMBALANCED` of validation and accuracy is judged: the
+    majority rate and the baseline's macro F1, which weighs the classes alike."""
+    if data.task != "classification" or metric != "val_accuracy" or not len(y_val):
+        return ""
+    shares = np.bincount(y_val, minlength=data.num_classes) / len(y_val)
+    if shares.max() < IMBALANCED:
+        return ""
+    f1 = f1_score(y_val, out.argmax(1).numpy(), average="macro",
+                  labels=np.flatnonzero(shares), zero_division=0)
+    return (f" Class {int(shares.argmax())} holds {shares.max():.0%} of validation, so answering it "
+            f"always scores accuracy {shares.max():.2f}; the baseline's macro F1, which weighs "
+            f"classes alike, is {f1:.2f}.")
 
 
 def _constant(data: AnyDataset, y_val: np.ndarray) -> torch.Tensor:

@@ -21,16 +21,17 @@ they are a random sample, and an index is an item's position in its split). What
   targets and only reported.
 - class balance: the training and validation class shares (label shares, multi-label),
   and the smallest class. They warn when the two priors differ by a total variation
-  above `PRIOR_SHIFT`, when a class is missing from a split, or when the smallest class
-  is below `RARE_FACTOR` of a uniform share.
+  above `PRIOR_SHIFT`, when a class is missing from a split, or when a class has fewer
+  than `RARE_ROWS` training rows read (too few to learn from). A skewed prior alone is
+  healthy: see imbalance.
 - non-finite values (NaN, inf) in the inputs or targets warn. So do constant features
   of a table. A constant pixel of an image, such as the blank border of a digit, is
   normal and only reported.
 - label noise (classification): the share of training labels that look wrong, from a quick
   model's cross-validated predictions (`workers.label_quality`, which states its rule): random
   noise and one class labelled as another warn, with the rows to re-label.
-- imbalance (classification): the majority class's share is chance level for accuracy. At
-  `IMBALANCED` (80%) or more, with accuracy as the objective, a note says so and suggests
+- imbalance (classification): the majority class's share of validation is chance level for
+  accuracy. At `IMBALANCED` (80%) or more, with accuracy as the objective, a note says so and suggests
   macro F1 as the objective (a structured fix: `fixes`, as the probes give). Imbalance alone
   is healthy: it is reported, not warned.
 - input scale: the raw mean and spread (`data.mean`, `data.std`, which the loader
@@ -67,7 +68,7 @@ LEAK_SHARE = 0.01  # of validation: above it, exact leaks fail the check
 NEAR_STEP = 0.5  # near-duplicate hash: values rounded to this many training stds
 DUPLICATE_SHARE = 0.01  # of the training rows read: above it, copies within training warn
 PRIOR_SHIFT = 0.1  # total variation between the training and validation class shares
-RARE_FACTOR = 0.1  # smallest class below this share of a uniform one (0.1 / classes) warns
+RARE_ROWS = 10  # a class with fewer training rows read than this warns: too few to learn
 OUTLIER_Z = 50.0  # standardised values beyond this many stds warn
 IMBALANCED = 0.8  # majority share from which accuracy's objective gets a balanced suggestion
 EXAMPLES = 5  # index examples kept per finding
@@ -262,7 +263,7 @@ def _balance(data: AnyDataset, y_t: torch.Tensor, y_v: torch.Tensor) -> Finding:
     figures = {"train_shares": p_t.tolist(), "val_shares": p_v.tolist(), "shift": shift,
                "smallest": smallest, "smallest_share": float(p_t[smallest]),
                "largest_share": float(p_t.max())}
-    problems = _balance_problems(names, p_t, p_v, shift, smallest)
+    problems = _balance_problems(names, p_t, p_v, shift, smallest, len(y_t))
     if not problems:
         return _finding("class_balance", "passed", (
             f"{names.capitalize()} shares agree between the splits (difference {shift:.2f}); the "
@@ -272,7 +273,7 @@ def _balance(data: AnyDataset, y_t: torch.Tensor, y_v: torch.Tensor) -> Finding:
 
 
 def _balance_problems(names: str, p_t: torch.Tensor, p_v: torch.Tensor, shift: float,
-                      smallest: int) -> list[str]:
+                      smallest: int, rows_read: int) -> list[str]:
     out = []
     plural = "Classes" if names == "class" else "Labels"
     missing_t = [i for i in range(len(p_t)) if p_t[i] == 0]
@@ -287,12 +288,13 @@ def _balance_problems(names: str, p_t: torch.Tensor, p_v: torch.Tensor, shift: f
         out.append(f"The {names} shares of training and validation differ by {shift:.2f} "
                    f"(above {PRIOR_SHIFT}): the validation score measures another mix; split "
                    "stratified by label, or reweight.")
-    rare = RARE_FACTOR / len(p_t)
-    if names == "class" and 0 < p_t[smallest] < rare:
-        out.append(f"Class {smallest} holds only {float(p_t[smallest]):.2%} of training (below "
-                   f"{rare:.2%}, a tenth of a uniform share), while the largest holds "
-                   f"{float(p_t.max()):.0%}: accuracy rewards ignoring it. Use a balanced metric "
-                   "(val_macro_f1), class weights, or resampling.")
+    rows = round(float(p_t[smallest]) * rows_read)
+    if names == "class" and 0 < rows < RARE_ROWS:
+        out.append(f"Class {smallest} holds only {rows} of the {rows_read:,} training rows read "
+                   f"({float(p_t[smallest]):.2%}; below {RARE_ROWS}), while the largest holds "
+                   f"{float(p_t.max()):.0%}: too few to learn it from, and accuracy rewards "
+                   "ignoring it. Collect more of it, or resample it; judge by a balanced "
+                   "metric (val_macro_f1).")
     return out
 
 
@@ -418,6 +420,8 @@ def _message(status: str, findings: list[Finding], n_t: int, n_v: int) -> str:
     notes = [f["message"] for f in findings if f["verdict"] == "info"]
     if status != "passed":  # the notes stay in the findings: the problems come first
         return " ".join(said)
-    clean = [PHRASES[f["check"]] for f in findings if f["verdict"] == "passed"]
+    skewed = any(f["check"] == "imbalance" for f in findings)  # its note says how skewed
+    clean = [PHRASES[f["check"]] for f in findings if f["verdict"] == "passed"
+             and not (skewed and f["check"] == "class_balance")]
     listed = ", ".join(clean[:-1]) + f" or {clean[-1]}" if len(clean) > 1 else clean[0]
     return " ".join([f"No {listed} in {n_t:,} training and {n_v:,} validation rows.", *notes])

@@ -227,7 +227,7 @@ def _train_epoch(run: _Run, epoch: int) -> _Epoch | _Stop:
         if run.data.task == "classification":
             correct += (out.argmax(1) == yb).sum()
         seen += len(yb)
-        if step % CHECK_EVERY == 0 :
+        if step % CHECK_EVERY == 0:
             stop = _check_loss(run.state, loss.item(), epoch)
             if stop is not None:
                 return stop

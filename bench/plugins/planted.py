@@ -107,6 +107,38 @@ def label_from_input(*, settings: DataSettings) -> RawData:
     return _images(x, (centre > np.median(centre)).astype(np.int64))
 
 
+@register_dataset("planted_noisy_labels")
+def noisy_labels(*, settings: DataSettings) -> RawData:
+    """20% of the labels replaced by a random class (a careless annotation pass): about
+    18% are wrong, in both splits."""
+    x, y = _digits()
+    rng = np.random.default_rng(0)
+    hit = rng.random(len(y)) < 0.2
+    y = y.copy()
+    y[hit] = rng.integers(0, 10, int(hit.sum()))
+    return _images(x, y)
+
+
+@register_dataset("planted_swapped_class")
+def swapped_class(*, settings: DataSettings) -> RawData:
+    """30% of the 3s labelled 5 (an annotator who confuses the two, one way)."""
+    x, y = _digits()
+    threes = np.flatnonzero(y == 3)
+    y = y.copy()
+    y[threes[np.random.default_rng(0).random(len(threes)) < 0.3]] = 5
+    return _images(x, y)
+
+
+@register_dataset("planted_imbalanced")
+def imbalanced(*, settings: DataSettings) -> RawData:
+    """Healthy, though it looks suspicious: zero against every other digit, the zeros kept
+    to 5% (95/5). Accuracy's chance level is 0.95; a model can still beat it."""
+    x, y = _digits()
+    zero, rest = np.flatnonzero(y == 0), np.flatnonzero(y != 0)
+    keep = np.sort(np.concatenate([zero[:round(len(rest) * 0.05 / 0.95)], rest]))
+    return _images(x[keep], (y[keep] == 0).astype(np.int64))
+
+
 # --- models: the data is right, the model is wrong ------------------------------------------
 
 

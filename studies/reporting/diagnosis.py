@@ -9,8 +9,11 @@ The rules are checked in order and the first that fires names the run:
    sits `OVERFIT_RISE` above that minimum over the last quarter, while the training
    loss kept falling (the gap between them grew).
 3. underfitting: the best objective does not cut the linear baseline's error by
-   `UNDERFIT_CUT`, or the training loss ended above `UNDERFIT_TRAIN_RATIO` of its
-   first-epoch value.
+   `UNDERFIT_CUT` (for a model that is itself linear, `linear_model`: its error exceeds
+   the baseline's by more than `LINEAR_SHORT`, since it cannot beat its own class), or the
+   training loss ended above `UNDERFIT_TRAIN_RATIO` of its first-epoch value. Its
+   learning-rate advice follows the training loss: smaller where it went up and down,
+   larger only where it still fell steadily.
 4. still_improving: the last quarter of the epochs set a new best objective, adding more
    than `IMPROVING_SHARE` of the whole run's gain, or the validation loss fell more than
    `IMPROVING_LOSS_DROP` below its earlier minimum.
@@ -52,6 +55,11 @@ OVERFIT_RISE = 0.20
 # A network should remove at least 5% of a linear model's error; less is within the
 # noise of a validation split, so the network adds nothing the baseline did not have.
 UNDERFIT_CUT = 0.05
+# A linear model cannot beat the baseline, a model of its own class fitted to its optimum;
+# trained by SGD on a budget it gets near it. An error up to a quarter above the
+# baseline's (digits: 0.045 against 0.036, three samples of 360) matches it; further
+# short, it underfits.
+LINEAR_SHORT = 0.25
 # Healthy runs end well below three quarters of the first epoch's mean loss (that mean
 # already includes the first epoch's learning); a run that does not barely learned.
 UNDERFIT_TRAIN_RATIO = 0.75
@@ -84,6 +92,7 @@ class _Curves:
     name: str
     maximize: bool
     baseline: float | None
+    linear_model: bool = False
 
     @property
     def tail(self) -> int:
@@ -106,15 +115,16 @@ class _Curves:
 
 
 def diagnose(history: Sequence[dict[str, float]], objective: str, direction: str,
-             baseline: float | None = None) -> Diagnosis:
+             baseline: float | None = None, linear_model: bool = False) -> Diagnosis:
     """Name what the per-epoch `history` of a run shows; see the module docstring for the rules.
 
     `objective` is the metric the run is judged by (val_accuracy, val_rmse), `direction`
-    "maximize" or "minimize", `baseline` the linear model's score on the same split.
+    "maximize" or "minimize", `baseline` the linear model's score on the same split;
+    `linear_model`: the run's model is an affine map of its input, as the baseline is.
     """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize' (got {direction!r})")
-    curves = _curves(history, objective, direction == "maximize", baseline)
+    curves = _curves(history, objective, direction == "maximize", baseline, linear_model)
     for rule in RULES:
         found = rule(curves)
         if found is not None:
@@ -123,7 +133,7 @@ def diagnose(history: Sequence[dict[str, float]], objective: str, direction: str
 
 
 def _curves(history: Sequence[dict[str, float]], objective: str, maximize: bool,
-            baseline: float | None) -> _Curves:
+            baseline: float | None, linear_model: bool = False) -> _Curves:
     missing = sorted({k for m in history for k in ("train_loss", "val_loss", objective)
                       if k not in m})
     if missing:
@@ -136,7 +146,7 @@ def _curves(history: Sequence[dict[str, float]], objective: str, maximize: bool,
 
     epochs = np.array([float(m.get("epoch", i + 1)) for i, m in enumerate(history)])
     return _Curves(epochs, column("train_loss"), column("val_loss"), column(objective),
-                   objective, maximize, baseline)
+                   objective, maximize, baseline, linear_model)
 
 
 def _not_finite(c: _Curves) -> Diagnosis | None:
@@ -209,32 +219,74 @@ def _overfitting(c: _Curves) -> Diagnosis | None:
 
 def _underfitting(c: _Curves) -> Diagnosis | None:
     best = float(c.objective[c.best_index()])
-    first, last, middle = (float(c.train_loss[i]) for i in (0, -1, len(c.epochs) // 2))
+    first, last = float(c.train_loss[0]), float(c.train_loss[-1])
     ratio = last / first if first > 0 else 0.0
-    linear = c.baseline is not None and c.error(best) > (1 - UNDERFIT_CUT) * c.error(c.baseline)
+    linear = _short_of_baseline(c, best)
     stuck = ratio > UNDERFIT_TRAIN_RATIO
     if not (linear or stuck):
         return None
     found = []
     if linear:
-        found.append(f"the best {c.name} {c.fmt(best)} is not clearly better than the linear "
-                     f"baseline's {c.fmt(c.baseline or 0.0)} (a network should cut its error by "
-                     f"at least {UNDERFIT_CUT:.0%})")
+        found.append(
+            f"the best {c.name} {c.fmt(best)} falls short of the linear baseline's "
+            f"{c.fmt(c.baseline or 0.0)} (a linear model should match it)" if c.linear_model
+            else f"the best {c.name} {c.fmt(best)} is not clearly better than the linear "
+                 f"baseline's {c.fmt(c.baseline or 0.0)} (a network should cut its error by "
+                 f"at least {UNDERFIT_CUT:.0%})")
     if stuck:
         found.append(f"the training loss only fell from {sig(first)} to {sig(last)} ({ratio:.0%} "
                      "of where it started)")
-    fix = "More capacity (width/depth), a larger learning rate, or less regularisation."
-    if stuck and abs(last - middle) <= FLAT * middle:
-        fix += (" The loss stopped moving at a high value: if the learning rate is already "
-                "large, try a smaller one too (too large a step can kill ReLU units).")
-    elif not stuck:
-        fix += " If the task is close to linear, a network adds little over the baseline."
     message = "; ".join(found) + "."
     figures = {"best": best, "train_loss_ratio": ratio, "first_train_loss": first,
-               "last_train_loss": last}
+               "last_train_loss": last, "train_loss_rises": float(_rises(c.train_loss))}
     if c.baseline is not None:
         figures["baseline"] = c.baseline
-    return Diagnosis("underfitting", message[0].upper() + message[1:], fix, figures)
+    return Diagnosis("underfitting", message[0].upper() + message[1:],
+                     _underfit_fix(c, stuck), figures)
+
+
+def _short_of_baseline(c: _Curves, best: float) -> bool:
+    """Whether the run fails the baseline comparison that its model can pass: a network
+    must cut the baseline's error by `UNDERFIT_CUT`; a linear model, which cannot beat a
+    model of its own class, must only match it (within `LINEAR_SHORT`)."""
+    if c.baseline is None:
+        return False
+    error, linear_error = c.error(best), c.error(c.baseline)
+    if c.linear_model:
+        return error > (1 + LINEAR_SHORT) * linear_error
+    return error > (1 - UNDERFIT_CUT) * linear_error
+
+
+def _rises(loss: np.ndarray) -> int:
+    """Epochs whose training loss rose by more than `FLAT` of the level before it: a
+    healthy epoch mean falls every epoch until it flattens."""
+    before = loss[:-1]
+    return int(np.sum(np.diff(loss) > FLAT * np.abs(before)))
+
+
+def _underfit_fix(c: _Curves, stuck: bool) -> str:
+    """The fix, its learning-rate part read off the training loss: one that goes up and
+    down overshoots (smaller), one that stopped high may overshoot too (either way), one
+    that still falls steadily creeps (larger)."""
+    first, last, middle = (float(c.train_loss[i]) for i in (0, -1, len(c.epochs) // 2))
+    rises = _rises(c.train_loss)
+    capacity = ("Fit the linear model longer or with less regularisation, or use a network "
+                "for more than the baseline gives." if c.linear_model
+                else "More capacity (width/depth) or less regularisation.")
+    if rises >= MIN_SWINGS:
+        return (f"The training loss rose in {rises} epochs instead of falling steadily: the "
+                "steps overshoot; lower the learning rate (or add warmup or grad_clip) "
+                f"first. {capacity}")
+    if stuck and abs(last - middle) <= FLAT * middle:
+        return (f"{capacity} The loss stopped moving at a high value: if the learning rate "
+                "is already large, try a smaller one (too large a step can kill ReLU units); "
+                "if it is small, a larger one.")
+    if stuck and last < middle * (1 - FLAT):
+        return (f"{capacity} The training loss was still falling steadily: a larger learning "
+                "rate or more epochs.")
+    if c.linear_model:
+        return capacity
+    return f"{capacity} If the task is close to linear, a network adds little over the baseline."
 
 
 def _still_improving(c: _Curves) -> Diagnosis | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from stagetune.studies.errors import StudyCancelled
 from stagetune.studies.planning.plan import make_plan
+from stagetune.studies.reporting.edits import useful_fixes
 from stagetune.studies.run.executor import Executor, LocalExecutor
 from stagetune.studies.search.stages import ORDER, STAGES, StageContext, StageOutcome
 from stagetune.studies.search.stages._base import Progress
@@ -154,7 +155,9 @@ def report_of(record: StudyRecord, objective: str) -> StudyReport:
         study=record.name, status=status, message=record.message,
         stages=[{"name": s.name, "verdict": s.verdict, "message": s.message,
                  "planned": s.planned, "spent": {"epochs": s.epochs,
-                                                 "trial_seconds": s.trial_seconds}}
+                                                 "trial_seconds": s.trial_seconds},
+                 # spec edits as data, as `GET /api/studies/{id}` gives them
+                 "fixes": useful_fixes(record, list(s.figures.get("fixes") or []))}
                 for s in record.stages],
         best={"params": best["params"], "value": best["value"]} if best else None,
         baseline=handed.get("baseline"), objective=objective,

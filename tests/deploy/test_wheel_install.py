@@ -23,6 +23,8 @@ from stagetune.service.client import Client
 from tests.service.server import Server
 from tests.service.test_api import wait_for_status
 
+pytestmark = pytest.mark.slow  # a wheel built and installed, the demo study run from it
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = "digits-convnet"  # examples/digits.yaml
 ENDED = ("completed", "stopped", "failed", "cancelled")

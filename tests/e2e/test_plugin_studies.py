@@ -108,6 +108,7 @@ def test_the_package_installs_with_pip_and_declares_its_entry_point(site: Path) 
     assert (site / "stagetune_example_plugin" / "scripts" / "digits_numpy.py").is_file()
 
 
+@pytest.mark.slow
 def test_the_registry_lists_the_plugins_entries_with_their_knobs(server: Server) -> None:
     registry = httpx.get(f"{server.url}/api/registry", timeout=30).json()
     knobs = {kind: {name: {k["name"]: k for k in entry["knobs"]}
@@ -132,6 +133,7 @@ def test_the_registry_lists_the_plugins_entries_with_their_knobs(server: Server)
 
 # -- bad input through the same server ----------------------------------------------------
 
+@pytest.mark.slow
 def test_an_undeclared_knob_is_a_422_that_lists_the_declared_ones(server: Server) -> None:
     spec = {**SPECS["attention"], "name": "bad-knob",
             "space": {"num_head": {"type": "categorical", "choices": [1, 2]}}}
@@ -143,6 +145,7 @@ def test_an_undeclared_knob_is_a_422_that_lists_the_declared_ones(server: Server
     assert "head_dim" in problem["msg"]  # every declared knob is listed, beside the built-in
 
 
+@pytest.mark.slow
 def test_a_declared_knob_out_of_its_bounds_is_a_422_naming_them(server: Server) -> None:
     spec = {**SPECS["command_trainer"], "name": "bad-bounds",
             "space": {"hidden": {"type": "int", "low": 2, "high": 64}}}

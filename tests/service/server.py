@@ -73,4 +73,5 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        time.sleep(1)  # let the Ray processes it started finish exiting
+        if not self.ray_address:  # it started a Ray: let its processes finish exiting
+            time.sleep(1)

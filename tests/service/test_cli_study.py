@@ -84,3 +84,21 @@ def test_run_exits_1_with_the_reason_when_the_study_fails(tmp_path: Path, ray_lo
     # loading finds out): an input error in the first stage, and the study fails
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "STAGETUNE_ALLOW_DOWNLOAD" in out.stderr
+
+
+def test_run_json_carries_each_stages_fixes_as_the_api_does(tmp_path: Path, ray_local: str) -> None:
+    # twelve sigmoid layers without normalisation: init_check stops the study with its
+    # fixes as data (`GET /api/studies/{id}`'s "fixes"), and run --json gives the same
+    spec = tmp_path / "sigmoid.yaml"
+    spec.write_text(yaml.safe_dump({**QUICK, "name": "cli-sigmoid", "task": {
+        "dataset": "digits", "model": "mlp"},
+        "fixed": {"activation": "sigmoid", "depth": 12, "norm": "none"}}))
+    out = stagetune("run", str(spec), "--db", f"sqlite:///{tmp_path / 's.db'}", "--json",
+                    ray=ray_local)
+    result = json.loads(out.stdout)
+    assert result["status"] == "stopped", out.stderr
+    stages = {s["name"]: s for s in result["stages"]}
+    assert all(isinstance(s["fixes"], list) for s in result["stages"])
+    edits = [f["set"] for f in stages["init_check"]["fixes"]]
+    assert {"norm": "batch"} in edits and {"init": "xavier"} in edits
+    assert all(f["why"] for f in stages["init_check"]["fixes"])

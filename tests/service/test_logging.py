@@ -29,6 +29,7 @@ def logged_server(tmp_path_factory: pytest.TempPathFactory, ray_local: str) -> I
     server.stop()
 
 
+@pytest.mark.slow
 def test_the_access_log_has_one_line_a_request_and_never_the_token(logged_server: Server) -> None:
     headers = {"Authorization": "Bearer log-test-token"}
     assert httpx.get(f"{logged_server.url}/api/studies/no-such-study", headers=headers,

@@ -201,6 +201,7 @@ def test_no_open_redirect_spelling_leaves_the_origin_after_login(
         context.close()
 
 
+@pytest.mark.slow
 def test_a_path_next_is_followed_after_login(server: Server, browser: Browser) -> None:
     redirect = httpx.get(f"{server.url}/studies/nope")
     assert redirect.status_code == 303 and redirect.headers["location"] == "/login?next=/studies/nope"
@@ -312,6 +313,7 @@ def test_scripts_with_a_bearer_token_need_no_csrf_token(server: Server) -> None:
 
 # -- DNS rebinding: a page whose own name points at a loopback service without tokens --------
 
+@pytest.mark.slow
 def test_a_rebound_host_name_is_refused_and_loopback_names_are_served(
         open_server: Server) -> None:
     port = open_server.port
@@ -540,6 +542,7 @@ def test_the_report_served_by_the_api_runs_sandboxed(server: Server) -> None:
     assert "connect-src" not in policy  # default-src 'none': it reaches nothing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("path", "drawn"), [("/docs", ".swagger-ui .info .title"),
                                              ("/redoc", "redoc h1")])
 def test_docs_and_redoc_load_nothing_from_another_host(server: Server, browser: Browser,

@@ -86,3 +86,18 @@ def test_a_study_stored_before_the_data_check_existed_resumes(tmp_path: Path) ->
     # a new study of the same spec checks its data first, and digits is clean
     fresh = Runner(spec("new", "digits"), store).run()
     assert verdicts(fresh)["data_check"] == "passed"
+
+
+def test_noisy_labels_warn_and_their_fix_reaches_the_stage_as_data(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "plugins"))
+    import planted  # noqa: F401  (registers planted_noisy_labels)
+
+    store = Store(f"sqlite:///{tmp_path / 'n.db'}")
+    report = Runner(spec("noisy", "planted_noisy_labels", coarse={"enabled": False}), store).run()
+    (stage,) = [s for s in report.stages if s["name"] == "data_check"]
+    assert stage["verdict"] == "warned" and "of the training labels look wrong" in stage["message"]
+    (stored,) = [s for s in store.study("noisy").stages if s.name == "data_check"]
+    assert {"set": {"label_smoothing": 0.1}, "why": (
+        "a stopgap for noisy labels until they are cleaned")} in stored.figures["fixes"]

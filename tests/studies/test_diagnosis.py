@@ -76,7 +76,8 @@ def test_not_beating_the_linear_baseline_is_underfitting() -> None:
     d = classify(curves(TRAIN, VAL, [a - 0.03 for a in ACC]), baseline=0.969)
     assert d.kind == "underfitting"
     assert "best val_accuracy 0.96 is not clearly better than the linear baseline's 0.969" in d.message
-    assert d.fix.startswith("More capacity (width/depth), a larger learning rate")
+    # the training loss fell to near zero: no step size is the matter, the advice says none
+    assert d.fix.startswith("More capacity (width/depth)") and "learning rate" not in d.fix
     assert "close to linear" in d.fix
 
 

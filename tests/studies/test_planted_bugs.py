@@ -18,7 +18,7 @@ import planted_bugs  # registers bench/plugins/planted.py's datasets and models
     ("leaked_val", "data_check", "validation samples are exact copies of training samples"),
     ("softmax_twice", "init_check", "The model outputs probabilities"),
     ("lr_zero", "init_check", "The learning rate is 0"),
-    ("running_stats_norm", "init_check", "did not update its running statistics"),
+    ("running_stats_norm", "init_check", "running statistics in a training step"),
     ("stale_tensor", "init_check", "state kept across steps"),
 ])
 def test_a_planted_bug_stops_the_study_at_its_stage_with_its_cause(

@@ -28,6 +28,13 @@ from stagetune.workers.models import count_parameters
 from stagetune.workers.objective import initial_loss, loss_name
 from stagetune.workers.probes import _causes as causes
 from stagetune.workers.probes._common import ProbeSetup, option, prepare, verdict
+from stagetune.workers.probes._init_fixes import (
+    activation_family,
+    best_loss_fix,
+    is_affine,
+    loss_fix_sentence,
+    loss_fixes,
+)
 from stagetune.workers.probes._loop_step import loop_step
 from stagetune.workers.probes._signals import (
     LAYERS,
@@ -52,8 +59,9 @@ def init_check(request: TrialRequest) -> TrialResult:
     x, y = data.sample("train", batches * setup.train.batch_size, setup.generator)
     x, y = x.to(setup.device), y.to(setup.device)
     loss_used = loss_name(data, request.task.loss)
-    loss, record, probabilities = _measure(model, loss_fn(data, loss=loss_used), x, y,
-                                           setup.train.batch_size, loss_used)
+    criterion = loss_fn(data, loss=loss_used)
+    loss, record, probabilities, out = _measure(model, criterion, x, y,
+                                                setup.train.batch_size, loss_used)
     detached = not loss.requires_grad
     if not detached:  # a frozen or detached model has no gradient to measure
         loss.backward()
@@ -67,12 +75,17 @@ def init_check(request: TrialRequest) -> TrialResult:
     scale = None if first is None else causes.input_scale(
         first[0], first[1], float(x.float().std()),
         ratio_to_expected is not None and ratio_to_expected > LOSS_OK, setup.arch)
+    cause, loss_figures = _loss_cause(value, expected, out, y, criterion, loss_used,
+                                      list(data.label_prior) if data.task != "regression"
+                                      else [], scale is not None)
     status, message = judge_initial_loss(
-        value, expected, loss_used, _expected_what(loss_used, stated_by, data),
-        cause="the inputs are not normalised (below)" if scale else None)
+        value, expected, loss_used, _expected_what(loss_used, stated_by, data), cause=cause)
+    if "prior_bias" in loss_figures and status == "failed":
+        status = "warned"  # a healthy net at a standard init: training learns the prior
     grad_values = list(grads.values())
     ratio = grad_values[0] / grad_values[-1] if len(grad_values) > 1 and grad_values[-1] else 1.0
-    grad_status, grad_message = judge_gradients(ratio)
+    family = activation_family(model, setup.arch)
+    grad_status, grad_message = judge_gradients(ratio, family)
     findings = causes.collect([
         causes.probabilities(loss_used, data.num_classes) if probabilities else None,
         causes.no_gradient(*gradient_state(model), detached),
@@ -81,7 +94,7 @@ def init_check(request: TrialRequest) -> TrialResult:
         scale])
     step_found, step_figures, step_samples = _step_check(setup, request, x, y, detached)
     findings += step_found
-    grad_fixes = gradient_fixes(ratio, setup.arch)
+    grad_fixes = gradient_fixes(ratio, setup.arch, family)
     if ratio < 1 / GRAD_OK and any(f.cause in ("dead_units", "zero_gradients") for f in findings):
         grad_message, grad_fixes = (f"Gradients vanish through depth (first layer {ratio:.1e}x "
                                     "the last), because of the cause below."), []
@@ -91,7 +104,8 @@ def init_check(request: TrialRequest) -> TrialResult:
                      loss=value,
                      loss_name=loss_used, expected_loss=expected, loss_ratio=ratio_to_expected,
                      activation_std=record.activation_std, dead_units=record.dead_share(),
-                     grad_norm=grads, grad_ratio_first_to_last=ratio,
+                     grad_norm=grads, grad_ratio_first_to_last=ratio, activations=family,
+                     affine=is_affine(model, x), **loss_figures,
                      **step_figures, **causes.figures(findings, grad_fixes))
     result.parameters = count_parameters(model)
     return result
@@ -112,18 +126,41 @@ def _step_check(setup: ProbeSetup, request: TrialRequest, x: torch.Tensor, y: to
 
 
 def _measure(model: nn.Module, criterion: Callable[..., torch.Tensor], x: torch.Tensor,
-             y: torch.Tensor, bs: int, loss: str) -> tuple[torch.Tensor, Record, bool]:
+             y: torch.Tensor, bs: int, loss: str
+             ) -> tuple[torch.Tensor, Record, bool, torch.Tensor]:
     """The mean loss over batches of `bs` in train mode (still in the graph), what the
-    layers showed on the way, and whether every batch's outputs were probabilities."""
+    layers showed on the way, whether every batch's outputs were probabilities, and the
+    outputs (detached), on which fixes are tried."""
     model.train()
-    losses, probabilities = [], True
+    losses, outs, probabilities = [], [], True
     with recording(model) as record:
         for i in range(0, len(x), bs):
             record.new_forward()
             out = model(x[i:i + bs]).float()
             probabilities = probabilities and are_probabilities(out, loss)
             losses.append(criterion(out, y[i:i + bs]))
-    return torch.stack(losses).mean(), record, probabilities
+            outs.append(out.detach())
+    return torch.stack(losses).mean(), record, probabilities, torch.cat(outs)
+
+
+def _loss_cause(value: float, expected: float | None, out: torch.Tensor, y: torch.Tensor,
+                criterion: Callable[..., torch.Tensor], loss: str, prior: list[float],
+                input_scale: bool) -> tuple[str | None, dict[str, Any]]:
+    """Why the initial loss is too high, from the fix that, applied to the measured
+    outputs, brings it closest to the expected loss (`workers.probes._init_fixes`); the
+    unnormalised inputs when a finding below names them. None: no fix helps, said so."""
+    if expected is None or not math.isfinite(value) or value <= LOSS_OK * expected:
+        return None, {}
+    if input_scale:
+        return "the inputs are not normalised (below)", {}
+    fix = best_loss_fix(value, expected, loss_fixes(out, y, criterion, loss, prior))
+    if fix is None:
+        return ("neither a bias at the label prior nor smaller outputs brings it down: check "
+                "that the loss receives the model's raw outputs and the right labels"), {}
+    figures: dict[str, Any] = {"loss_with_fix": fix.loss}
+    if fix.kind == "prior_bias":
+        figures["prior_bias"] = fix.bias
+    return loss_fix_sentence(fix, expected, prior), figures
 
 
 def _expected_what(loss: str, stated_by: str, data: AnyDataset) -> str:
@@ -163,35 +200,48 @@ def judge_initial_loss(value: float, expected: float | None, loss: str,
     return ("warned" if ratio >= 1 / LOSS_WARN else "failed"), f"{base} is {1 / ratio:.1f}x too low: {fix}."
 
 
-def judge_gradients(ratio: float) -> tuple[str, str]:
-    """The verdict on the ratio of the first layer's gradient norm to the last one's."""
+def judge_gradients(ratio: float, family: str = "rectifier") -> tuple[str, str]:
+    """The verdict on the ratio of the first layer's gradient norm to the last one's; the
+    advice for vanishing gradients follows the activations (`family`)."""
     if 1 / GRAD_OK <= ratio <= GRAD_OK:
         return "passed", ""
     status = "warned" if 1 / GRAD_WARN <= ratio <= GRAD_WARN else "failed"
     if ratio < 1:
+        if family == "saturating":
+            return status, (f"Gradients vanish through depth (first layer {ratio:.1e}x the "
+                            "last): the saturating activations (sigmoid, tanh) shrink the "
+                            "gradient at every layer; use a non-saturating activation (ReLU), "
+                            "or xavier init, and add normalisation or skip connections.")
         return status, (f"Gradients vanish through depth (first layer {ratio:.1e}x the last): "
                         "add normalisation or skip connections, or use kaiming init.")
     return status, (f"Gradients explode through depth (first layer {ratio:.1e}x the last): "
                     "add normalisation, lower the init scale or clip gradients.")
 
 
-def gradient_fixes(ratio: float, arch: ModelConfig) -> list[dict[str, Any]]:
-    """Knob edits for gradients that vanish or explode through depth."""
+def gradient_fixes(ratio: float, arch: ModelConfig, family: str = "rectifier"
+                   ) -> list[dict[str, Any]]:
+    """Knob edits for gradients that vanish or explode through depth; the init and
+    activation edits follow the model's activations (`family`)."""
     if 1 / GRAD_OK <= ratio <= GRAD_OK:
         return []
     fixes = []
     if arch.norm == "none":
         fixes.append(causes.fix("normalisation keeps each layer's signal near unit scale",
                                 norm="batch"))
-    if ratio < 1:
-        if not arch.residual:
-            fixes.append(causes.fix("skip connections carry the gradient past each block",
-                                    residual=True))
+    if ratio >= 1:
+        return [*fixes, causes.fix("clipping bounds each step while the scale is off",
+                                   grad_clip=1.0)]
+    if not arch.residual:
+        fixes.append(causes.fix("skip connections carry the gradient past each block",
+                                residual=True))
+    if family == "saturating":
+        if arch.activation in ("sigmoid", "tanh"):
+            fixes.append(causes.fix("a rectifier does not saturate, so it passes the gradient "
+                                    "unshrunk where it is on", activation="relu"))
         if arch.init == "default":
-            fixes.append(causes.fix("kaiming init keeps the gradient's scale through ReLU layers",
-                                    init="kaiming"))
-    else:
-        fixes.append(causes.fix("clipping bounds each step while the scale is off",
-                                grad_clip=1.0))
+            fixes.append(causes.fix("xavier init keeps the signal's scale through sigmoid and "
+                                    "tanh layers", init="xavier"))
+    elif arch.init == "default":
+        fixes.append(causes.fix("kaiming init keeps the gradient's scale through ReLU layers",
+                                init="kaiming"))
     return fixes
-

@@ -39,6 +39,9 @@ WHY = {"plateau": "the loss plateaued", "max_epochs": "the max_epochs cost cap",
        "not_finite": "the loss is not finite", "steps": "the step budget",
        "zero_gradients": "every gradient is zero", "detached": "the loss has no gradient"}
 FIT_LOSS = 0.1  # with every sample right, a loss below this share of the expected one passes
+# A full-batch loss that rises by more than a tenth in at least 3 steps (and 5% of them) goes
+# up and down: the steps overshoot. Adam's occasional spike is one or two such rises.
+RISE, MIN_RISES, RISE_SHARE = 0.10, 3, 0.05
 STOP_RULE = (f"after at least {MIN_STEPS} steps, stop once the best loss of the last {WINDOW} "
              f"steps is not {MIN_GAIN:.1%} below the best loss before them")
 
@@ -179,6 +182,11 @@ def fit_subset(model: nn.Module, optimizer: torch.optim.Optimizer,
     return losses, "budget"
 
 
+def big_rises(losses: list[float]) -> int:
+    """Steps whose loss rose by more than `RISE` of the loss before them."""
+    return sum(b > (1 + RISE) * a for a, b in zip(losses, losses[1:], strict=False))
+
+
 def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
                   stopped_by: str, accuracy: float | None = None,
                   expected: float | None = None, explained: bool = False) -> TrialResult:
@@ -199,8 +207,14 @@ def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
                        f"pipeline can learn (the target {target:.3g} is for the loss, which "
                        "keeps falling slowly once every sample is right).", losses=losses)
     stop = "" if ran == steps else f" (stopped after {ran} of {steps} steps: {WHY[stopped_by]})"
-    floor = ""
-    if stopped_by == "plateau":
+    floor, lr = "", "a larger learning rate"
+    rises = big_rises(finite)
+    if rises >= max(MIN_RISES, RISE_SHARE * ran):
+        # the loss went up and down: a smaller step, whatever else the plateau suggests
+        floor = (f" The loss rose by more than {RISE:.0%} in {rises} of {ran} steps: it goes "
+                 "up and down, the steps overshoot; lower the learning rate.")
+        lr = "a smaller learning rate"
+    elif stopped_by == "plateau":
         floor = (f" The loss plateaued at {best:.3g}, {best / target:.0f}x the target: the model "
                  "cannot go below it.")
         if not explained:
@@ -209,8 +223,8 @@ def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
                       "or too little capacity.")
     if best <= 0.2 * first:
         return verdict("warned", f"The loss on {samples} samples fell from {first:.3g} to "
-                       f"{best:.3g} but not below {target:.3g}{stop}: give it more steps, a "
-                       f"larger learning rate or more capacity.{floor}", losses=losses)
+                       f"{best:.3g} but not below {target:.3g}{stop}: give it more steps, "
+                       f"{lr} or more capacity.{floor}", losses=losses)
     if stopped_by in ("zero_gradients", "detached"):
         return verdict("failed", f"The loss on {samples} samples cannot fall: no gradient "
                        f"reaches the weights (stopped at step {ran}).", losses=losses)

@@ -2,12 +2,13 @@
 that says a score is no better than it.
 
 The baseline worker reports `chance` (the objective of answering the validation label
-frequencies: the largest class prior for accuracy, the label std for RMSE) and
-`chance_bound`, the best a model that knows nothing reaches by luck on a validation split
-of this size, at 3 standard errors (`workers.baseline.CHANCE_SE`; for accuracy
-chance + 3 sqrt(p (1 - p) / n)). A score is at chance level when it is no better than
-that bound: at most the bound for an objective that is maximised, at least it for one
-that is minimised (RMSE).
+frequencies: the largest class prior for accuracy, which is the majority rate, the label
+std for RMSE) and `chance_bound`, the best a model that knows nothing reaches by luck on a
+validation split of this size, at 3 standard errors (`workers.baseline.CHANCE_SE`; for
+accuracy chance + 3 sqrt(p (1 - p) / n), kept below 1 by `workers.baseline.luck_bound`:
+on a 95/5 split a perfect score is never luck). A score is at chance level when it is no
+better than that bound: at most the bound for an objective that is maximised, at least it
+for one that is minimised (RMSE).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def chance_bound(handed: Mapping[str, Any], direction: str) -> float:
     bound, chance = handed.get("chance_bound"), float(handed["chance"])
     if bound is not None:
         return float(bound)
+    if direction == "maximize" and chance <= 1.0:  # a score in [0, 1]: the bound stays below 1
+        return min(chance + FALLBACK_MARGIN, chance + (1.0 - chance) / 2)
     return chance + FALLBACK_MARGIN if direction == "maximize" else chance - FALLBACK_MARGIN
 
 

@@ -9,6 +9,7 @@ survivors with their checkpoints, and what each rung saw.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -31,7 +32,8 @@ from stagetune.studies.search.stages._chance import (
     stuck_at_chance,
 )
 from stagetune.studies.spec import StudySpec
-from stagetune.studies.spec.space import dims, dump_region, knobs, narrow, suggest
+from stagetune.studies.spec.model import CategoricalParam
+from stagetune.studies.spec.space import Narrowed, dims, dump_region, knob_limits, knobs, narrow, suggest
 
 
 def fmt_params(params: dict[str, Any]) -> str:
@@ -92,8 +94,8 @@ class Coarse(Stage):
     def _judge(self, ctx: StageContext, study: optuna.Study, space: dict[str, Any],
                trials: list[FrozenTrial], levels: list[int], figures: dict[str, Any],
                done: Any) -> StageOutcome:
-        narrowed = narrow(space, good_trials(trials, levels, ctx.direction,
-                                             self.config.reduction), self.config.widen)
+        narrowed = movable_edges(space, narrow(space, good_trials(
+            trials, levels, ctx.direction, self.config.reduction), self.config.widen))
         best = study.best_trial
         survivors = [t for t in top_trials(study, ctx.spec.stages.refine.warm_start)
                      if t.user_attrs.get("checkpoint")]
@@ -137,6 +139,25 @@ def none_finished(spec: StudySpec, trials: list[FrozenTrial], allowance: Allowan
     return (f"The budget ran out before any coarse trial reached the last rung ({levels[-1]} "
             f"epochs; {total} started, {cut} cut short by the budget): {raise_it}, or disable "
             "stages, shorten refine.epochs or coarse.epochs. The space was not judged.")
+
+
+def movable_edges(space: dict[str, Any], narrowed: Narrowed) -> Narrowed:
+    """`narrowed` with only the edges a person could move: a declared bound that is the
+    knob's own limit (dropout 0, depth 1) cannot be widened, so good values there say
+    the limit is right, not that the range is too narrow."""
+    declared = {d.name: d for d in dims(space)}
+    kept = {}
+    for name, side in narrowed.boundary.items():
+        dim = declared.get(name)
+        if dim is None or isinstance(dim.param, CategoricalParam):
+            kept[name] = side
+            continue
+        low, high = knob_limits(dim.knob)
+        bound, limit = (dim.param.low, low) if side == "low" else (dim.param.high, high)
+        # an exclusive limit (dropout < 1) is read as the float just inside it
+        if not math.isclose(bound, limit, rel_tol=1e-9, abs_tol=1e-12):
+            kept[name] = side
+    return dataclasses.replace(narrowed, boundary=kept)
 
 
 def _sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:

@@ -197,4 +197,7 @@ def _diagnosis(curve: list[dict[str, Any]], ctx: StageContext) -> Diagnosis:
                          f"report {', '.join(missing)} each epoch.",
                          "Report train_loss and val_loss with the objective each epoch to have "
                          "the curves diagnosed.")
-    return diagnose(curve, ctx.objective, ctx.direction, ctx.handed.get("baseline"))
+    # init_check measured whether the model is affine, as the baseline is: a judgement
+    # that it must beat the baseline would fail by construction
+    return diagnose(curve, ctx.objective, ctx.direction, ctx.handed.get("baseline"),
+                    linear_model=bool(ctx.handed.get("affine_model")))

@@ -3,7 +3,11 @@
 It is a gate: validation samples copied into training (above `leak_share` of validation)
 fail it and stop the study, since every score after it would measure memory. The spec can
 go on anyway: `stages.data_check.allow_leaks: true` makes that failure a warning, and
-`stages.continue_on_failure` goes on past any failed gate. Every other finding warns.
+`stages.continue_on_failure` goes on past any failed gate. Every other finding warns,
+label noise among them (`workers.label_quality`). The findings' spec edits (label smoothing
+as a stopgap for noisy labels, macro F1 as the objective of an imbalanced set) reach the
+stage as data, `StageOutcome.fixes`, through the probe's `fixes`; each finding's sentence
+says its own in words.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ ALLOWED = (" The spec allows leaks (stages.data_check.allow_leaks), so the study
 
 @register_stage
 class DataCheck(Stage):
-    """Duplicates across and within the splits, conflicting labels, class balance, NaN/inf
-    and constant features, the input scale; it costs no epochs."""
+    """Duplicates across and within the splits, conflicting labels, label noise, class
+    balance and imbalance, NaN/inf and constant features, the input scale; it costs no
+    epochs."""
 
     name, gate = "data_check", True
 

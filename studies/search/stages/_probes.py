@@ -55,7 +55,9 @@ class Baseline(Stage):
 
 @register_stage
 class InitCheck(Stage):
-    """The loss before any update against the expected one; gradients through depth."""
+    """The loss before any update against the expected one; gradients through depth; the
+    training step's invariants (nothing leaks between steps, every layer learns, modes,
+    a deterministic evaluation)."""
 
     name, gate = "init_check", True
 
@@ -64,7 +66,10 @@ class InitCheck(Stage):
                                    {"batches": self.config.batches})
         if result.status == "skipped":
             return StageOutcome("skipped", result.message)
-        return _outcome(result.status, result.message, result.probe, epochs, result.seconds)
+        outcome = _outcome(result.status, result.message, result.probe, epochs, result.seconds)
+        # an affine model is judged against the linear baseline as matching it, not beating it
+        outcome.hand_on = {"affine_model": bool(result.probe.get("affine"))}
+        return outcome
 
 
 @register_stage
