@@ -314,7 +314,8 @@ def summary(rows: list[dict[str, Any]], healthy: dict[int, float]) -> str:
     for budget in sorted(healthy):
         bugs = [r for r in rows if r["budget"] == budget and r["bug"] != HEALTHY.name
                 and not is_control(r)]
-        controls = [r for r in rows if r["budget"] == budget and is_control(r)]
+        controls = [r for r in rows if r["budget"] == budget and r["bug"] != HEALTHY.name
+                    and is_control(r)]
         named = [r for r in bugs if r["caught_at"]]
         right = [r for r in bugs if r["right_stage"]]
         goal = [r for r in bugs if meets_goal(r, healthy[budget])]

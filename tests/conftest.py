@@ -119,20 +119,33 @@ def _ray_session() -> Iterator[None]:
     ray.shutdown()
 
 
+_RAY_STARTED_WITH: dict[str, str] = {}  # the environment the process's Ray started in
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+
 @pytest.fixture(scope="module")
 def ray_local(_ray_session: None) -> Iterator[str]:
     """A local 2-CPU Ray for the module's tests; yields its address for subprocesses.
     The first module that asks starts it and later ones reuse it (a start and a stop cost
     some 4 s a module); each module leaves it as a new one: its detached actors (runners,
-    the trial pool) killed. A module that needs a Ray of its own calls `ray.shutdown()`
-    before its `ray.init`, and the next module here starts a new one."""
+    the trial pool) killed. Ray's workers inherit the environment Ray started in, so a
+    module whose environment differs (a webhook's URL set for the runners) gets a new Ray,
+    and so does the module after it. A module that needs a Ray of its own calls
+    `ray.shutdown()` before its `ray.init`."""
     import ray
 
     from stagetune.studies.run.cluster import NAMESPACE
 
+    if ray.is_initialized() and _environment() != _RAY_STARTED_WITH:
+        ray.shutdown()
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
                  log_to_driver=False)
+        _RAY_STARTED_WITH.clear()
+        _RAY_STARTED_WITH.update(_environment())
     yield ray.get_runtime_context().gcs_address
     if ray.is_initialized():
         _kill_detached_actors()

@@ -30,6 +30,7 @@ from stagetune.workers.probes import _causes as causes
 from stagetune.workers.probes._common import ProbeSetup, option, prepare, verdict
 from stagetune.workers.probes._init_fixes import (
     activation_family,
+    affine_cost,
     best_loss_fix,
     is_affine,
     loss_fix_sentence,
@@ -100,12 +101,14 @@ def init_check(request: TrialRequest) -> TrialResult:
                                     "the last), because of the cause below."), []
     status = causes.worst(status, grad_status, *(f.status for f in findings))
     message = " ".join(m for m in [message, grad_message, *(f.sentence for f in findings)] if m)
-    result = verdict(status, message, epochs_equivalent=(len(x) + step_samples) / data.train_size,
+    affine = is_affine(model, x)  # last: its forward passes leave no trace on the checks
+    result = verdict(status, message,
+                     epochs_equivalent=(len(x) + step_samples + affine_cost()) / data.train_size,
                      loss=value,
                      loss_name=loss_used, expected_loss=expected, loss_ratio=ratio_to_expected,
                      activation_std=record.activation_std, dead_units=record.dead_share(),
                      grad_norm=grads, grad_ratio_first_to_last=ratio, activations=family,
-                     affine=is_affine(model, x), **loss_figures,
+                     affine=affine, **loss_figures,
                      **step_figures, **causes.figures(findings, grad_fixes))
     result.parameters = count_parameters(model)
     return result
