@@ -130,11 +130,11 @@ def _environment() -> dict[str, str]:
 def ray_local(_ray_session: None) -> Iterator[str]:
     """A local 2-CPU Ray for the module's tests; yields its address for subprocesses.
     The first module that asks starts it and later ones reuse it (a start and a stop cost
-    some 4 s a module); each module leaves it as a new one: its detached actors (runners,
-    the trial pool) killed. Ray's workers inherit the environment Ray started in, so a
-    module whose environment differs (a webhook's URL set for the runners) gets a new Ray,
-    and so does the module after it. A module that needs a Ray of its own calls
-    `ray.shutdown()` before its `ray.init`."""
+    some 4 s a module), as a new one: the detached actors (runners, the trial pool) that
+    servers started are killed at the end of their module. A module that started runners
+    itself stops the Ray, as does one whose environment differs (a webhook's URL set for the
+    runners: Ray's workers inherit the environment Ray started in). A module that needs a
+    Ray of its own calls `ray.shutdown()` before its `ray.init`."""
     import ray
 
     from stagetune.studies.run.cluster import NAMESPACE
@@ -147,7 +147,14 @@ def ray_local(_ray_session: None) -> Iterator[str]:
         _RAY_STARTED_WITH.clear()
         _RAY_STARTED_WITH.update(_environment())
     yield ray.get_runtime_context().gcs_address
-    if ray.is_initialized():
+    if not ray.is_initialized():
+        return
+    job = ray.get_runtime_context().get_job_id()
+    if any(a["JobID"] == job for a in ray._private.state.actors().values()):
+        # this process started runners: their trial workers, warm and of this process's
+        # job, would serve the next module's runners too; it gets a new Ray
+        ray.shutdown()
+    else:  # only servers' runners ran here: they and their workers go with them
         _kill_detached_actors()
 
 

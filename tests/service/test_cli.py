@@ -37,7 +37,7 @@ def test_train_prints_a_table_without_json() -> None:
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["train", "--dataset", "digts"], "registered: breast_cancer"),
+    (["train", "--dataset", "digts"], "breast_cancer, cifar10"),
     (["train", "--model", "resnt"], "registered:"),
     (["train", "--set", "lrr=0.1"], "known: activation"),
     (["train", "--set", "lr=-1"], "lr:"),

@@ -114,11 +114,14 @@ def test_the_light_cli_submits_to_a_service_and_reads_the_study_back(light: Path
     trials = stagetune("trials", "from-a-light-client", "--json")
     assert trials.returncode == 0, trials.stderr
     assert "items" in json.loads(trials.stdout)
-    # what the light validate left to the service, the service checks at submit
+    # what a light validate leaves to the service, the service checks: at validate when
+    # it has a URL (STAGETUNE_URL here), and at submit
     unknown = quick_study("unknown-model")
     unknown["task"] = {**unknown["task"], "model": "convnett"}
     spec.write_text(yaml.safe_dump(unknown))
-    assert stagetune("validate", spec).returncode == 0
+    checked = stagetune("validate", spec)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "unknown model 'convnett'" in checked.stderr
     refused = stagetune("submit", spec)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "unknown model 'convnett'" in refused.stderr

@@ -14,7 +14,7 @@ import ray
 
 from stagetune.service.client import Client
 from tests.service.server import Server
-from tests.service.test_api import long_study, quick_study, wait_for_status
+from tests.service.test_api import long_study, wait_for_status
 from tests.studies.ray_support import wait_until
 
 pytestmark = pytest.mark.slow  # whole studies through a server, runners started and stopped
@@ -78,8 +78,9 @@ def test_deleted_studies_leave_no_runner_and_break_no_tick(open_server: Server) 
         wait_for_status(api, "gone-late", ("cancelled",), 60)
         api.delete("gone-late")
         wait_until(no_runner_left, 60, "every runner is stopped and its process gone")
-        # later studies still run, and their runners are stopped once they end
-        api.submit(quick_study("after-deletes"))
+        # later studies still run, and their runners are stopped once they end (two
+        # 1-epoch trials: its length tells nothing here)
+        api.submit(long_study("after-deletes", trials=2, epochs=1))
         study = wait_for_status(api, "after-deletes", ("completed", "stopped", "failed"), 300)
         assert study.status == "completed", study.message
         wait_until(no_runner_left, 60, "the finished study's runner is stopped")

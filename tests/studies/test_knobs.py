@@ -134,9 +134,13 @@ def test_a_knob_may_not_shadow_a_built_in_one() -> None:
 
 
 def test_the_registry_lists_declared_knobs_with_type_default_and_bounds() -> None:
-    from stagetune.service.api.registry import registry
+    # the catalog the registry endpoint serves, built here: the endpoint builds it in the
+    # worker-code child (workers.sidecar), which loads plugins but not this module's entries
+    from stagetune.service.schemas import Registry
+    from stagetune.workers.catalog import catalog
 
-    listed = registry().model_dump()
+    listed = Registry.model_validate({**catalog(), "stages": [], "samplers": {}, "pruners": []}
+                                     ).model_dump()
     knobs = {k["name"]: k for k in listed["models"]["knob_heads"]["knobs"]}
     assert knobs["num_heads"]["type"] == "int" and knobs["num_heads"]["default"] == 2
     assert knobs["num_heads"]["bounds"] == {"ge": 1, "le": 8}
