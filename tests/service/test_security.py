@@ -532,6 +532,7 @@ def test_every_response_carries_the_security_headers(server: Server) -> None:
         assert own.status_code == 422  # past the guard: the spec is what is wrong
 
 
+@pytest.mark.slow  # it reads TARGET, which the slow CSRF test above submits
 def test_the_report_served_by_the_api_runs_sandboxed(server: Server) -> None:
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"},
                       timeout=60) as http:
