@@ -121,19 +121,23 @@ def _identity(store: Store, study_id: str) -> StudyIdentity:
 async def submit(request: Request, store: StoreDep, settings: SettingsDep,
                  cluster: ClusterDep, owner: CallerDep, changed: Changed) -> Any:
     """Create a study from a spec (JSON, or YAML with its content type); its runner starts."""
+    raw, kind = await _spec_body(request, settings)
+    # parsing and the store are synchronous (a megabyte of YAML takes a while): a thread
+    return await run_in_threadpool(_create, raw, kind, store, settings, cluster, owner, changed)
+
+
+async def _spec_body(request: Request, settings: Settings) -> tuple[bytes, str]:
+    """The request's body, bounded in size, and its content type."""
     raw = await request.body()
     if len(raw) > settings.max_body_bytes:
         raise HTTPException(413, f"the body is over {settings.max_body_bytes} bytes")
-    kind = request.headers.get("content-type", "application/json")
-    # parsing and the store are synchronous (a megabyte of YAML takes a while): a thread
-    return await run_in_threadpool(_create, raw, kind, store, settings, cluster, owner, changed)
+    return raw, request.headers.get("content-type", "application/json")
 
 
 def _create(raw: bytes, content_type: str, store: Store, settings: Settings,
             cluster: ClusterView, owner: str, changed: Callable[..., None]) -> Any:
     _queue_room(store, settings, owner)  # before the parse: a flood is refused cheaply
-    spec = load_spec(_parse_spec(raw, content_type, settings.max_body_bytes))
-    _fits_cluster(cluster, settings, spec)
+    spec = _runnable_spec(raw, content_type, settings, cluster)
     if spec.name in store.study_names():
         raise HTTPException(409, f"a study named '{spec.name}' already exists; choose another name, "
                        f"or POST /api/studies/{spec.name}/resume")
@@ -150,17 +154,21 @@ async def validate(request: Request, settings: SettingsDep, cluster: ClusterDep,
     """Check a spec as submit would (its schema, the workers' checks, the cluster's
     resources) and store nothing: `stagetune validate --url` answers in a fraction of a
     second here, where the workers' code is already loaded."""
-    raw = await request.body()
-    if len(raw) > settings.max_body_bytes:
-        raise HTTPException(413, f"the body is over {settings.max_body_bytes} bytes")
-    kind = request.headers.get("content-type", "application/json")
+    raw, kind = await _spec_body(request, settings)
     return await run_in_threadpool(_check, raw, kind, settings, cluster)
 
 
 def _check(raw: bytes, content_type: str, settings: Settings, cluster: ClusterView) -> Message:
+    spec = _runnable_spec(raw, content_type, settings, cluster)
+    return Message(detail=f"spec '{spec.name}' can run on this service")
+
+
+def _runnable_spec(raw: bytes, content_type: str, settings: Settings, cluster: ClusterView
+                   ) -> StudySpec:
+    """The body as a spec that passes every check submit makes before it stores it."""
     spec = load_spec(_parse_spec(raw, content_type, settings.max_body_bytes))
     _fits_cluster(cluster, settings, spec)
-    return Message(detail=f"spec '{spec.name}' can run on this service")
+    return spec
 
 
 def _queue_room(store: Store, settings: Settings, owner: str) -> None:

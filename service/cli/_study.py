@@ -20,6 +20,7 @@ from stagetune.service.cli._common import (
     one_line_errors,
     output_format,
     require,
+    service_errors,
 )
 from stagetune.service.cli._remote import TokenOption, resume_through
 
@@ -50,7 +51,6 @@ def validate(spec: SpecPath, url: CheckUrlOption = None, token: TokenOption = No
     if url is not None:
         if not spec.is_file():
             raise fail(f"spec file {spec} does not exist")
-        from stagetune.service.cli._common import service_errors
         from stagetune.service.client import Client
 
         with service_errors(), Client(url, token) as api:
