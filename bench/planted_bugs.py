@@ -76,6 +76,7 @@ class Bug:
     dataset: str | None = None
     model: str | None = None
     fixed: dict[str, Any] = field(default_factory=dict)
+    loss: str | None = None
 
 
 BUGS: dict[str, Bug] = {bug.name: bug for bug in (
@@ -135,9 +136,27 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in (
         ("data_check",), r"of the training labels look wrong", dataset="planted_noisy_labels"),
     Bug("swapped_class", "30% of the 3s labelled 5 (one class confused with another)",
         ("data_check",), r"Class 3 is labelled 5", dataset="planted_swapped_class"),
+    Bug("small_init", "six ReLU layers with every weight from N(0, 0.01): the signal dies",
+        ("init_check",), r"initiali[sz]ation, or a layer that scales",
+        model="planted_small_init"),
+    Bug("batch_mixing", "a reshape that mixes samples across the batch (view, not permute)",
+        ("init_check",), r"depend on the rest of its batch", model="planted_batch_mixing"),
+    # a loss and an augmentation of the user's own
+    Bug("nll_on_logits", "a registered loss: nll_loss on raw outputs (log_softmax missing)",
+        ("init_check",), r"log.softmax|log-probabilities", loss="planted_nll_on_logits"),
+    Bug("tiny_zoom", "a registered zoom augmentation that keeps 2-8% of the image",
+        ("data_check",), r"break the labels", fixed={"augment": "planted_tiny_zoom"}),
     # healthy controls that look suspicious: no stage should warn or fail
     Bug("imbalanced", "healthy control: zero against the other digits, 95/5", (), r"$^",
         dataset="planted_imbalanced"),
+    Bug("tiny_dataset", "healthy control: 200 rows of digits", (), r"$^",
+        dataset="planted_tiny"),
+    Bug("linear_model", "healthy control: a linear softmax model", (), r"$^",
+        model="planted_linear"),
+    Bug("regularised", "healthy control: dropout 0.5 and weight decay 0.01", (), r"$^",
+        fixed={"dropout": 0.5, "weight_decay": 0.01}),
+    Bug("augmented", "healthy control: crop and cutout", (), r"$^",
+        fixed={"augment": "crop+cutout"}),
 )}
 HEALTHY = Bug("healthy", "examples/digits.yaml as it is", (), r"$^")
 
@@ -151,6 +170,8 @@ def study_spec(bug: Bug, budget: int) -> dict[str, Any]:
         raw["task"]["dataset"] = bug.dataset
     if bug.model:
         raw["task"]["model"] = bug.model
+    if bug.loss:
+        raw["task"]["loss"] = bug.loss
     raw["fixed"] = {**raw.get("fixed", {}), **bug.fixed}
     for knob in bug.fixed:  # a fixed knob leaves the space
         raw["space"].pop(knob, None)

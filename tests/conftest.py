@@ -139,7 +139,7 @@ def ray_local(_ray_session: None) -> Iterator[str]:
 
     from stagetune.studies.run.cluster import NAMESPACE
 
-    if ray.is_initialized() and _environment() != _RAY_STARTED_WITH:
+    if ray.is_initialized() and (_environment() != _RAY_STARTED_WITH or not _all_cpus_free()):
         ray.shutdown()
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, namespace=NAMESPACE, include_dashboard=False,
@@ -156,6 +156,19 @@ def ray_local(_ray_session: None) -> Iterator[str]:
         ray.shutdown()
     else:  # only servers' runners ran here: they and their workers go with them
         _kill_detached_actors()
+
+
+def _all_cpus_free(timeout: float = 10) -> bool:
+    """Whether the reused Ray has its CPUs back: a task an earlier module's runner left
+    holding one (its owner killed, the task not yet) would starve this module's trials."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) >= ray.cluster_resources().get("CPU", 0):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _kill_detached_actors(timeout: float = 30) -> None:

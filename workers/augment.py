@@ -1,4 +1,8 @@
-"""Image augmentation on batches of normalised tensors, through torchvision.transforms.v2."""
+"""Image augmentation on batches of normalised tensors, through torchvision.transforms.v2.
+
+The built-in augmentations run in a fixed order (randaugment, flip, crop, cutout); a
+user's own, registered with `register_augmentation`, run after them in the order the
+`augment` knob names them."""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import v2
 
+from stagetune.workers.config import AUGMENT_PLUGINS
 from stagetune.workers.data import AnyDataset
 from stagetune.workers.errors import ConfigError
 
 Augmenter = Callable[[torch.Tensor], torch.Tensor]
+register_augmentation = AUGMENT_PLUGINS.register
 
 
 def build_augmenter(augmentations: tuple[str, ...], data: AnyDataset) -> Augmenter | None:
@@ -28,6 +34,7 @@ def build_augmenter(augmentations: tuple[str, ...], data: AnyDataset) -> Augment
     geometric_t = v2.Compose(geometric) if geometric else None
     randaugment = v2.RandAugment() if "randaugment" in augmentations else None
     cutout = v2.RandomErasing(p=0.5, scale=(0.02, 0.2)) if "cutout" in augmentations else None
+    own = [AUGMENT_PLUGINS.get(name)(data) for name in augmentations if name in AUGMENT_PLUGINS]
     mean, std = data.mean, data.std
 
     def augment(batch: torch.Tensor) -> torch.Tensor:
@@ -41,6 +48,8 @@ def build_augmenter(augmentations: tuple[str, ...], data: AnyDataset) -> Augment
                 x = geometric_t(x)
             if cutout is not None:
                 x = cutout(x)
+            for transform in own:
+                x = transform(x)
             out.append(x)
         return torch.stack(out)
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stagetune.workers.errors import ConfigError
+from stagetune.workers.registry import Registry
 
 Optimizer = Literal["sgd", "sgd_nesterov", "adam", "adamw", "rmsprop"]
 Schedule = Literal["constant", "step", "cosine", "warmup_cosine", "one_cycle"]
@@ -21,7 +22,11 @@ Init = Literal["default", "xavier", "kaiming", "orthogonal"]
 Skip = Literal["none", "residual", "dense", "highway"]
 Pooling = Literal["max", "avg", "none"]
 Transfer = Literal["none", "feature_extraction", "top_blocks", "full"]
-AUGMENTATIONS = ("flip", "crop", "cutout", "randaugment")
+AUGMENTATIONS = ("flip", "crop", "cutout", "randaugment")  # built in (workers.augment)
+# A user's own: a factory `(dataset) -> (one normalised sample) -> sample`, registered with
+# `register_augmentation` (workers.augment) and named in `augment` like the built-in ones.
+# Held here, torch-free, so that a spec naming one validates wherever its plugin is loaded.
+AUGMENT_PLUGINS: Registry[Any] = Registry("augmentation")
 
 
 class _Knobs(BaseModel):
@@ -47,11 +52,12 @@ class TrainConfig(_Knobs):
     @model_validator(mode="after")
     def _check_augment(self) -> TrainConfig:
         parts = [p for p in self.augment.split("+") if p and p != "none"]
-        unknown = [p for p in parts if p not in AUGMENTATIONS]
+        known = (*AUGMENTATIONS, *AUGMENT_PLUGINS)
+        unknown = [p for p in parts if p not in known]
         if unknown:
             raise ValueError(
                 f"augment: unknown '{'+'.join(unknown)}'; use 'none' or '+'-joined "
-                f"{', '.join(AUGMENTATIONS)}"
+                f"{', '.join(known)}"
             )
         return self
 

@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from stagetune.workers.augment_check import augmentation_check
 from stagetune.workers.data import AnyDataset, load_dataset
 from stagetune.workers.errors import ConfigError
 from stagetune.workers.knobs import parse_task_params
@@ -72,7 +73,7 @@ RARE_ROWS = 10  # a class with fewer training rows read than this warns: too few
 OUTLIER_Z = 50.0  # standardised values beyond this many stds warn
 IMBALANCED = 0.8  # majority share from which accuracy's objective gets a balanced suggestion
 EXAMPLES = 5  # index examples kept per finding
-OPTIONS = ("samples", "leak_share")
+OPTIONS = ("samples", "leak_share", "augmentations")
 NO_DATASET = ("No dataset: the trainer loads its own data, so there is nothing to check "
               "before training. Name the dataset in task.dataset to have its splits checked.")
 
@@ -86,16 +87,19 @@ def check_data(request: TrialRequest) -> TrialResult:
     if task.dataset is None:
         return TrialResult("skipped", message=NO_DATASET, probe={"epochs_equivalent": 0.0})
     data = load_dataset(task.dataset, parse_task_params(task, request.params).dataset_options)
-    result = check_dataset(data, samples, leak_share, request.objective)
+    result = check_dataset(data, samples, leak_share, request.objective,
+                           list(request.options.get("augmentations", [])))
     log.info("data check on %s: %s %s", task.dataset, result.status, result.message)
     return result
 
 
 def check_dataset(data: AnyDataset, samples: int = MAX_SAMPLES,
-                  leak_share: float = LEAK_SHARE, objective: str | None = None) -> TrialResult:
+                  leak_share: float = LEAK_SHARE, objective: str | None = None,
+                  augmentations: list[str] | None = None) -> TrialResult:
     """The checks on a loaded split: passed, warned or failed, each finding in
     `probe["findings"]` with its verdict, sentence and figures; the findings' spec edits in
-    `probe["fixes"]`. `objective` (default accuracy) decides the imbalance note."""
+    `probe["fixes"]`. `objective` (default accuracy) decides the imbalance note;
+    `augmentations`, the ones the study can use, are checked for keeping the labels."""
     x_t, y_t = data.sample("train", _rows(data, samples))
     x_v, y_v = data.sample("val", _rows(data, samples))
     hashed = {"train": _hashes(x_t), "val": _hashes(x_v)}
@@ -111,6 +115,8 @@ def check_dataset(data: AnyDataset, samples: int = MAX_SAMPLES,
     if data.task == "classification":
         findings += [label_quality(data.task, data.num_classes, x_t, y_t)]
         findings += _imbalance(y_v, data.num_classes, objective)
+    augmented = augmentation_check(data, augmentations or [])
+    findings += [augmented] if augmented is not None else []
     status = _worst([f["verdict"] for f in findings])
     probe = {"findings": findings, "train_rows": len(x_t), "val_rows": len(x_v),
              "train_size": data.train_size, "val_size": data.val_size,
@@ -412,7 +418,8 @@ PHRASES = {"leaks": "leaks", "train_duplicates": "duplicates",
            "conflicting_labels": "conflicting labels", "class_balance": "class imbalance",
            "target_shift": "shifted targets",
            "non_finite": "NaN/inf values", "constant_features": "constant features",
-           "input_scale": "extreme values", "label_noise": "label noise"}
+           "input_scale": "extreme values", "label_noise": "label noise",
+           "augmentations": "label-breaking augmentations"}
 
 
 def _message(status: str, findings: list[Finding], n_t: int, n_v: int) -> str:

@@ -18,9 +18,12 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
+from torchvision.transforms import v2
 
+from stagetune.workers.augment import register_augmentation
 from stagetune.workers.config import ModelConfig
 from stagetune.workers.data import Dataset, DataSettings, RawData, register_dataset
+from stagetune.workers.losses import register_loss
 from stagetune.workers.models import MODELS, register_model
 
 
@@ -137,6 +140,13 @@ def imbalanced(*, settings: DataSettings) -> RawData:
     zero, rest = np.flatnonzero(y == 0), np.flatnonzero(y != 0)
     keep = np.sort(np.concatenate([zero[:round(len(rest) * 0.05 / 0.95)], rest]))
     return _images(x[keep], (y[keep] == 0).astype(np.int64))
+
+
+@register_dataset("planted_tiny")
+def tiny(*, settings: DataSettings) -> RawData:
+    """Healthy, though small: 200 rows of digits (160 to train on)."""
+    x, y = _digits()
+    return _images(x[:200], y[:200])
 
 
 # --- models: the data is right, the model is wrong ------------------------------------------
@@ -300,3 +310,58 @@ def eval_dropout(data: Dataset, cfg: ModelConfig) -> nn.Module:
     """The convnet with input dropout written F.dropout(x, 0.1, training=True): on in
     evaluation too, so validation scores are noisy."""
     return _Wrap(_convnet(data, cfg), lambda x: F.dropout(x, 0.1, training=True), before=True)
+
+
+class _MixesSamples(nn.Module):
+    """The convnet behind a reshape that reads a (B, C, H, W) batch as (H, B, C, W) and
+    permutes it back: a view where a permute was meant, so each sample's rows come from
+    other samples of the batch."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return self.inner(x.reshape(h, b, c, w).permute(1, 2, 0, 3))
+
+
+@register_model("planted_batch_mixing")
+def batch_mixing(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """The convnet with a reshape that mixes samples across the batch."""
+    return _MixesSamples(_convnet(data, cfg))
+
+
+@register_model("planted_linear")
+def linear(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """Healthy, though it cannot beat the linear baseline: a linear softmax model."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(data.input_shape), data.num_outputs))
+
+
+# --- a loss and an augmentation of the user's own ----------------------------------------------
+
+
+@register_loss("planted_nll_on_logits", expected=lambda data: math.log(data.num_classes),
+               kinds=("classification",))
+def nll_on_logits(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy written as nll_loss on the raw outputs: the log_softmax is missing."""
+    return F.nll_loss(out, y)
+
+
+@register_augmentation("planted_tiny_zoom")
+def tiny_zoom(data: Dataset) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A zoom that keeps 2-8% of the image's area: scale meant as a share of the side
+    (0.15-0.3 squared), so the digit is mostly out of the frame."""
+    return v2.RandomResizedCrop(tuple(data.input_shape[1:]), scale=(0.02, 0.08), antialias=True)
+
+
+@register_model("planted_small_init")
+def small_init(data: Dataset, cfg: ModelConfig) -> nn.Module:
+    """Six ReLU layers, no normalisation, every weight drawn from N(0, 0.01) ("small random
+    numbers"): the signal shrinks some tenfold per layer."""
+    model = _plain_mlp(data, cfg, 6, nn.ReLU)
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+    return model

@@ -141,7 +141,7 @@ def _create(raw: bytes, content_type: str, store: Store, settings: Settings,
     if spec.name in store.study_names():
         raise HTTPException(409, f"a study named '{spec.name}' already exists; choose another name, "
                        f"or POST /api/studies/{spec.name}/resume")
-    record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER),
+    record = store.open_study(spec.name, spec.to_store(), list(ORDER),
                               queued_by=owner)
     changed()
     return views.detail(store, record)

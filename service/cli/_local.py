@@ -38,7 +38,7 @@ def run_study(db: str | None, spec: StudySpec, format_: Format) -> None:
     """Put the spec's study in the store (or find it there) and drive it."""
     with one_line_errors(code=1):
         store = Store(db or get_settings().database_url)
-        store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
+        store.open_study(spec.name, spec.to_store(), list(ORDER))
     _drive(store, spec.name, format_)
 
 

@@ -81,7 +81,7 @@ def _submit_demo(app: Any) -> None:
         spec = load_spec_apart(path)
     store = app.state.store
     if spec.name not in store.study_names():
-        store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
+        store.open_study(spec.name, spec.to_store(), list(ORDER))
     app.state.supervisor.kick()
     err_console.print(f"demo: study '{spec.name}' submitted; follow it with "
                       f"`stagetune status {spec.name}`")

@@ -18,7 +18,9 @@ An epoch budget must give coarse at least two configurations (one where `coarse.
 and refine one full trial (`shortfalls`); submit refuses a smaller one, naming the minimum.
 A stage section set in the spec (coarse.trials, refine.trials, confirm.top, ...) overrides
 the plan's number, and the budget still caps it. Without a budget the sections alone size
-the stages, and the plan records what they are expected to cost.
+the search stages, and the plan records what they are expected to cost; the probes get the
+same shares of that cost as of a budget (their shares of the whole study), so that on a
+small dataset, where a probe's fixed steps are many epochs, they stay a small part of it.
 """
 
 from __future__ import annotations
@@ -176,16 +178,18 @@ def _from_sections(spec: StudySpec, levels: list[int], per_config: float,
     """No budget: the sections size the stages; the plan holds their expected cost."""
     s = spec.stages
     expected = {
-        "coarse": s.coarse.trials * per_config,
-        "refine": s.refine.trials * s.refine.epochs,
-        "confirm": s.confirm.top * s.confirm.seeds * confirm_epochs,
+        "coarse": s.coarse.trials * per_config if s.coarse.enabled else 0.0,
+        "refine": s.refine.trials * s.refine.epochs if s.refine.enabled else 0.0,
+        "confirm": s.confirm.top * s.confirm.seeds * confirm_epochs if s.confirm.enabled else 0.0,
     }
+    # the search's expected cost is what the probes' shares leave of the whole study
+    whole = sum(expected.values()) / (1 - sum(PROBE_SHARES.values()))
+    probes = {name: StagePlan(fraction * whole, None, {"max_epochs": fraction * whole})
+              if whole > 0 else StagePlan() for name, fraction in PROBE_SHARES.items()}
     return {
         "data_check": StagePlan(),
         "baseline": StagePlan(),
-        "init_check": StagePlan(),
-        "overfit": StagePlan(),
-        "lr_probe": StagePlan(),
+        **probes,
         "coarse": StagePlan(sizes={"trials": s.coarse.trials, "rungs": levels,
                                    "reduction": s.coarse.reduction,
                                    "expected_epochs": expected["coarse"]}),

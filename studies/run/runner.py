@@ -81,7 +81,7 @@ class Runner:
         too: a dataset that cannot load, a plan that cannot be made) is recorded in the
         store with its reason; only a database error is left to the caller to retry."""
         spec, store = self.spec, self.store
-        record = store.open_study(spec.name, spec.model_dump(mode="json"), list(ORDER))
+        record = store.open_study(spec.name, spec.to_store(), list(ORDER))
         objective: str = spec.task.objective or ""
         finished = record.status in ("completed", "stopped")
         try:

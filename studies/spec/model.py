@@ -333,6 +333,13 @@ class StudySpec(_Strict):
     goal: float | None = None  # stop once the confirmed objective reaches it
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
+    def to_store(self) -> dict[str, Any]:
+        """The spec as the store keeps it: what the user wrote, no default filled in. The
+        plan reads a stage's fields as the user's own only where they were set
+        (`studies.planning.plan`); a stored default would read back as set, and override
+        the planner with the defaults' sizes."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
     @field_validator("goal")
     @classmethod
     def _finite_goal(cls, goal: float | None) -> float | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -120,21 +120,32 @@ class Narrowed:
     values crowd an edge of the declared range, with what was done about it."""
 
     region: dict[str, Param]
-    boundary: dict[str, str]  # name -> "low" or "high"
+    boundary: dict[str, str]  # name -> "low" or "high": an edge of the declared range
     widened: bool
+    # name -> side: an edge of a range the study narrowed itself (the LR probe's), inside
+    # the declared one: moved towards the declared bound without asking
+    moved: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> list[str]:
         done = "widened past it" if self.widened else \
             "not widened past the declared range (stages.coarse.widen: true allows it)"
-        return [f"{name}'s good values sit at the {side} edge of its range; {done}"
+        return [f"{name}'s good values sit at the {side} edge of its declared range; {done}"
                 for name, side in sorted(self.boundary.items())]
 
+    def describe_moved(self) -> list[str]:
+        return [f"{name}'s good values sit at the {side} edge of the LR probe's range, inside "
+                "the declared one; refine's range reaches past it towards the declared bound"
+                for name, side in sorted(self.moved.items())]
 
-def narrow(space: Space, good: Sequence[optuna.trial.FrozenTrial], widen: bool = False
-           ) -> Narrowed:
-    """The region where the `good` trials lie; past a crowded edge only if `widen`."""
+
+def narrow(space: Space, good: Sequence[optuna.trial.FrozenTrial], widen: bool = False,
+           declared: Mapping[str, tuple[float, float]] | None = None) -> Narrowed:
+    """The region where the `good` trials lie; past a crowded edge only if `widen`.
+    `declared`, per Optuna name, the user's own bounds where the space holds a range the
+    study narrowed itself: a crowded edge strictly inside them is moved towards them."""
     region: dict[str, Param] = {}
     boundary: dict[str, str] = {}
+    moved: dict[str, str] = {}
     for dim in dims(space):
         p = dim.param.model_copy(update={"when": None})
         values = [t.params[dim.name] for t in good if dim.name in t.params]
@@ -144,10 +155,28 @@ def narrow(space: Space, good: Sequence[optuna.trial.FrozenTrial], widen: bool =
             kept = [c for c in p.choices if c in values]
             region[dim.name] = CategoricalParam(type="categorical", choices=kept or p.choices)
         else:
+            outer = (declared or {}).get(dim.name)
             region[dim.name], side = _narrow_numeric(dim.knob, p, values, widen)
-            if side:
+            if side and outer is not None and _inside_outer(p, side, outer):
+                region[dim.name], _ = _narrow_numeric(dim.knob, p, values, True)
+                region[dim.name] = _clip(region[dim.name], outer)
+                moved[dim.name] = side
+            elif side:
                 boundary[dim.name] = side
-    return Narrowed(region, boundary, widen)
+    return Narrowed(region, boundary, widen, moved)
+
+
+def _inside_outer(p: FloatParam | IntParam, side: str, outer: tuple[float, float]) -> bool:
+    """Whether `p`'s edge on `side` lies strictly inside the declared bounds `outer`."""
+    edge, bound = (p.low, outer[0]) if side == "low" else (p.high, outer[1])
+    return not math.isclose(edge, bound, rel_tol=1e-9) and (
+        edge > bound if side == "low" else edge < bound)
+
+
+def _clip(p: Param, outer: tuple[float, float]) -> Param:
+    """A widened range kept within the declared bounds."""
+    assert isinstance(p, FloatParam | IntParam)
+    return p.model_copy(update={"low": max(p.low, outer[0]), "high": min(p.high, outer[1])})
 
 
 def _narrow_numeric(knob: str, p: FloatParam | IntParam, values: list[float], widen: bool

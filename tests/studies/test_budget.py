@@ -159,3 +159,18 @@ def test_bad_conditions_name_their_field(space: dict[str, Any], where: str, what
 def test_a_budget_needs_epochs_or_seconds() -> None:
     with pytest.raises(SpecError, match="budget: give epochs, seconds or both"):
         load_spec({**SPEC, "budget": {}})
+
+
+def test_the_stored_spec_plans_as_the_written_one() -> None:
+    """The store keeps what the user wrote: defaults read back from it would count as the
+    user's own sizes and override the planner (32 coarse trials and 3 x 3 confirm runs
+    where the plan gives 15 and 1 x 2 for this budget)."""
+    from stagetune.studies.spec import StudySpec
+
+    written = load_spec({"name": "p", "task": {"dataset": "digits", "model": "mlp"},
+                         "budget": {"epochs": 146}})
+    stored = StudySpec.model_validate(written.to_store())
+    assert "stages" not in written.to_store()
+    for stage in ("coarse", "refine", "confirm"):
+        assert make_plan(stored)[stage] == make_plan(written)[stage]
+    assert make_plan(stored)["coarse"].sizes["trials"] < written.stages.coarse.trials

@@ -66,7 +66,7 @@ def test_an_edge_is_flagged_but_never_widened_past_the_declared_range_by_default
     assert result.boundary == {"width": "high"}
     width = result.region["width"]
     assert isinstance(width, IntParam) and width.high == 128
-    assert result.describe() == ["width's good values sit at the high edge of its range; not "
+    assert result.describe() == ["width's good values sit at the high edge of its declared range; not "
                                  "widened past the declared range (stages.coarse.widen: true "
                                  "allows it)"]
 
@@ -90,3 +90,17 @@ def test_direction_decides_which_trials_are_best(direction: str) -> None:
     result = narrow(SPACE, best(trials(lambda p: math.log10(p["lr"])), direction=direction))
     side = "low" if direction == "minimize" else "high"
     assert result.boundary.get("lr") == side
+
+
+def test_an_edge_of_a_range_the_study_narrowed_itself_moves_towards_the_declared_one() -> None:
+    # the space holds lr in [1e-5, 1] as the LR probe left it; the user declared [1e-6, 10]
+    result = narrow(SPACE, best(trials(lambda p: math.log10(p["lr"]))),
+                    declared={"lr": (1e-6, 10.0)})
+    assert result.boundary == {} and result.moved == {"lr": "high"}  # no warning: no one to ask
+    lr = result.region["lr"]
+    assert isinstance(lr, FloatParam) and 1.0 < lr.high <= 10.0
+    assert "edge of the LR probe's range" in result.describe_moved()[0]
+    # at the declared bound itself, it stays the user's edge
+    at_bound = narrow(SPACE, best(trials(lambda p: math.log10(p["lr"]))),
+                      declared={"lr": (1e-6, 1.0)})
+    assert at_bound.boundary == {"lr": "high"} and at_bound.moved == {}

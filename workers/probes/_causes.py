@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from stagetune.workers.config import ModelConfig, TrainConfig
 
 # Share of a rectifier's units off for every sample of the batch. Narrow deep nets without
@@ -57,6 +59,26 @@ def probabilities(loss: str, classes: int) -> Finding:
     return Finding("probabilities", "failed",
                    f"The model outputs probabilities ({shape}), but the {loss} loss expects "
                    f"logits and applies its own {kind}{below}: remove the final {kind}.")
+
+
+SHIFT = 10.0  # added to every class's output to see whether the loss rewards it
+
+
+def rewards_large_outputs(criterion: Any, out: torch.Tensor, y: torch.Tensor, loss: str
+                          ) -> Finding | None:
+    """A loss over one label per sample that falls when every class's output grows by the
+    same amount. Softmax losses (cross-entropy, focal) and margin losses do not change: only
+    differences between outputs matter. One that falls by half the shift or more has no
+    minimum to train towards: nll_loss on raw outputs, the log_softmax missing."""
+    with torch.no_grad():
+        before, after = float(criterion(out, y)), float(criterion(out + SHIFT, y))
+    if not (math.isfinite(before) and math.isfinite(after)) or after > before - SHIFT / 2:
+        return None
+    return Finding("rewards_large_outputs", "failed", (
+        f"The {loss} loss falls from {before:.3g} to {after:.3g} when every output grows by "
+        f"{SHIFT:g}: it rewards large outputs, not the right class, so training drives it "
+        "towards minus infinity. nll_loss expects log-probabilities: put log_softmax before "
+        "it, or use cross_entropy on the raw outputs."))
 
 
 def loss_floor(classes: int) -> float:

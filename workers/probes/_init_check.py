@@ -6,7 +6,9 @@ exploding signals through depth show up before a single step is taken. The same 
 names quieter causes (`workers.probes._causes`), each its own sentence: outputs that
 are already probabilities, units a ReLU never turns on, a first layer whose activations
 show unnormalised inputs, no gradient at all (frozen or detached), an lr of 0.
-Last, two steps of the loop's own training step and three evaluations check the step's
+The activation and gradient scales through depth are read against the same architecture
+at a standard init (`workers.probes._reference`). Last, two steps of the loop's own
+training step and three evaluations check the step's
 invariants (`workers.probes._step_findings`): what leaks from one step to the next, which
 layers do not learn, modes, and whether evaluation is deterministic.
 """
@@ -37,6 +39,7 @@ from stagetune.workers.probes._init_fixes import (
     loss_fixes,
 )
 from stagetune.workers.probes._loop_step import loop_step
+from stagetune.workers.probes._reference import against_reference, reference_scales
 from stagetune.workers.probes._signals import (
     LAYERS,
     Record,
@@ -81,6 +84,10 @@ def init_check(request: TrialRequest) -> TrialResult:
                                       else [], scale is not None)
     status, message = judge_initial_loss(
         value, expected, loss_used, _expected_what(loss_used, stated_by, data), cause=cause)
+    unbounded = causes.rewards_large_outputs(criterion, out, y, loss_used) \
+        if data.task == "classification" and math.isfinite(value) else None
+    if unbounded is not None:  # its sentence says why the value is off; nothing else does
+        status, message = "passed", ""
     if "prior_bias" in loss_figures and status == "failed":
         status = "warned"  # a healthy net at a standard init: training learns the prior
     grad_values = list(grads.values())
@@ -92,24 +99,31 @@ def init_check(request: TrialRequest) -> TrialResult:
         causes.no_gradient(*gradient_state(model), detached),
         causes.zero_lr(setup.train),
         causes.dead_units(record.dead_share(), setup.arch),
-        scale])
+        scale, unbounded])
+    reference = None if detached or setup.arch.transfer != "none" else \
+        reference_scales(model, x[:setup.train.batch_size], y[:setup.train.batch_size], criterion)
+    scale_found, scale_figures = against_reference(record.activation_std, grads, reference)
+    findings += causes.collect([scale_found])
     step_found, step_figures, step_samples = _step_check(setup, request, x, y, detached)
     findings += step_found
     grad_fixes = gradient_fixes(ratio, setup.arch, family)
-    if ratio < 1 / GRAD_OK and any(f.cause in ("dead_units", "zero_gradients") for f in findings):
+    if ratio < 1 / GRAD_OK and any(f.cause in ("dead_units", "zero_gradients", "signal_scale")
+                                   for f in findings):
         grad_message, grad_fixes = (f"Gradients vanish through depth (first layer {ratio:.1e}x "
                                     "the last), because of the cause below."), []
     status = causes.worst(status, grad_status, *(f.status for f in findings))
     message = " ".join(m for m in [message, grad_message, *(f.sentence for f in findings)] if m)
     affine = is_affine(model, x)  # last: its forward passes leave no trace on the checks
     result = verdict(status, message,
-                     epochs_equivalent=(len(x) + step_samples + affine_cost()) / data.train_size,
+                     epochs_equivalent=(len(x) + step_samples + affine_cost()
+                                        + (min(len(x), setup.train.batch_size) if reference else 0)
+                                        ) / data.train_size,
                      loss=value,
                      loss_name=loss_used, expected_loss=expected, loss_ratio=ratio_to_expected,
                      activation_std=record.activation_std, dead_units=record.dead_share(),
                      grad_norm=grads, grad_ratio_first_to_last=ratio, activations=family,
                      affine=affine, **loss_figures,
-                     **step_figures, **causes.figures(findings, grad_fixes))
+                     **scale_figures, **step_figures, **causes.figures(findings, grad_fixes))
     result.parameters = count_parameters(model)
     return result
 

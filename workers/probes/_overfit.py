@@ -7,6 +7,10 @@ steps, not the whole budget, and none where a measurement settles it first: outp
 that are already probabilities, an lr of 0, nothing trainable (before any step), or
 no gradient reaching any weight (after the first backward). A failure names its cause
 when it can: those, a loss floor (a plateau far above the target), dead units.
+
+The subset is at most a quarter of the training split (SUBSET_SHARE): on a dataset of a
+few hundred rows 64 samples are not a tiny subset, and every full-batch step would cost
+a large share of an epoch.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from stagetune.workers.probes._signals import Record, are_probabilities, gradien
 from stagetune.workers.request import TrialRequest, TrialResult
 
 OPTIONS = ("samples", "steps", "target_fraction", "max_epochs")
+SUBSET_SHARE = 0.25  # the subset's largest share of the training split
 # Regularisation and augmentation are off: they exist to stop exactly this fit.
 NO_REGULARISATION = {"dropout": 0.0, "weight_decay": 0.0, "augment": "none",
                      "label_smoothing": 0.0, "schedule": "constant"}
@@ -65,6 +70,7 @@ def overfit(request: TrialRequest) -> TrialResult:
                           f"(got {samples}, {steps}, {max_epochs})")
     setup = prepare(request, NO_REGULARISATION)
     data, model = setup.data, setup.model
+    samples = min(samples, max(2, int(SUBSET_SHARE * data.train_size)))
     x, y = data.sample("train", samples)  # the first items: a split is in random order
     x, y = x.to(setup.device), y.to(setup.device)
     n_train = data.train_size

@@ -350,7 +350,8 @@ def _evaluation(modules: dict[str, nn.Module], record: StepRecord, tol: float,
     cause = (f"{_names(batch_norms, 'track_running_stats=False')} {verb} each evaluation "
              "batch by its own statistics, having no running ones; set "
              "track_running_stats=True" if batch_norms else
-             "a statistic over the batch runs in forward (a mean or norm over dim 0); "
+             "a statistic over the batch runs in forward (a mean or norm over dim 0), or "
+             "a view or reshape mixes samples (where a permute or transpose was meant); "
              "compute each sample's outputs from that sample alone")
     return [Finding("eval_batch_dependent", "warned", (
         f"A sample's outputs in evaluation depend on the rest of its batch (up to "

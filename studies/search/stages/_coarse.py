@@ -32,7 +32,7 @@ from stagetune.studies.search.stages._chance import (
     stuck_at_chance,
 )
 from stagetune.studies.spec import StudySpec
-from stagetune.studies.spec.model import CategoricalParam
+from stagetune.studies.spec.model import CategoricalParam, FloatParam, IntParam, variants
 from stagetune.studies.spec.space import Narrowed, dims, dump_region, knob_limits, knobs, narrow, suggest
 
 
@@ -95,7 +95,8 @@ class Coarse(Stage):
                trials: list[FrozenTrial], levels: list[int], figures: dict[str, Any],
                done: Any) -> StageOutcome:
         narrowed = movable_edges(space, narrow(space, good_trials(
-            trials, levels, ctx.direction, self.config.reduction), self.config.widen))
+            trials, levels, ctx.direction, self.config.reduction), self.config.widen,
+            declared_bounds(ctx.spec, space)))
         best = study.best_trial
         survivors = [t for t in top_trials(study, ctx.spec.stages.refine.warm_start)
                      if t.user_attrs.get("checkpoint")]
@@ -110,7 +111,7 @@ class Coarse(Stage):
             message += f", {figures['chance_fraction']:.0%} stayed at chance level"
         message += (f"; best {ctx.objective} {readable(best.value)} at epoch {levels[-1]} with "
                     f"{fmt_params(knobs(best.params))}.")
-        for line in narrowed.describe():
+        for line in narrowed.describe() + narrowed.describe_moved():
             message += f" {line[0].upper()}{line[1:]}."
         if many_bad:
             message += " Most trials diverged: lower the lr range or add grad_clip."
@@ -139,6 +140,22 @@ def none_finished(spec: StudySpec, trials: list[FrozenTrial], allowance: Allowan
     return (f"The budget ran out before any coarse trial reached the last rung ({levels[-1]} "
             f"epochs; {total} started, {cut} cut short by the budget): {raise_it}, or disable "
             "stages, shorten refine.epochs or coarse.epochs. The space was not judged.")
+
+
+def declared_bounds(spec: StudySpec, space: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per Optuna name of `space`, the user's own bounds where the study replaced a
+    declared numeric range with one of its own (the LR probe's, per optimizer family)."""
+    out = {}
+    for dim in dims(space):
+        entry = spec.space.get(dim.knob)
+        options = variants(entry) if entry is not None else []
+        if len(options) != 1 or not isinstance(options[0], FloatParam | IntParam):
+            continue
+        mine = dim.param
+        if isinstance(mine, FloatParam | IntParam) and (mine.low, mine.high) != (
+                options[0].low, options[0].high):
+            out[dim.name] = (options[0].low, options[0].high)
+    return out
 
 
 def movable_edges(space: dict[str, Any], narrowed: Narrowed) -> Narrowed:

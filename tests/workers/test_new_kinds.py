@@ -1,0 +1,77 @@
+"""Checks for bug kinds the first planted suite lacked: augmentations that break labels, a
+loss that rewards large outputs, a reshape that mixes samples; and probes whose cost
+follows the data (a small dataset, no budget)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from stagetune.studies.planning.plan import PROBE_SHARES, make_plan
+from stagetune.studies.spec import load_spec
+from stagetune.workers.augment_check import KEEP, augmentation_check
+from stagetune.workers.data import load_dataset
+from stagetune.workers.losses import LOSSES, resolve_loss
+from stagetune.workers.probes import _causes as causes
+from stagetune.workers.probes import overfit
+from stagetune.workers.request import Task, TrialRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "plugins"))
+import planted  # noqa: E402,F401  (registers the planted datasets, models, loss, augmentation)
+
+
+def test_the_built_in_augmentations_keep_digits_labels_and_a_tiny_zoom_does_not() -> None:
+    data = load_dataset("digits", {})
+    found = augmentation_check(data, ["crop", "cutout", "planted_tiny_zoom"])
+    assert found is not None and found["verdict"] == "warned"
+    assert found["kept"]["crop"] >= KEEP and found["kept"]["cutout"] >= KEEP
+    assert found["kept"]["planted_tiny_zoom"] < 0.2
+    assert "'planted_tiny_zoom' break the labels" in found["message"]
+    assert "'crop'" not in found["message"]
+    healthy = augmentation_check(data, ["crop", "cutout"])
+    assert healthy is not None and healthy["verdict"] == "passed"
+    assert augmentation_check(data, []) is None  # nothing to check
+
+
+@pytest.mark.parametrize("loss", sorted(n for n in LOSSES.names()
+                                        if "classification" in (LOSSES.entry(n).info["kinds"] or ())
+                                        and not n.startswith("planted_")))
+def test_no_built_in_classification_loss_rewards_large_outputs(loss: str) -> None:
+    out, y = torch.randn(64, 10), torch.randint(0, 10, (64,))
+    assert causes.rewards_large_outputs(resolve_loss(loss), out, y, loss) is None
+
+
+def test_nll_on_raw_outputs_rewards_large_outputs_and_the_fix_is_named() -> None:
+    out, y = torch.randn(64, 10), torch.randint(0, 10, (64,))
+    found = causes.rewards_large_outputs(lambda o, t: F.nll_loss(o, t), out, y, "my_nll")
+    assert found is not None and found.status == "failed"
+    assert "log_softmax" in found.sentence
+    # the fix, applied, removes the finding: the direction of the advice
+    fixed = causes.rewards_large_outputs(lambda o, t: F.nll_loss(F.log_softmax(o, 1), t),
+                                         out, y, "my_nll")
+    assert fixed is None
+
+
+def test_without_a_budget_the_probes_get_their_shares_of_the_search_cost() -> None:
+    spec = load_spec({"name": "x", "task": {"dataset": "digits", "model": "mlp"}})
+    plan = make_plan(spec)
+    search = sum(plan[s].sizes["expected_epochs"] for s in ("coarse", "refine", "confirm"))
+    whole = search / (1 - sum(PROBE_SHARES.values()))
+    for probe, share in PROBE_SHARES.items():
+        assert plan[probe].epochs == pytest.approx(share * whole)
+    assert sum(plan[p].epochs or 0 for p in PROBE_SHARES) <= 0.12 * whole + 1e-9
+
+
+def test_on_a_small_dataset_the_overfit_subset_is_a_quarter_of_it_at_most() -> None:
+    request = TrialRequest(task=Task("planted_tiny", "convnet"), mode="overfit",
+                           options={"samples": 64, "steps": 300})
+    result = overfit(request)
+    train_size = load_dataset("planted_tiny", {}).train_size
+    assert result.probe["samples"] == math.floor(0.25 * train_size)
+    assert result.status == "passed", result.message
+    assert result.probe["epochs_equivalent"] <= 300 * result.probe["samples"] / train_size
