@@ -1,7 +1,8 @@
 """stagetune: staged hyperparameter search for PyTorch, as a service.
 
 The public surface: the client that submits and watches studies, the spec, the decorators
-that register your own datasets, models, losses, metrics and trainers, and the errors.
+that register your own datasets, models, losses, metrics, augmentations and trainers, and
+the errors.
 Names are imported on first use (as Optuna's `__init__` does), so `import stagetune` loads
 no torch, Ray or database driver: a client script pays only for what it touches.
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from stagetune.service.client import ApiError, Client
     from stagetune.studies.errors import SpecError
     from stagetune.studies.spec import StudySpec, load_spec
+    from stagetune.workers.augment import register_augmentation
     from stagetune.workers.data import register_dataset
     from stagetune.workers.errors import ConfigError, StagetuneError
     from stagetune.workers.losses import register_loss
@@ -42,6 +44,7 @@ _LAZY = {
     "SpecError": "stagetune.studies.errors",
     "StagetuneError": "stagetune.workers.errors",
     "ConfigError": "stagetune.workers.errors",
+    "register_augmentation": "stagetune.workers.augment",
     "register_dataset": "stagetune.workers.data",
     "register_model": "stagetune.workers.models",
     "register_loss": "stagetune.workers.losses",
@@ -51,7 +54,8 @@ _LAZY = {
 }
 
 __all__ = ["ApiError", "Client", "ConfigError", "SpecError", "StagetuneError", "StudySpec",
-           "__version__", "load_spec", "register_command", "register_dataset", "register_loss",
+           "__version__", "load_spec", "register_augmentation", "register_command",
+           "register_dataset", "register_loss",
            "register_metric", "register_model", "register_trainer"]
 
 

@@ -60,6 +60,7 @@ from stagetune.workers.errors import ConfigError
 from stagetune.workers.knobs import parse_task_params
 from stagetune.workers.label_quality import label_quality
 from stagetune.workers.request import TrialRequest, TrialResult
+from stagetune.workers.target_leak import one_feature_decides
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +104,22 @@ def check_dataset(data: AnyDataset, samples: int = MAX_SAMPLES,
     x_t, y_t = data.sample("train", _rows(data, samples))
     x_v, y_v = data.sample("val", _rows(data, samples))
     hashed = {"train": _hashes(x_t), "val": _hashes(x_v)}
+    constant = _constant(data, x_t)
     findings = [
         _leaks(data, hashed, x_t, x_v, leak_share),
         _train_duplicates(hashed["train"]),
         _conflicts(data, hashed, y_t, y_v),
         _balance(data, y_t, y_v),
         _finite(x_t, x_v, y_t, y_v),
-        _constant(data, x_t),
+        constant,
         _scale(data, x_t, x_v),
     ]
+    if constant["verdict"] == "failed":  # every input the same: the copies follow from it
+        findings.remove(constant)
+        findings.insert(0, constant)
     if data.task == "classification":
-        findings += [label_quality(data.task, data.num_classes, x_t, y_t)]
+        findings += [one_feature_decides(x_t, y_t, data.num_classes),
+                     label_quality(data.task, data.num_classes, x_t, y_t)]
         findings += _imbalance(y_v, data.num_classes, objective)
     augmented = augmentation_check(data, augmentations or [])
     findings += [augmented] if augmented is not None else []
@@ -374,6 +380,12 @@ def _constant(data: AnyDataset, x_t: torch.Tensor) -> Finding:
     figures = {"features": features[:50], "count": len(features), "of": flat.shape[1]}
     if not features:
         return _finding("constant_features", "passed", "No feature is constant.", **figures)
+    if len(features) == flat.shape[1] and len(flat) > 1:
+        return _finding("constant_features", "failed", (
+            f"Every input is the same in the {len(flat):,} training rows read (all "
+            f"{flat.shape[1]} {'pixels' if data.is_image else 'features'} constant): there "
+            "is nothing to learn from. The loader returns a blank or a placeholder, or reads "
+            "the wrong column; check a few inputs by eye."), **figures)
     if data.is_image:
         return _finding("constant_features", "info", (
             f"{len(features)} of {flat.shape[1]} pixel values never change in the training "
@@ -419,7 +431,8 @@ PHRASES = {"leaks": "leaks", "train_duplicates": "duplicates",
            "target_shift": "shifted targets",
            "non_finite": "NaN/inf values", "constant_features": "constant features",
            "input_scale": "extreme values", "label_noise": "label noise",
-           "augmentations": "label-breaking augmentations"}
+           "augmentations": "label-breaking augmentations",
+           "target_leak": "a label decided by one feature"}
 
 
 def _message(status: str, findings: list[Finding], n_t: int, n_v: int) -> str:

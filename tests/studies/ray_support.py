@@ -30,7 +30,7 @@ def submit(store_url: str, spec: dict[str, Any]) -> Store:
     """Put a study in the store, as `stagetune run` and the service do before starting it."""
     store = Store(store_url)
     parsed = load_spec(spec)
-    store.open_study(parsed.name, parsed.model_dump(mode="json"), list(ORDER))
+    store.open_study(parsed.name, parsed.to_store(), list(ORDER))
     return store
 
 
@@ -41,7 +41,21 @@ def wait_until(what: Callable[[], Any], timeout: float, message: str) -> Any:
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting until {message}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting until {message}{ray_now()}")
+
+
+def ray_now() -> str:
+    """Where this process's Ray stands, for a timeout's message: free and total CPUs, and
+    its live actors (a trial that never starts is most often one that finds no CPU)."""
+    if not ray.is_initialized():
+        return ""
+    try:
+        actors = sorted(f"{a['Name'] or a['ActorClassName']}({a['State']})"
+                        for a in ray._private.state.actors().values() if a["State"] != "DEAD")
+        return (f"; Ray: CPU {ray.available_resources().get('CPU', 0):g} free of "
+                f"{ray.cluster_resources().get('CPU', 0):g}, actors {actors}")
+    except Exception as exc:  # noqa: BLE001  (a diagnosis must not hide the timeout)
+        return f"; Ray's state unreadable: {exc}"
 
 
 def finish(actor: Any, timeout: float) -> dict[str, Any]:

@@ -1,12 +1,14 @@
-"""Checks for bug kinds the first planted suite lacked: augmentations that break labels, a
-loss that rewards large outputs, a reshape that mixes samples; and probes whose cost
-follows the data (a small dataset, no budget)."""
+"""Checks for bug kinds the first planted suite lacked or misnamed: augmentations that break
+labels, a loss that rewards large outputs, a reshape that mixes samples, a small init, a
+target leak, inputs all the same, a model that ignores its input, an lr far too small; and
+probes whose cost follows the data (a small dataset, no budget)."""
 
 from __future__ import annotations
 
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,12 +16,15 @@ from torch.nn import functional as F
 
 from stagetune.studies.planning.plan import PROBE_SHARES, make_plan
 from stagetune.studies.spec import load_spec
+from stagetune.workers import execute
 from stagetune.workers.augment_check import KEEP, augmentation_check
 from stagetune.workers.data import load_dataset
+from stagetune.workers.data_check import check_dataset
 from stagetune.workers.losses import LOSSES, resolve_loss
 from stagetune.workers.probes import _causes as causes
 from stagetune.workers.probes import overfit
-from stagetune.workers.request import Task, TrialRequest
+from stagetune.workers.request import Task, TrialRequest, TrialResult
+from stagetune.workers.target_leak import one_feature_decides
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "plugins"))
 import planted  # noqa: E402,F401  (registers the planted datasets, models, loss, augmentation)
@@ -75,3 +80,55 @@ def test_on_a_small_dataset_the_overfit_subset_is_a_quarter_of_it_at_most() -> N
     assert result.probe["samples"] == math.floor(0.25 * train_size)
     assert result.status == "passed", result.message
     assert result.probe["epochs_equivalent"] <= 300 * result.probe["samples"] / train_size
+
+
+def probe_of(mode: str, model: str = "convnet", dataset: str = "digits", **params: Any
+             ) -> TrialResult:
+    return execute(TrialRequest(task=Task(dataset, model), params=params, mode=mode))
+
+
+def test_every_input_the_same_fails_the_data_check_first() -> None:
+    result = check_dataset(load_dataset("planted_constant_inputs", {}))
+    assert result.status == "failed"
+    assert result.message.startswith("Every input is the same")
+
+
+@pytest.mark.parametrize(("dataset", "leak"), [("planted_label_from_input", True),
+                                               ("digits", False), ("breast_cancer", False),
+                                               ("wine", False), ("mnist1d", False)])
+def test_a_label_that_one_feature_decides_is_a_target_leak(dataset: str, leak: bool) -> None:
+    data = load_dataset(dataset, {})
+    found = one_feature_decides(*data.sample("train", 4000), data.num_classes)
+    assert (found["verdict"] == "warned") == leak, found["message"]
+    if leak:
+        assert "target leak" in found["message"] and found["accuracy"] > 0.99
+
+
+def test_a_model_that_ignores_its_input_is_named_not_blamed_on_depth() -> None:
+    result = probe_of("init_check", "planted_input_ignored")
+    assert result.status == "failed"
+    assert "does not read its input" in result.message
+    assert "add normalisation or skip connections" not in result.message
+
+
+def test_a_small_init_is_read_against_a_standard_init_of_the_same_layers() -> None:
+    result = probe_of("init_check", "planted_small_init")
+    assert "standard init of the same layers" in result.message
+    drift = result.probe["signal_drift"]["activations"]
+    assert drift["drift"] < drift["reference_drift"] / 10
+    healthy = probe_of("init_check", "mlp")
+    assert "signal_drift" not in healthy.probe or "standard init" not in healthy.message
+
+
+def test_a_reshape_that_mixes_samples_is_named() -> None:
+    result = probe_of("init_check", "planted_batch_mixing")
+    assert "depend on the rest of its batch" in result.message
+    assert "reshape mixes samples" in result.message
+
+
+def test_a_loss_that_never_moves_is_a_learning_rate_far_too_small_after_ten_steps() -> None:
+    result = probe_of("overfit", lr=1e-7)
+    assert result.status == "failed" and result.probe["stopped_by"] == "still"
+    assert result.probe["steps"] == 10
+    assert "learning rate is far too small (lr 1e-07)" in result.message
+    assert "loss floor" not in result.message and "squashed" not in result.message

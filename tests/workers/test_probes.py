@@ -88,10 +88,11 @@ def test_plateau_rule_compares_the_best_of_a_window() -> None:
 def test_probe_costs_are_samples_over_the_training_set() -> None:
     n = len(load_dataset("digits").x_train)
     init = probe("init_check", batches=2)
-    # its batches, the training step's invariants (two steps and three evaluations) and
-    # the check whether the model is affine
+    # its batches, one batch at a standard init (the reference for the scales through
+    # depth), the training step's invariants (two steps and three evaluations) and the
+    # check whether the model is affine
     assert init.probe["epochs_equivalent"] == pytest.approx(
-        (2 * 64 + step_cost(2 * 64) + affine_cost()) / n)
+        (2 * 64 + 64 + step_cost(2 * 64) + affine_cost()) / n)
     fit = probe("overfit", samples=32, steps=20)
     assert fit.probe["epochs_equivalent"] == pytest.approx(fit.probe["steps"] * 32 / n)
     sweep = probe("lr_probe", iterations=30)

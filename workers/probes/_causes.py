@@ -61,6 +61,22 @@ def probabilities(loss: str, classes: int) -> Finding:
                    f"logits and applies its own {kind}{below}: remove the final {kind}.")
 
 
+def input_ignored(record_spread: dict[str, float], activation_std: dict[str, float],
+                  input_spread: float) -> Finding | None:
+    """The first weight layer gives every sample of the batch the same output although the
+    inputs differ: the model does not read its input."""
+    first = next(iter(record_spread), None)
+    if first is None or input_spread <= 0:
+        return None
+    if record_spread[first] > 1e-6 * max(activation_std.get(first, 0.0), 1e-12):
+        return None
+    return Finding("input_ignored", "failed", (
+        f"The first weight layer ('{first}') gives every sample the same output although the "
+        "inputs differ: the model does not read its input (it multiplies it by zero, "
+        "replaces it with a constant, or reads a buffer in its place), so nothing it learns "
+        "depends on the sample. Pass the input through to the first layer."))
+
+
 SHIFT = 10.0  # added to every class's output to see whether the loss rewards it
 
 

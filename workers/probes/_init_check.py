@@ -99,6 +99,8 @@ def init_check(request: TrialRequest) -> TrialResult:
         causes.no_gradient(*gradient_state(model), detached),
         causes.zero_lr(setup.train),
         causes.dead_units(record.dead_share(), setup.arch),
+        causes.input_ignored(record.sample_spread, record.activation_std,
+                             float(x[-setup.train.batch_size:].float().std(0).mean())),
         scale, unbounded])
     reference = None if detached or setup.arch.transfer != "none" else \
         reference_scales(model, x[:setup.train.batch_size], y[:setup.train.batch_size], criterion)
@@ -107,8 +109,8 @@ def init_check(request: TrialRequest) -> TrialResult:
     step_found, step_figures, step_samples = _step_check(setup, request, x, y, detached)
     findings += step_found
     grad_fixes = gradient_fixes(ratio, setup.arch, family)
-    if ratio < 1 / GRAD_OK and any(f.cause in ("dead_units", "zero_gradients", "signal_scale")
-                                   for f in findings):
+    if ratio < 1 / GRAD_OK and any(f.cause in ("dead_units", "zero_gradients", "signal_scale",
+                                               "input_ignored") for f in findings):
         grad_message, grad_fixes = (f"Gradients vanish through depth (first layer {ratio:.1e}x "
                                     "the last), because of the cause below."), []
     status = causes.worst(status, grad_status, *(f.status for f in findings))

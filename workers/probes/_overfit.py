@@ -1,7 +1,8 @@
 """Overfit probe: a working pipeline drives the loss on a tiny subset near zero.
 
 It stops at the first of: the loss reaches the target (passed), the loss has
-plateaued (see `plateaued`), the step budget or the `max_epochs` cost cap is spent,
+plateaued (see `plateaued`), the loss has not moved at all in STILL_STEPS steps, the step
+budget or the `max_epochs` cost cap is spent,
 or the loss is no longer finite. A model that cannot learn thus costs some thirty
 steps, not the whole budget, and none where a measurement settles it first: outputs
 that are already probabilities, an lr of 0, nothing trainable (before any step), or
@@ -42,7 +43,10 @@ NO_REGULARISATION = {"dropout": 0.0, "weight_decay": 0.0, "augment": "none",
 MIN_STEPS, WINDOW, MIN_GAIN = 30, 25, 0.001
 WHY = {"plateau": "the loss plateaued", "max_epochs": "the max_epochs cost cap",
        "not_finite": "the loss is not finite", "steps": "the step budget",
-       "zero_gradients": "every gradient is zero", "detached": "the loss has no gradient"}
+       "zero_gradients": "every gradient is zero", "detached": "the loss has no gradient",
+       "still": "the loss did not move"}
+STILL = 1e-3  # a loss whose whole range stays within this share of its first value never moved
+STILL_STEPS = 10  # ... over this many steps: stop, there is nothing more to see
 FIT_LOSS = 0.1  # with every sample right, a loss below this share of the expected one passes
 # A full-batch loss that rises by more than a tenth in at least 3 steps (and 5% of them) goes
 # up and down: the steps overshoot. Adam's occasional spike is one or two such rises.
@@ -97,7 +101,7 @@ def overfit(request: TrialRequest) -> TrialResult:
         if stopped_by in ("zero_gradients", "detached") else None,
         causes.dead_units(record.dead_share(), setup.arch)])
     result = judge_overfit(losses, target, len(x), steps, stopped_by, accuracy=accuracy,
-                           expected=expected, explained=bool(found))
+                           expected=expected, explained=bool(found), lr=setup.train.lr)
     if result.status != "passed":
         result.message = " ".join([result.message, *(f.sentence for f in found)])
         result.status = causes.worst(result.status, *(f.status for f in found))
@@ -183,6 +187,8 @@ def fit_subset(model: nn.Module, optimizer: torch.optim.Optimizer,
             return losses, "not_finite"
         if losses[-1] <= target:
             return losses, "target"
+        if len(losses) >= STILL_STEPS and max(losses) - min(losses) <= STILL * abs(losses[0]):
+            return losses, "still"
         if plateaued(losses):
             return losses, "plateau"
     return losses, "budget"
@@ -195,7 +201,8 @@ def big_rises(losses: list[float]) -> int:
 
 def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
                   stopped_by: str, accuracy: float | None = None,
-                  expected: float | None = None, explained: bool = False) -> TrialResult:
+                  expected: float | None = None, explained: bool = False,
+                  lr: float | None = None) -> TrialResult:
     """Passed at the target; or, for a classifier, with every sample right and the loss
     below FIT_LOSS of the expected initial loss (a linear softmax on separable samples
     gets there, then creeps toward zero as its weights grow: no sign of a broken
@@ -213,13 +220,21 @@ def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
                        f"pipeline can learn (the target {target:.3g} is for the loss, which "
                        "keeps falling slowly once every sample is right).", losses=losses)
     stop = "" if ran == steps else f" (stopped after {ran} of {steps} steps: {WHY[stopped_by]})"
-    floor, lr = "", "a larger learning rate"
+    floor, advice = "", "a larger learning rate"
     rises = big_rises(finite)
     if rises >= max(MIN_RISES, RISE_SHARE * ran):
         # the loss went up and down: a smaller step, whatever else the plateau suggests
         floor = (f" The loss rose by more than {RISE:.0%} in {rises} of {ran} steps: it goes "
                  "up and down, the steps overshoot; lower the learning rate.")
-        lr = "a smaller learning rate"
+        advice = "a smaller learning rate"
+    elif (stopped_by == "still" or len(finite) > 1 and max(finite) - best <= STILL * abs(first)
+          ) and not explained:
+        # not a floor: a floor is reached by falling, this loss never moved
+        at = f" (lr {lr:g})" if lr is not None else ""
+        floor = (f" The loss did not move at all (within {STILL:.1%} over {ran} steps): the "
+                 f"steps change the weights too little to matter, so the learning rate is far "
+                 f"too small{at} or the gradients reaching the weights are tiny; raise lr, or "
+                 "let the LR probe find its range.")
     elif stopped_by == "plateau":
         floor = (f" The loss plateaued at {best:.3g}, {best / target:.0f}x the target: the model "
                  "cannot go below it.")
@@ -230,12 +245,15 @@ def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
     if best <= 0.2 * first:
         return verdict("warned", f"The loss on {samples} samples fell from {first:.3g} to "
                        f"{best:.3g} but not below {target:.3g}{stop}: give it more steps, "
-                       f"{lr} or more capacity.{floor}", losses=losses)
+                       f"{advice} or more capacity.{floor}", losses=losses)
     if stopped_by in ("zero_gradients", "detached"):
         return verdict("failed", f"The loss on {samples} samples cannot fall: no gradient "
                        f"reaches the weights (stopped at step {ran}).", losses=losses)
     generic = ("" if floor else " Check the learning rate, frozen weights, the loss and the "
                "labels.")
+    if "did not move" in floor:  # said instead of the floor's generic suspects
+        return verdict("failed", f"The loss on {samples} samples stayed at {first:.3g} over "
+                       f"{ran} steps{stop}.{floor}", losses=losses)
     return verdict("failed", f"The loss on {samples} samples stayed near {first:.3g} (best "
                    f"{best:.3g}) over {ran} steps{stop}: the model cannot fit even a tiny subset."
                    f"{floor}{generic}", losses=losses)

@@ -25,6 +25,9 @@ class Record:
     for any sample of any batch."""
 
     activation_std: dict[str, float] = field(default_factory=dict)
+    # per weight layer, its outputs' std across the samples of the batch, averaged over
+    # units (the last batch's): zero where every sample gets the same output
+    sample_spread: dict[str, float] = field(default_factory=dict)
     alive: dict[str, torch.Tensor] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
 
@@ -61,7 +64,10 @@ class recording:  # lower case: used as a context manager, like torch.no_grad
 
     def _std(self, name: str) -> Any:
         def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-            self.record.activation_std[name] = float(out.detach().float().std())
+            values = out.detach().float()
+            self.record.activation_std[name] = float(values.std())
+            if len(values) > 1:
+                self.record.sample_spread[name] = float(values.std(0).mean())
         return hook
 
     def _on(self, name: str) -> Any:
