@@ -108,7 +108,10 @@ def _judge(y: np.ndarray, proba: np.ndarray, read: int) -> Finding:
     sub = proba[:, present] / proba[:, present].sum(1, keepdims=True)
     local = np.searchsorted(present, y)
     estimate = float(num_label_issues(local, sub) / len(y))
-    ranked = find_label_issues(local, sub, return_indices_ranked_by="self_confidence")
+    # one process: cleanlab's pool hands its workers the probabilities through a module
+    # global, which only a forked child sees (under spawn: NameError 'pred_probs_by_class');
+    # on a few thousand rows a pool gains nothing anyway
+    ranked = find_label_issues(local, sub, return_indices_ranked_by="self_confidence", n_jobs=1)
     floor, spread, n_top = _floor(y, proba)
     noisy = floor >= NOISE_MIN and floor - SE * math.sqrt(floor * (1 - floor) / n_top) > 0 \
         and floor >= FLAT * spread and estimate >= NOISE_MIN and floor <= MAX_FLOOR
