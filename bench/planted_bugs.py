@@ -421,11 +421,6 @@ def went_on_text(r: dict[str, Any], healthy: float) -> str:
 # Why a bug falls short, or is flagged but not stopped, from reading the stages' code
 # (shown only when it is).
 NOTES: dict[str, str] = {
-    "nan_table": (
-        "NaN inputs only warn at the data check, so the study goes on. The baseline's "
-        "logistic regression then raises scikit-learn's 'Input X contains NaN' and the "
-        "study ends failed: an error, not a diagnosis. Either NaN inputs fail the data check "
-        "(every update after a NaN is lost), or the baseline skips them with a sentence."),
     "shuffled_labels": (
         "The baseline's chance-level warning costs nothing, but by design only coarse stops "
         "the study, once its trials stay at chance too (a linear model at chance is no "
@@ -433,44 +428,29 @@ NOTES: dict[str, str] = {
     "labels_from_one": (
         "A class missing from both splits only warns: the network trains well with an 11th "
         "output that is never right, so the warning is the whole catch."),
-    "constant_inputs": (
-        "The data check's constant-feature rule exempts images (a digit's blank border is "
-        "normal), so 64 of 64 constant pixels is only information. The blank images are "
-        "stopped at the right stage, at 0 epochs, but by the leak rule (every validation "
-        "image equals every training image), with the duplicate and conflicting-label "
-        "findings after it: sentences about copies, not about inputs that are all the "
-        "same. A rule for 'one distinct input' or 'every feature constant' would name it."),
-    "label_from_input": (
-        "No check compares the labels with single input columns, and nothing finds a "
-        "baseline that is too good suspicious, so the study runs to completion. A "
-        "target-leak check in the data check (one feature, or a one-feature stump, "
-        "predicting the label almost perfectly) would catch it before any training."),
-    "input_ignored": (
-        "init_check fails, but it blames depth: 'gradients vanish through depth', with "
-        "the fixes residual: true and init: kaiming. The first layer's gradient is 0 because "
-        "its input is all zeros, not because of depth. The probe already measures the "
-        "first layer's activations. A rule for an input, or a first-layer output, that is "
-        "the same for every sample of the batch would name it."),
-    "lr_tiny": (
-        "overfit stops on its plateau rule after its minimum of 30 steps: 30 × 64 samples "
-        "is 1.34 epoch-equivalents of digits' 1,437 training rows, plus init_check's 0.18, "
-        "against a healthy study that reaches the spec's goal early and spends little. "
-        "The sentence blames a loss floor: outputs squashed before the "
-        "loss, contradicting labels, too little capacity. Yet the loss never moved from "
-        "its first value, and the probe knows lr is 1e-7. A rule for 'the loss did not "
-        "move at all at this lr' would name it. The LR probe, which would show where the "
-        "loss falls, never runs after a failed overfit gate."),
+    "batch_mixing": (
+        "init_check names it (a sample's outputs depend on the rest of its batch, 'a view or "
+        "reshape mixes samples') but only warns: the same symptom comes from a batch norm "
+        "without running statistics, which some users choose, so it is not a gate. The "
+        "study then trains on mixed samples."),
+    "imbalanced": (
+        "Coarse warns that lr's good values crowd the high edge of the declared range (lr "
+        "up to 1.0, best 0.4): the rule for a range the user can widen, applied as written. "
+        "On 95/5 data half the trials sit at the majority rate, so 'good' is decided by "
+        "few trials; the warning is not about the imbalance, which the data check reports "
+        "as information with a macro-F1 edit."),
+    "tiny_zoom": (
+        "The data check names it and warns; a warning does not stop a study, so the "
+        "augmentation still trains the network on images that do not show their class."),
 }
 # What the healthy study's warned or skipped stages mean.
 HEALTHY_NOTES: dict[tuple[str, str], str] = {
     ("coarse", "warned"): (
-        "A fair warning, not a false alarm: the best lr values crowd the top of the "
-        "declared range, and the range is not widened unless the spec says so."),
+        "Read the sentence: an edge of the user's own declared range warns (the user can "
+        "move it); an edge of the LR probe's range inside it does not (refine moves it)."),
     ("confirm", "skipped"): (
-        "The sentence is wrong. Refine ran; the skip comes from the plan: confirm's share "
-        "(15% of the budget) pays for no full 12-epoch run, so its plan has top 0, and "
-        "`Confirm.run` reports an empty list of configurations as 'no search stage ran' "
-        "(studies/search/stages/_confirm.py)."),
+        "By the plan: confirm's share (15% of the budget) pays for no full run of "
+        "refine.epochs, and the sentence says so."),
 }
 # Facts about bugs that met the goal, worth knowing.
 CAVEATS: dict[str, str] = {

@@ -367,7 +367,9 @@ def _finite(x_t: torch.Tensor, x_v: torch.Tensor, y_t: torch.Tensor, y_v: torch.
                      f"feature{'s' if len(features) > 1 else ''} (e.g. {features[:5]})")
     if labels:
         parts.append(f"{labels:,} labels are NaN or inf")
-    return _finding("non_finite", "warned", (
+    # failed, not warned: the study cannot run (the first NaN batch spoils every weight,
+    # and the linear baseline refuses NaN inputs outright)
+    return _finding("non_finite", "failed", (
         " and ".join(parts) + ": one reaches the loss as NaN and every update after it is "
         "lost (a feature's NaN also spoils its normalisation). Impute or drop them before "
         "training."), **figures)

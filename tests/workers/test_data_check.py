@@ -128,9 +128,9 @@ def test_duplicates_with_other_labels_are_named() -> None:
 
 def test_a_nan_column_and_a_constant_column_are_named() -> None:
     result = check("wine_broken")
-    assert result.status == "warned"
+    assert result.status == "failed"  # NaN inputs: the study cannot run
     non_finite, constant = finding(result, "non_finite"), finding(result, "constant_features")
-    assert non_finite["verdict"] == "warned" and non_finite["features"] == [0]
+    assert non_finite["verdict"] == "failed" and non_finite["features"] == [0]
     # a NaN spoils the column's mean: every value of it is NaN once standardised
     assert non_finite["values"] == 178
     assert "178 input values are NaN or inf, in 1 feature (e.g. [0])" in result.message

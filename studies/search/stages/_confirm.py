@@ -51,6 +51,12 @@ class Confirm(Stage):
     def run(self, ctx: StageContext) -> StageOutcome:
         sizes = ctx.plan["confirm"].sizes
         configs = ctx.handed.get("top", [])[: sizes["top"]]
+        if not configs and ctx.handed.get("top") and not sizes["top"]:
+            planned = ctx.plan["confirm"].epochs
+            return StageOutcome("skipped", (
+                f"No configuration confirmed: confirm's share of the budget "
+                f"({planned or 0:.3g} epochs) pays for no full {sizes['epochs']}-epoch run. "
+                "Raise budget.epochs, or shorten confirm.epochs."))
         if not configs:
             return StageOutcome("skipped", "No configuration to confirm: no search stage ran.")
         if not sizes["seeds"]:
