@@ -60,7 +60,8 @@ def lr_probe(request: TrialRequest) -> TrialResult:
                           (x.to(setup.device), y.to(setup.device)), lrs, bs, setup.generator,
                           options)
     result = judge_lr_range(lrs[:len(raw)], raw, setup.train)
-    result.probe |= {"epochs_equivalent": steps * bs / n, "iterations": iterations}
+    result.probe |= {"epochs_equivalent": steps * bs / n, "iterations": iterations,
+                     "capped": iterations < options.iterations}
     result.parameters = count_parameters(setup.model)
     return result
 

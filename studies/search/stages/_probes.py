@@ -136,7 +136,14 @@ class LrProbe(Stage):
         if len(passed) < len(per_family):
             message += " Where the probe found no range, the search keeps the spec's lr range."
         failed = [f for f, v in per_family.items() if v["status"] == "failed"]
-        verdict = ("passed" if len(passed) == len(per_family)
+        # a sweep its share of the budget cut short, whose loss fell too little to place a
+        # range, says nothing against the pipeline (overfit judges whether it learns)
+        cut = [f for f, v in per_family.items() if v["status"] == "warned" and v.get("capped")]
+        if cut:
+            message += (f" The sweep{'s' if len(cut) > 1 else ''} of {', '.join(cut)} ran "
+                        f"{per_family[cut[0]]['iterations']} iterations, all their share of the "
+                        "budget paid for: too few to place a range, not a sign of a problem.")
+        verdict = ("passed" if len(passed) + len(cut) == len(per_family)
                    else "failed" if failed and not passed else "warned")
         fixes = [f for v in per_family.values() for f in v.get("fixes", [])]
         return StageOutcome(verdict, message, figures=figures, hand_on=hand_on, epochs=epochs,
