@@ -40,6 +40,9 @@ def test_a_planted_bug_stops_the_study_at_its_stage_with_its_cause(
 
 
 CONTROLS = [name for name, bug in planted_bugs.BUGS.items() if not bug.stages]
+# A warning a control deserves by a rule's letter, with the words that say so (the bench's
+# NOTES say why): lr's good values at the top of the range the user declared.
+DESERVED = {"imbalanced": ("coarse", "high edge of its declared range")}
 
 
 @pytest.mark.slow
@@ -52,4 +55,8 @@ def test_a_healthy_control_that_looks_suspicious_gets_no_alarm(tmp_path: Path, c
     report = planted_bugs.run_study(planted_bugs.BUGS[control], 60, tmp_path)
     alarms = {s["name"]: s["message"] for s in report.stages
               if s["verdict"] in planted_bugs.ALARMS}
+    if control in DESERVED:
+        stage, words = DESERVED[control]
+        if stage in alarms and words in alarms[stage]:
+            del alarms[stage]
     assert report.status == "completed" and not alarms, (report.message, alarms)
