@@ -5,12 +5,13 @@ the weight-gradient norm per layer on the backward pass, so that vanishing or
 exploding signals through depth show up before a single step is taken. The same pass
 names quieter causes (`workers.probes._causes`), each its own sentence: outputs that
 are already probabilities, units a ReLU never turns on, a first layer whose activations
-show unnormalised inputs, no gradient at all (frozen or detached), an lr of 0.
+show unnormalised inputs, or that is the same for every sample (the input is not read),
+no gradient at all (frozen or detached), an lr of 0, a loss that rewards large outputs.
 The activation and gradient scales through depth are read against the same architecture
 at a standard init (`workers.probes._reference`). Last, two steps of the loop's own
-training step and three evaluations check the step's
-invariants (`workers.probes._step_findings`): what leaks from one step to the next, which
-layers do not learn, modes, and whether evaluation is deterministic.
+training step and three evaluations check the step's invariants
+(`workers.probes._step_findings`): what leaks from one step to the next, which layers do
+not learn, modes, and whether evaluation is deterministic.
 """
 
 from __future__ import annotations
