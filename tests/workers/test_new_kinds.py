@@ -132,3 +132,33 @@ def test_a_loss_that_never_moves_is_a_learning_rate_far_too_small_after_ten_step
     assert result.probe["steps"] == 10
     assert "learning rate is far too small (lr 1e-07)" in result.message
     assert "loss floor" not in result.message and "squashed" not in result.message
+
+
+def test_a_small_head_init_is_deliberate_not_a_signal_problem() -> None:
+    """A head initialised far smaller than the layers below (a transformer's std 0.02, or
+    less) shrinks the last layer's outputs past the 10x rule; the drift through depth
+    leaves the output layer out."""
+    from torch import nn
+
+    from stagetune.workers.probes._reference import against_reference, reference_scales
+    from stagetune.workers.probes._signals import LAYERS, recording
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    nn.init.normal_(model[-1].weight, std=0.002)
+    x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
+    with recording(model) as record:
+        record.new_forward()
+        loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    grads = {n: float(m.weight.grad.norm()) for n, m in model.named_modules()
+             if isinstance(m, LAYERS)}
+    reference = reference_scales(model, x, y, F.cross_entropy)
+    assert reference is not None
+    act, ref_act = record.activation_std, reference[0]
+    first, head = next(iter(act)), list(act)[-1]
+    # counted with the head, the drift would be more than 10x off the reference's
+    assert (act[head] / act[first]) / (ref_act[head] / ref_act[first]) < 0.1
+    found, figures = against_reference(act, grads, reference)
+    assert found is None and figures["signal_drift"]["activations"]

@@ -6,14 +6,16 @@ the weight-gradient norm on the backward pass. On their own those figures say li
 a ReLU net halves its signal layer by layer at PyTorch's default init and is fine. So
 the model is copied, every module that has `reset_parameters` is reset (PyTorch's own
 initialisation, per layer type), and the copy runs the same batch. What is compared is
-the drift through depth, last layer over first, for activations and for gradients:
-scale-free, so a normalised net whose weights are merely smaller (its normalisation
-undoes them) shows the same drift as its reference.
+the drift through depth, last hidden weight layer over first, for activations and for
+gradients: scale-free, so a normalised net whose weights are merely smaller (its
+normalisation undoes them) shows the same drift as its reference. The output layer is left
+out: a small head init is deliberate (a transformer's std 0.02 head drifted 0.09x against
+its reference's 0.97x, with the head counted: a false alarm in tests/e2e).
 
 **Rule.** The model's drift differs from the reference's by more than DRIFT (10x) either
 way: its initialisation, or a layer that scales its input, shrinks or inflates the
-signal where a standard init of the same layers keeps it. Not judged: fewer than 3 weight
-layers, a pretrained model (transfer: its weights are meant to differ), or a model that
+signal where a standard init of the same layers keeps it. Not judged: fewer than 3 hidden
+weight layers, a pretrained model (transfer: its weights are meant to differ), or a model that
 cannot be copied or reset.
 """
 
@@ -80,7 +82,9 @@ def against_reference(activations: dict[str, float], grads: dict[str, float],
     said, figures = [], {}
     for what, mine, theirs in (("activations", activations, ref_act),
                                ("gradients", grads, ref_grad)):
-        layers = [n for n in mine if n in theirs]
+        # the output layer left out: a small or zero init of the head is deliberate
+        # (transformers' std 0.02, zero-init heads), and scales every layer's gradient alike
+        layers = [n for n in mine if n in theirs][:-1]
         if len(layers) < MIN_LAYERS:
             continue
         own, standard = drift(mine, layers), drift(theirs, layers)
@@ -91,7 +95,8 @@ def against_reference(activations: dict[str, float], grads: dict[str, float],
         if ratio < 1 / DRIFT or ratio > DRIFT:
             way = "shrink" if ratio < 1 else "grow"
             said.append(f"the {what} {way} to {own:.2g}x from the first weight layer to the "
-                        f"last, where a standard init of the same layers gives {standard:.2g}x")
+                        f"last hidden one, where a standard init of the same layers gives "
+                        f"{standard:.2g}x")
     if not said:
         return None, {"signal_drift": figures} if figures else {}
     sentence = ("Through depth, " + "; ".join(said) + ": the model's initialisation, or a layer "
