@@ -147,6 +147,7 @@ def test_a_small_head_init_is_deliberate_not_a_signal_problem() -> None:
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
                           nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     nn.init.normal_(model[-1].weight, std=0.002)
+    nn.init.zeros_(model[-1].bias)
     x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
     with recording(model) as record:
         record.new_forward()
