@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from stagetune.workers.augment import build_augmenter
 from stagetune.workers.data import AnyDataset
+from stagetune.workers.matrix import as_matrix
 
 TRAIN_ROWS, VAL_ROWS = 1000, 500  # some 0.6 s of fitting per augmentation on one core
 COMPONENTS, HIDDEN = 64, 64
@@ -94,8 +95,7 @@ def _they(names: list[str]) -> str:
 def _fit_and_score(x_t: torch.Tensor, y_t: torch.Tensor, x_v: torch.Tensor, y_v: torch.Tensor
                    ) -> float:
     """Validation accuracy of PCA + logistic regression fitted on (x_t, y_t)."""
-    flat_t = x_t.reshape(len(x_t), -1).double().nan_to_num(0.0).numpy()
-    flat_v = x_v.reshape(len(x_v), -1).double().nan_to_num(0.0).numpy()
+    flat_t, flat_v = as_matrix(x_t), as_matrix(x_v)
     components = min(COMPONENTS, flat_t.shape[1], len(flat_t) - 1)
     model = make_pipeline(PCA(components, random_state=0),
                           MLPClassifier((HIDDEN,), max_iter=200, random_state=0))

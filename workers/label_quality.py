@@ -57,6 +57,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
 
+from stagetune.workers.matrix import as_matrix
+
 ROWS = 4000  # training rows the quick model sees: seconds, not minutes, on one core
 COMPONENTS = 64
 FOLDS = 5
@@ -76,7 +78,7 @@ def label_quality(task: str, num_classes: int, x: torch.Tensor, y: torch.Tensor)
     """The `label_noise` finding for the training rows `x`, `y` (the data check's sample)."""
     if task != "classification":
         return _finding("info", f"Label noise is estimated for classification only (this is {task}).")
-    x_np = x[:ROWS].reshape(min(len(x), ROWS), -1).double().nan_to_num(0.0).numpy()
+    x_np = as_matrix(x, ROWS)
     y_np = y[:ROWS].numpy().astype(int)
     counts = np.bincount(y_np, minlength=num_classes)
     folds = min(FOLDS, int(counts[counts > 0].min()))

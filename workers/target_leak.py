@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from stagetune.workers.matrix import as_matrix
+
 BINS = 32
 LEFT = 0.05
 ROWS = 20_000
@@ -28,7 +30,7 @@ ROWS = 20_000
 
 def one_feature_decides(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, Any]:
     """The `target_leak` finding for the training rows `x`, `y` (classification)."""
-    flat = x[:ROWS].reshape(min(len(x), ROWS), -1).double().nan_to_num(0.0).numpy()
+    flat = as_matrix(x, ROWS)
     labels = y[:ROWS].numpy().astype(int)
     n, features = flat.shape
     prior = np.bincount(labels, minlength=num_classes) / n

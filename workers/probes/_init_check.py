@@ -103,8 +103,10 @@ def init_check(request: TrialRequest) -> TrialResult:
         causes.input_ignored(record.sample_spread, record.activation_std,
                              float(x[-setup.train.batch_size:].float().std(0).mean())),
         scale, unbounded])
+    batch = setup.train.batch_size
     reference = None if detached or setup.arch.transfer != "none" else \
-        reference_scales(model, x[:setup.train.batch_size], y[:setup.train.batch_size], criterion)
+        reference_scales(model, x[:batch], y[:batch], criterion)
+    reference_samples = min(len(x), batch) if reference else 0
     scale_found, scale_figures = against_reference(record.activation_std, grads, reference)
     findings += causes.collect([scale_found])
     step_found, step_figures, step_samples = _step_check(setup, request, x, y, detached)
@@ -118,9 +120,8 @@ def init_check(request: TrialRequest) -> TrialResult:
     message = " ".join(m for m in [message, grad_message, *(f.sentence for f in findings)] if m)
     affine = is_affine(model, x)  # last: its forward passes leave no trace on the checks
     result = verdict(status, message,
-                     epochs_equivalent=(len(x) + step_samples + affine_cost()
-                                        + (min(len(x), setup.train.batch_size) if reference else 0)
-                                        ) / data.train_size,
+                     epochs_equivalent=(len(x) + step_samples + reference_samples
+                                        + affine_cost()) / data.train_size,
                      loss=value,
                      loss_name=loss_used, expected_loss=expected, loss_ratio=ratio_to_expected,
                      activation_std=record.activation_std, dead_units=record.dead_share(),

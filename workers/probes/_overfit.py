@@ -220,7 +220,7 @@ def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
                        f"pipeline can learn (the target {target:.3g} is for the loss, which "
                        "keeps falling slowly once every sample is right).", losses=losses)
     stop = "" if ran == steps else f" (stopped after {ran} of {steps} steps: {WHY[stopped_by]})"
-    floor, advice = "", "a larger learning rate"
+    floor, advice, still = "", "a larger learning rate", False
     rises = big_rises(finite)
     if rises >= max(MIN_RISES, RISE_SHARE * ran):
         # the loss went up and down: a smaller step, whatever else the plateau suggests
@@ -230,6 +230,7 @@ def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
     elif (stopped_by == "still" or len(finite) > 1 and max(finite) - best <= STILL * abs(first)
           ) and not explained:
         # not a floor: a floor is reached by falling, this loss never moved
+        still = True
         at = f" (lr {lr:g})" if lr is not None else ""
         floor = (f" The loss did not move at all (within {STILL:.1%} over {ran} steps): the "
                  f"steps change the weights too little to matter, so the learning rate is far "
@@ -251,7 +252,7 @@ def judge_overfit(losses: list[float], target: float, samples: int, steps: int,
                        f"reaches the weights (stopped at step {ran}).", losses=losses)
     generic = ("" if floor else " Check the learning rate, frozen weights, the loss and the "
                "labels.")
-    if "did not move" in floor:  # said instead of the floor's generic suspects
+    if still:  # said instead of the floor's generic suspects
         return verdict("failed", f"The loss on {samples} samples stayed at {first:.3g} over "
                        f"{ran} steps{stop}.{floor}", losses=losses)
     return verdict("failed", f"The loss on {samples} samples stayed near {first:.3g} (best "
