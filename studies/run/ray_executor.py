@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2  # how often a waiting executor looks at the cancel flag
 CANCEL_GRACE_SECONDS = 5.0  # after this, a trial that ignored the interrupt is killed
 ROOM_POLL_SECONDS = 5.0  # how often a study waiting for a node big enough looks again
+# A trial interrupted by a cancel its own study never sent starts again, this often at most.
+STRAY_RETRIES = 1
+STRAY_CANCEL = ("interrupted by a cancel its study did not send (a cancel meant for another "
+                "trial that ran in the same worker process)")
 
 
 # A trial's calls to its runner wait on this thread. Ray releases a task's CPU while its
@@ -323,16 +327,23 @@ class RayExecutor(Executor):
                     return
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
                 for ref in ready:
-                    yield self._finish(ref, running.pop(ref))
+                    token = running.pop(ref)
+                    outcome = self._finish(ref, token)
+                    if outcome.error == STRAY_CANCEL and outcome.restarts < STRAY_RETRIES:
+                        running[self._submit(outcome.job, token, outcome.restarts + 1)] = token
+                        continue
+                    yield outcome
         finally:  # the runner stopped early (a database error): leave no trial running,
             # and forget its jobs, so that a trial still reporting is told to stop
             for ref, token in running.items():
                 ray.cancel(ref, force=False)
                 self._forget(token)
 
-    def _submit(self, job: Job, token: str) -> ray.ObjectRef:
+    def _submit(self, job: Job, token: str, restarts: int = 0) -> ray.ObjectRef:
         with self._lock:
             self._jobs[token] = job
+            if restarts:
+                self._restarts[token] = restarts
         return self._pool.run.remote(  # type: ignore[no-any-return]
             self._options, job.request, token, self._runner, job.report is not None)
 
@@ -349,7 +360,14 @@ class RayExecutor(Executor):
         try:
             result: TrialResult = ray.get(ref)
         except TaskCancelledError:
-            return Outcome(job, None, "cancelled", cancelled=True)
+            if self.cancelled:
+                return Outcome(job, None, "cancelled", cancelled=True)
+            # an interrupt this study never sent: Ray delivers a cancel as SIGINT to the
+            # worker process, and one meant for another study's trial can land in the
+            # task that reused the worker (ray-project/ray#24359, #63663); run it again
+            log.warning("trial %s was interrupted by a cancel its study did not send; it "
+                        "starts again", _label(job))
+            return Outcome(job, None, STRAY_CANCEL, restarts=restarts)
         except RayError as exc:
             cause = exc.cause if isinstance(exc, RayTaskError) else exc
             if not isinstance(cause, RayError):  # the trial itself raised

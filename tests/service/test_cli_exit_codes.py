@@ -36,6 +36,13 @@ def cli(server: Server, *args: str) -> Result:
     return CliRunner().invoke(app, list(args), env={"STAGETUNE_URL": server.url})
 
 
+def trials_said(server: Server, study: str) -> str:
+    """Each trial's state and reason: what a failed assertion needs to say why."""
+    with Client(server.url) as api:
+        return "\n".join(f"trial {t.number} ({t.stage}): {t.state} {t.status}: {t.reason}"
+                         for t in api.all_trials(study))
+
+
 def submit(server: Server, tmp_path: Path, study: dict[str, Any]) -> None:
     path = tmp_path / f"{study['name']}.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -103,7 +110,7 @@ def test_weights_the_service_cannot_see_are_a_404_not_a_500(open_server: Server,
     submit(open_server, tmp_path, spec("cli-elsewhere", confirm={"top": 1, "seeds": 1,
                                                                  "epochs": 1}))
     done = cli(open_server, "status", "cli-elsewhere", "--watch", "--interval", "0.3")
-    assert done.exit_code == 0, done.output
+    assert done.exit_code == 0, done.output + trials_said(open_server, "cli-elsewhere")
     reply = httpx.get(f"{open_server.url}/api/studies/cli-elsewhere/model")
     assert reply.status_code == 404 and "share STAGETUNE_DATA_DIR" in reply.json()["detail"]
     assert str(open_server.data_dir) not in reply.text
