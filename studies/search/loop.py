@@ -284,7 +284,7 @@ def _job(ctx: StageContext, stage: str, study: optuna.Study, allowance: Allowanc
     report = Reporter(ctx, stage, trial, plan.prune, allowance,
                       proposal.earlier.epochs + granted, stop_at,
                       values=list(proposal.replayed.values()), chance=chance,
-                      earlier=proposal.earlier)
+                      earlier=proposal.earlier, short=stop_at < plan.epochs)
     save = TrialCheckpoints(trial, plan.checkpoint_at, proposal.earlier.checkpoint)
     return Job(trial, request, report, save if request.checkpoint_at else None)
 
@@ -327,6 +327,7 @@ class Reporter:
     missed: bool = False
     untold: dict[int, float] = field(default_factory=dict)  # values Optuna missed, by epoch
     cut: bool = False  # stopped because the budget ran out
+    short: bool = False  # the budget granted it fewer epochs than a full trial has
     chance: float | None = None
     hopeless: str = ""  # why it was stopped as hopeless
     earlier: EarlierRuns = field(default_factory=EarlierRuns)  # an interrupted trial's
@@ -434,7 +435,9 @@ def _told(ctx: StageContext, study: optuna.Study, outcome: Outcome, charged: flo
             trial.report(value, step)
         if report.repeats:
             trial.set_user_attr("repeats", report.repeats)
-    cut = isinstance(report, Reporter) and report.cut
+    # cut: stopped when the budget ran out, or it ran to the end of a shortened grant
+    cut = isinstance(report, Reporter) and (
+        report.cut or (report.short and result.status == "completed"))
     if isinstance(report, Reporter) and report.hopeless and result.status == "stopped":
         result.status, result.message = "hopeless", report.hopeless
     trial.set_user_attr("status", "cut_by_budget" if cut else result.status)

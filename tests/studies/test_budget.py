@@ -174,3 +174,15 @@ def test_the_stored_spec_plans_as_the_written_one() -> None:
     for stage in ("coarse", "refine", "confirm"):
         assert make_plan(stored)[stage] == make_plan(written)[stage]
     assert make_plan(stored)["coarse"].sizes["trials"] < written.stages.coarse.trials
+
+
+@pytest.mark.slow
+def test_a_trial_the_budget_cut_short_says_so(study: tuple[Store, StudyReport]) -> None:
+    """A refine trial that ran fewer epochs than a full one, not pruned, did so because the
+    budget granted it no more: its status says so, not `completed`."""
+    store, _ = study
+    short = [t for t in store.trials("budget-40", "refine")
+             if t.state == TrialState.COMPLETE and t.intermediate_values
+             and max(t.intermediate_values) < SPEC["stages"]["refine"]["epochs"]]
+    assert short, "the 40-epoch budget cuts refine's last trial short"
+    assert {t.user_attrs.get("status") for t in short} == {"cut_by_budget"}
