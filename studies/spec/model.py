@@ -255,7 +255,7 @@ class RefineStage(_Strict):
     enabled: bool = True
     trials: Trials = 24
     epochs: Epochs = 10  # a full trial's length (E): every trial's schedule spans it
-    sampler: Literal["tpe", "gp"] = "tpe"
+    sampler: Literal["tpe", "gp", "cmaes"] = "tpe"
     pruner: Literal["asha", "hyperband", "median", "none"] = "asha"
     warm_start: int = Field(3, ge=0, le=1000)  # coarse survivors continued
     explore: float = Field(0.25, ge=0, le=1)  # share of proposals drawn from the whole space

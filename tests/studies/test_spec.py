@@ -68,7 +68,7 @@ BAD = [
      "space: unknown parameter 'lrr'; known:"),
     ("unknown fixed parameter", _set("fixed.lrr", 1), "fixed: unknown parameter 'lrr'"),
     ("unknown sampler", _set("stages.coarse.sampler", "grid"), "stages.coarse.sampler: Input should be 'qmc' or 'random'"),
-    ("unknown refine sampler", _set("stages.refine.sampler", "cmaes"), "stages.refine.sampler: Input should be 'tpe' or 'gp'"),
+    ("unknown refine sampler", _set("stages.refine.sampler", "bohb"), "stages.refine.sampler: Input should be 'tpe', 'gp' or 'cmaes'"),
     ("unknown pruner", _set("stages.refine.pruner", "sha"), "stages.refine.pruner: Input should be 'asha', 'hyperband', 'median' or 'none'"),
     ("unknown stage", _set("stages.warmup", {}), "stages.warmup: unknown field; allowed here: baseline, coarse"),
     ("low >= high", _set("space.lr", {"type": "float", "low": 1.0, "high": 0.1}), "space.lr: low must be below high"),

@@ -15,10 +15,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from pydantic import TypeAdapter
 
@@ -36,7 +39,7 @@ from stagetune.studies.search.lr_ranges import declared_space
 from stagetune.studies.search.samplers import SoftPriorSampler
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.search.stages._coarse import fmt_params
-from stagetune.studies.spec import Param
+from stagetune.studies.spec import CategoricalParam, Param
 from stagetune.studies.spec.space import dims, distribution, knobs, suggest
 
 REGION = TypeAdapter(dict[str, Param])
@@ -50,8 +53,15 @@ class Refine(Stage):
         cfg, plan = self.config, ctx.plan["refine"]
         declared = declared_space(ctx.spec, ctx.handed.get("lr_ranges", {}))
         region = REGION.validate_python(ctx.handed.get("space", {}))
-        sampler = SoftPriorSampler(_base_sampler(cfg.sampler, ctx.spec.seed), region,
-                                   cfg.explore if region else 0.0, ctx.spec.seed)
+        sampler: optuna.samplers.BaseSampler
+        if cfg.sampler == "cmaes":  # its warm start is its prior: no soft region around it
+            sources = _first_rung_trials(ctx, declared)
+            sampler = cma_es(ctx.spec.seed, sources)
+            drawn = "CMA-ES, warm-started from coarse's first rung" \
+                if len(sources) >= CMA_SOURCES else "CMA-ES"
+        else:
+            sampler = SoftPriorSampler(_base_sampler(cfg.sampler, ctx.spec.seed), region,
+                                       cfg.explore if region else 0.0, ctx.spec.seed)
         study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction, sampler,
                                        _pruner(cfg.pruner, cfg.epochs,
                                                ctx.spec.stages.coarse.reduction),
@@ -66,8 +76,11 @@ class Refine(Stage):
             params = knobs(suggest(trial, declared))
             source = trial.user_attrs.get("continues")
             if source is None:
-                trial.set_user_attr("drawn_from", "the whole space"
-                                    if sampler.explores(trial.number) else "the narrowed region")
+                if isinstance(sampler, SoftPriorSampler):
+                    trial.set_user_attr("drawn_from", "the whole space" if sampler.explores(
+                        trial.number) else "the narrowed region")
+                else:
+                    trial.set_user_attr("drawn_from", drawn)
                 return Proposal(trial, params)
             return _continuation(trial, params, coarse[source])
 
@@ -148,6 +161,60 @@ def _continuation(trial: optuna.Trial, params: dict[str, Any], source: FrozenTri
                     replayed=replayed)
 
 
+# Warm-starting CMA-ES (Nomura et al., 2021; the cmaes package, through Optuna) estimates
+# its first distribution from the best 10% of the source solutions: it needs 10 at least.
+CMA_SOURCES = 10
+
+
+def cma_es(seed: int, sources: list[FrozenTrial]) -> optuna.samplers.BaseSampler:
+    """CMA-ES over the numeric knobs every trial has (categorical and conditional ones are
+    drawn at random), warm-started from `sources` where there are enough of them."""
+    with warnings.catch_warnings():  # source_trials is stable in use, "experimental" in name
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warm = len(sources) >= CMA_SOURCES
+        # pruned trials count, with their last value: refine's own cut at a rung, and
+        # coarse's told ones, which give its search space from the first trial on
+        return _CmaEsFromCoarse(  # warm: no random start-up trial
+            seed=seed, warn_independent_sampling=False, n_startup_trials=0 if warm else 1,
+            consider_pruned_trials=True,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            source_trials=sources if warm else None)
+
+
+class _CmaEsFromCoarse(optuna.samplers.CmaEsSampler):
+    """Optuna's CMA-ES, whose search space counts pruned trials too: coarse's trials,
+    told to refine as pruned, name it before refine's first trial completes (Optuna's
+    counts complete ones only, so its first trial would be drawn at random)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._with_pruned = IntersectionSearchSpace(include_pruned=True)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
+                                    ) -> dict[str, BaseDistribution]:
+        return {name: d for name, d in self._with_pruned.calculate(study).items()
+                if isinstance(d, FloatDistribution | IntDistribution) and not d.single()}
+
+
+def _first_rung_trials(ctx: StageContext, declared: dict[str, Any]) -> list[FrozenTrial]:
+    """Coarse's trials as CMA-ES's source solutions: each with its value at the first rung
+    (the one every trial reached, so the values compare) and only the knobs CMA-ES models:
+    the numeric ones that are not conditional (its search space must match exactly)."""
+    rungs = ctx.plan["coarse"].sizes.get("rungs") if "coarse" in ctx.plan else None
+    if not rungs:
+        return []
+    numeric = {d.name: distribution(d.param) for d in dims(declared)
+               if not isinstance(d.param, CategoricalParam) and d.param.when is None}
+    out = []
+    for t in ctx.store.trials(ctx.spec.name, "coarse"):
+        value = t.intermediate_values.get(rungs[0])
+        if value is None or not math.isfinite(value) or not set(numeric) <= set(t.params):
+            continue
+        out.append(create_trial(value=value, params={n: t.params[n] for n in numeric},
+                                distributions=numeric))
+    return out if numeric else []
+
+
 def _base_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed)
@@ -157,13 +224,30 @@ def _base_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
 
 def _pruner(kind: str, epochs: int, reduction: int) -> optuna.pruners.BasePruner:
     if kind == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction)
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+        base: optuna.pruners.BasePruner = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=reduction)
+    elif kind == "hyperband":
+        base = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
                                               reduction_factor=reduction)
-    if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    return optuna.pruners.NopPruner()
+    elif kind == "median":
+        base = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    else:
+        return optuna.pruners.NopPruner()
+    return FirstHalfPruner(base, epochs)
+
+
+class FirstHalfPruner(optuna.pruners.BasePruner):
+    """`base`, asked only in the first half of a trial: a cut later saves less than half
+    the epochs the trial already cost (ASHA's rungs for 10-epoch trials are 1, 3 and 9: a
+    trial cut at 9 had run 90% of its length). Optuna's pruners take no last step (a
+    wrapper is Optuna's own way to add one, as its PatientPruner does)."""
+
+    def __init__(self, base: optuna.pruners.BasePruner, epochs: int) -> None:
+        self.base, self.last_step = base, epochs // 2
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        return step is not None and step <= self.last_step and self.base.prune(study, trial)
 
 
 def _own_complete(study: optuna.Study) -> list[FrozenTrial]:
