@@ -104,6 +104,11 @@ class Client:
     def resume(self, study_id: str) -> StudyDetail:
         return self._model(StudyDetail, "POST", f"/api/studies/{study_id}/resume")
 
+    def extend(self, study_id: str, epochs: int, seconds: float | None = None) -> StudyDetail:
+        """More budget for a completed or stopped study: refine goes on, then confirm."""
+        body = {"epochs": epochs, **({"seconds": seconds} if seconds else {})}
+        return self._model(StudyDetail, "POST", f"/api/studies/{study_id}/extend", json=body)
+
     def delete(self, study_id: str) -> None:
         self._send("DELETE", f"/api/studies/{study_id}")
 

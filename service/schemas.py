@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 StudyStatus = Literal["pending", "running", "cancelling", "completed", "stopped", "cancelled",
@@ -146,6 +146,15 @@ class Health(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+class Extension(BaseModel):
+    """More budget for a completed or stopped study: refine goes on, then confirm again."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(ge=1, le=1_000_000, description="epochs more for refine and confirm")
+    seconds: float | None = Field(None, gt=0, le=10_000_000, description=(
+        "seconds more, for a study whose budget limits seconds too"))
 
 
 class Problem(BaseModel):

@@ -28,6 +28,7 @@ from stagetune.service.api.deps import (
 from stagetune.service.cache import ReadCache
 from stagetune.service.cluster_view import ClusterView
 from stagetune.service.schemas import (
+    Extension,
     Message,
     Page,
     StudyDetail,
@@ -49,6 +50,7 @@ from stagetune.studies.spec.text import YAML_TYPES, parse_spec_text
 from stagetune.studies.store import (
     Store,
     StudyIdentity,
+    extend_study,
     pending_count,
     studies_version,
     study_identity,
@@ -268,6 +270,20 @@ def resume(store: StoreDep, settings: SettingsDep, owner: CallerDep, changed: Ch
                        "study can be resumed")
     _queue_room(store, settings, owner)
     store.set_status(study_id, "pending", "resume requested", queued_by=owner)
+    changed(study_id)
+    return views.detail(store, store.study(study_id))
+
+
+@router.post("/studies/{study_id}/extend", response_model=StudyDetail,
+             responses={**ERRORS, 429: QUEUE_FULL})
+def extend(store: StoreDep, settings: SettingsDep, owner: CallerDep, changed: Changed,
+           study_id: str, more: Extension) -> Any:
+    """Give a completed or stopped study more budget: refine goes on from every trial it
+    observed, then confirm runs again (a new round). Nothing recorded changes; a study
+    that cannot go on is a 409 that says why."""
+    store.study(study_id)  # a 404 first
+    _queue_room(store, settings, owner)
+    extend_study(store.url, study_id, more.epochs, more.seconds, queued_by=owner)
     changed(study_id)
     return views.detail(store, store.study(study_id))
 

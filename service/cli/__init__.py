@@ -8,7 +8,7 @@ import os
 import sys
 
 # Commands that start a Ray of their own when RAY_ADDRESS is unset
-LOCAL_RAY_COMMANDS = ("serve", "run", "resume")
+LOCAL_RAY_COMMANDS = ("serve", "run", "resume", "extend")
 
 
 def main() -> None:

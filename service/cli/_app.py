@@ -10,7 +10,7 @@ from stagetune.service.cli._cluster import PASS_THROUGH, head, worker
 from stagetune.service.cli._reads import best, status, trials
 from stagetune.service.cli._remote import cancel, delete, model, report, submit
 from stagetune.service.cli._service import serve
-from stagetune.service.cli._study import resume, run, schema, validate
+from stagetune.service.cli._study import extend, resume, run, schema, validate
 from stagetune.service.cli._workers import probe, train
 
 EPILOG = ("Exit codes: 0 ok; 1 an error (the service unreachable, a study that failed); "
@@ -34,7 +34,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
     """stagetune: staged hyperparameter search for PyTorch training."""
 
 
-for command in (train, probe, run, resume, validate, schema, serve, submit, status, trials,
+for command in (train, probe, run, resume, extend, validate, schema, serve, submit, status, trials,
                 best, model, cancel, delete, report):
     app.command()(command)
 app.command(context_settings=PASS_THROUGH)(head)

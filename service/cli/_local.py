@@ -25,7 +25,7 @@ from stagetune.studies.run.runner import CANCELLED, StudyReport, objective_of, r
 from stagetune.studies.run.runner_actor import cancel_study, start_runner, stop_runner, wait_for
 from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import StudySpec
-from stagetune.studies.store import Store
+from stagetune.studies.store import Store, extend_study
 from stagetune.workers import StagetuneError
 from stagetune.workers.plugins import load_plugins
 
@@ -47,6 +47,15 @@ def resume_study(db: str | None, name: str, format_: Format) -> None:
         store = Store(db or get_settings().database_url)
     with one_line_errors():
         store.study(name)
+    _drive(store, name, format_)
+
+
+def extend_study_here(db: str | None, name: str, epochs: int, seconds: float | None,
+                      format_: Format) -> None:
+    with one_line_errors(code=1):
+        store = Store(db or get_settings().database_url)
+    with one_line_errors():
+        extend_study(store.url, name, epochs, seconds)
     _drive(store, name, format_)
 
 

@@ -123,6 +123,19 @@ def resume_through(url: str, token: str | None, study: str, format_: Format,
                                         f"`stagetune status {d.id} --watch`)")
 
 
+def extend_through(url: str, token: str | None, study: str, epochs: int, seconds: float | None,
+                   format_: Format, watch: float | None) -> None:
+    """`stagetune extend --url`: the service goes on with the study; with `watch`, follow it."""
+    from stagetune.service.cli._reads import follow
+
+    with service_errors(), Client(url, token) as api:
+        data = api.extend(study, epochs, seconds)
+        if watch is not None:
+            raise typer.Exit(follow(api, study, format_, watch))
+    show_reply(data, format_, lambda d: f"study {d.id}: {d.status} ({d.message}; follow it "
+                                        f"with `stagetune status {d.id} --watch`)")
+
+
 def show_reply(reply: BaseModel, format_: Format,
                table: Callable[[Any], RenderableType | None]) -> None:
     """`show` for the client's reply: JSON or YAML as the API gives it, or what `table`

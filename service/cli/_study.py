@@ -1,5 +1,5 @@
-"""`stagetune validate`, `schema`, `run` and `resume`: a whole staged study from the shell,
-on Ray (or, for `resume --url`, through a service)."""
+"""`stagetune validate`, `schema`, `run`, `resume` and `extend`: a whole staged study from
+the shell, on Ray (or, with `--url`, through a service)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from stagetune.service.cli._common import (
     require,
     service_errors,
 )
-from stagetune.service.cli._remote import TokenOption, resume_through
+from stagetune.service.cli._remote import TokenOption, extend_through, resume_through
 
 SpecPath = Annotated[Path, typer.Argument(help="a study spec, YAML or JSON")]
 DbOption = Annotated[str | None, typer.Option(
@@ -145,4 +145,42 @@ def resume(
     resume_study(db, study, chosen)
 
 
-__all__ = ["resume", "run", "schema", "validate"]
+def extend(
+    ctx: typer.Context,
+    study: Annotated[str, typer.Argument(help="a completed or stopped study")],
+    epochs: Annotated[int, typer.Option(min=1, max=1_000_000, help=(
+        "epochs more: refine goes on with them, then confirm runs again"))],
+    seconds: Annotated[float | None, typer.Option(min=0.001, help=(
+        "seconds more, for a study whose budget limits seconds too"))] = None,
+    db: DbOption = None,
+    url: Annotated[str | None, typer.Option(envvar="STAGETUNE_URL", help=(
+        "extend it through this service instead (POST /api/studies/ID/extend); "
+        "--db wins over $STAGETUNE_URL"))] = None,
+    token: TokenOption = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help=(
+        "with --url: follow the study to its end and exit with its exit code"))] = False,
+    interval: IntervalOption = 2.0,
+    format_: FormatOption = None, json_: JsonFlag = False,
+) -> None:
+    """Give a completed or stopped study more budget: refine goes on from every trial it
+    ran, then confirm runs again. Nothing recorded changes.
+
+    From a store (--db, the default) it runs here, as `resume` does; through a service
+    (--url or $STAGETUNE_URL) the service runs it; --watch follows it."""
+    chosen = output_format(format_, json_)
+    if url and db:
+        if getattr(ctx.get_parameter_source("url"), "name", None) != "ENVIRONMENT":
+            raise fail("give --db (a store here) or --url (a service), not both")
+        url = None
+    if url:
+        extend_through(url, token, study, epochs, seconds, chosen, interval if watch else None)
+        return
+    if watch:
+        raise fail("--watch goes with --url: an extension from a store follows the study anyway")
+    require("extend", "server", "worker")
+    from stagetune.service.cli._local import extend_study_here
+
+    extend_study_here(db, study, epochs, seconds, chosen)
+
+
+__all__ = ["extend", "resume", "run", "schema", "validate"]

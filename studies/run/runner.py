@@ -75,6 +75,7 @@ class Runner:
         self.spec, self.store = spec, store
         self.executor = executor or LocalExecutor()
         self.progress = progress
+        self._earlier_seconds: dict[str, float] = {}  # an extended stage's, before this run
 
     def run(self) -> StudyReport:
         """Run or resume the study. Whatever stops it (an error before the first stage
@@ -122,7 +123,9 @@ class Runner:
         for stage in record.stages:  # in order
             if stage.status == "done":
                 ctx.handed.update(stage.hand_on)
+            if stage.status == "done" or stage.epochs:  # an extended stage's earlier spend
                 ctx.spent[stage.name] = (stage.epochs, stage.trial_seconds)
+                self._earlier_seconds[stage.name] = stage.seconds
         return ctx
 
     def _run_stage(self, ctx: StageContext, name: str) -> StageOutcome:
@@ -134,7 +137,7 @@ class Runner:
         else:
             self.store.start_stage(self.spec.name, name, planned)
             outcome = STAGES[name](config).run(ctx)
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started + self._earlier_seconds.get(name, 0.0)
         self.store.finish_stage(self.spec.name, name, outcome.verdict, outcome.message,
                                 outcome.figures, outcome.hand_on, outcome.epochs, seconds,
                                 outcome.trial_seconds, planned)

@@ -32,7 +32,9 @@ from stagetune.studies.search.loop import (
     tell,
 )
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
-from stagetune.studies.store import wait_out
+from stagetune.studies.spec import CategoricalParam, StudySpec
+from stagetune.studies.spec.model import variants
+from stagetune.studies.store import extensions, wait_out
 from stagetune.studies.store.weights import TrialCheckpoints, keep_weights
 
 HEALTHY = ("saturated", "still_improving", "not_diagnosed")
@@ -68,17 +70,20 @@ class Confirm(Stage):
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
         pairs = [(i, s) for i in range(len(configs)) for s in range(sizes["seeds"])]
-        self._run_missing(ctx, study, configs, pairs, epochs, allowance)
+        round_ = extensions(ctx.store.url, ctx.spec.name)  # an extended study confirms anew
+        self._run_missing(ctx, study, configs, pairs, epochs, allowance, round_)
         fail_waiting(study, "not run: confirm ended first")
-        return self._judge(ctx, study, configs)
+        return self._judge(ctx, study, configs, round_)
 
     def _run_missing(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
-                     pairs: list[tuple[int, int]], epochs: int, allowance: Allowance) -> None:
-        """Run the pairs not finished yet: first those a dead runner left running, each
-        continued in its own trial (`studies.search.loop.interrupted`), then the others."""
+                     pairs: list[tuple[int, int]], epochs: int, allowance: Allowance,
+                     round_: int) -> None:
+        """Run the pairs of this round not finished yet: first those a dead runner left
+        running, each continued in its own trial (`studies.search.loop.interrupted`),
+        then the others."""
         def done() -> set[tuple[int, int]]:
             return {(t.user_attrs["config"], t.user_attrs["seed"]) for t in counted(study)
-                    if "config" in t.user_attrs}
+                    if "config" in t.user_attrs and _round(t) == round_}
 
         resumed = interrupted(ctx, self.name, study,
                               lambda trial: Proposal(trial, configs[trial.user_attrs["config"]]))
@@ -101,12 +106,12 @@ class Confirm(Stage):
                     return
                 # while trials run, the database is waited for (studies.search.loop)
                 wait_out(study.enqueue_trial, configs[index],
-                         user_attrs={"config": index, "seed": seed})
+                         user_attrs={"config": index, "seed": seed, "round": round_})
                 trial = wait_out(study.ask, distributions)  # the pair just queued
                 yield self._job(ctx, Proposal(trial, configs[trial.user_attrs["config"]]),
                                 epochs, allowance, granted)
 
-        distributions = _covering(configs)
+        distributions = _covering(configs, ctx.spec, study)
         going_on = {(p.trial.user_attrs["config"], p.trial.user_attrs["seed"]) for p in resumed}
         missing = [p for p in pairs if p not in done() and p not in going_on]
         finished = len(pairs) - len(missing) - len(going_on)
@@ -137,8 +142,10 @@ class Confirm(Stage):
         return Job(trial, request, report,
                    TrialCheckpoints(trial, latest=proposal.earlier.checkpoint))
 
-    def _judge(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]]) -> StageOutcome:
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    def _judge(self, ctx: StageContext, study: optuna.Study, configs: list[dict[str, Any]],
+               round_: int) -> StageOutcome:
+        trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if _round(t) == round_]
         by_config: dict[int, list[optuna.trial.FrozenTrial]] = {}
         for t in trials:
             by_config.setdefault(t.user_attrs["config"], []).append(t)
@@ -178,18 +185,34 @@ class Confirm(Stage):
                             trial_seconds=tally(study).seconds)
 
 
-def _covering(configs: list[dict[str, Any]]) -> dict[str, BaseDistribution]:
-    """One distribution per parameter spanning every configuration's value: Optuna needs the
-    same distribution for a name across a study's trials."""
+def _round(trial: optuna.trial.FrozenTrial) -> int:
+    """The confirm round a run belongs to: 0, then one more per extension of the study."""
+    return int(trial.user_attrs.get("round", 0))
+
+
+def _covering(configs: list[dict[str, Any]], spec: StudySpec, study: optuna.Study
+              ) -> dict[str, BaseDistribution]:
+    """One distribution per parameter spanning every configuration's value. Optuna needs
+    the same kind for a name across a study's trials, and the same choices for a
+    categorical one: those an earlier round recorded, else every choice the spec declares,
+    so that a later round (an extended study) can confirm other configurations."""
+    recorded: dict[str, BaseDistribution] = {}
+    for t in study.get_trials(deepcopy=False):
+        recorded |= t.distributions
     out: dict[str, BaseDistribution] = {}
     for name in configs[0]:
         values = [c[name] for c in configs]
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if isinstance(recorded.get(name), CategoricalDistribution):
+            out[name] = recorded[name]
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             out[name] = IntDistribution(min(values), max(values))
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             out[name] = FloatDistribution(min(values), max(values))
         else:
-            out[name] = CategoricalDistribution(sorted(set(values), key=str))
+            entry = spec.space.get(name)
+            declared = [c for p in (variants(entry) if entry is not None else [])
+                        if isinstance(p, CategoricalParam) for c in p.choices]
+            out[name] = CategoricalDistribution(sorted(set(values) | set(declared), key=str))
     return out
 
 
