@@ -31,6 +31,7 @@ from stagetune.studies.search.stages._chance import (
     stray_reach,
     stuck_at_chance,
 )
+from stagetune.studies.search.stages._lr_check import missed_ranges
 from stagetune.studies.spec import StudySpec
 from stagetune.studies.spec.model import CategoricalParam, FloatParam, IntParam, variants
 from stagetune.studies.spec.space import Narrowed, dims, dump_region, knob_limits, knobs, narrow, suggest
@@ -97,21 +98,26 @@ class Coarse(Stage):
         narrowed = movable_edges(space, narrow(space, good_trials(
             trials, levels, ctx.direction, self.config.reduction), self.config.widen,
             declared_bounds(ctx.spec, space)))
+        # a family's probed lr range with no trial that learned: refine's prior lets it go
+        missed = missed_ranges(ctx.spec, ctx.handed, space, trials, ctx.direction)
+        region = {n: p for n, p in narrowed.region.items() if n not in {m.param for m in missed}}
         best = study.best_trial
         survivors = [t for t in top_trials(study, ctx.spec.stages.refine.warm_start)
                      if t.user_attrs.get("checkpoint")]
         top = [knobs(t.params) for t in top_trials(study, ctx.spec.stages.confirm.top)]
         figures |= {"best_value": best.value, "best_params": knobs(best.params),
-                    "boundary": narrowed.boundary, "space": dump_region(narrowed.region)}
+                    "boundary": narrowed.boundary, "space": dump_region(region),
+                    "lr_ranges_missed": [m.family for m in missed]}
         many_bad = figures["diverged_fraction"] > 0.5
-        verdict = "warned" if many_bad or narrowed.boundary else "passed"
+        verdict = "warned" if many_bad or narrowed.boundary or missed else "passed"
         message = (f"{done.total} configurations over rungs {', '.join(map(str, levels))} "
                    f"(epochs); {done.diverged} diverged ({figures['diverged_fraction']:.0%})")
         if "chance_fraction" in figures:
             message += f", {figures['chance_fraction']:.0%} stayed at chance level"
         message += (f"; best {ctx.objective} {readable(best.value)} at epoch {levels[-1]} with "
                     f"{fmt_params(knobs(best.params))}.")
-        for line in narrowed.describe() + narrowed.describe_moved():
+        for line in narrowed.describe() + narrowed.describe_moved() + [
+                m.sentence(ctx.objective) for m in missed]:
             message += f" {line[0].upper()}{line[1:]}."
         if many_bad:
             message += " Most trials diverged: lower the lr range or add grad_clip."
