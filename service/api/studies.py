@@ -44,6 +44,7 @@ from stagetune.studies.errors import StudyNotFoundError
 from stagetune.studies.planning.capacity import unmet
 from stagetune.studies.reporting import views
 from stagetune.studies.search.stages import ORDER
+from stagetune.studies.search.warm_start import warm_source
 from stagetune.studies.spec import SpecError, StudySpec
 from stagetune.studies.spec.checks import load_spec_apart as load_spec  # torch in a child process
 from stagetune.studies.spec.text import YAML_TYPES, parse_spec_text
@@ -56,6 +57,7 @@ from stagetune.studies.store import (
     study_identity,
 )
 from stagetune.studies.store.weights import fetch_weights
+from stagetune.workers import StagetuneError
 
 router = APIRouter(tags=["studies"])
 
@@ -143,6 +145,10 @@ def _create(raw: bytes, content_type: str, store: Store, settings: Settings,
     if spec.name in store.study_names():
         raise HTTPException(409, f"a study named '{spec.name}' already exists; choose another name, "
                        f"or POST /api/studies/{spec.name}/resume")
+    try:  # its source must be there and fit: a study accepted can run
+        warm_source(spec, store)
+    except StagetuneError as exc:
+        raise SpecError(str(exc), [("warm_start_from", str(exc))]) from None
     record = store.open_study(spec.name, spec.to_store(), list(ORDER),
                               queued_by=owner)
     changed()
@@ -275,7 +281,8 @@ def resume(store: StoreDep, settings: SettingsDep, owner: CallerDep, changed: Ch
 
 
 @router.post("/studies/{study_id}/extend", response_model=StudyDetail,
-             responses={**ERRORS, 429: QUEUE_FULL})
+             responses={**ERRORS, 400: {"model": Message, "description": "The body is not JSON"},
+                        429: QUEUE_FULL})
 def extend(store: StoreDep, settings: SettingsDep, owner: CallerDep, changed: Changed,
            study_id: str, more: Extension) -> Any:
     """Give a completed or stopped study more budget: refine goes on from every trial it

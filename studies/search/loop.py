@@ -198,7 +198,7 @@ def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     coarse's trials told to refine's sampler."""
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
             if t.user_attrs.get("status") not in ("cancelled", ABANDONED, NOT_RUN)
-            and t.user_attrs.get("from") != "coarse"]
+            and "from" not in t.user_attrs]
 
 
 def abandon_running(store: Store, name: str, why: str) -> int:

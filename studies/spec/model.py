@@ -332,6 +332,9 @@ class StudySpec(_Strict):
     budget: Budget | None = None
     goal: float | None = None  # stop once the confirmed objective reaches it
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    # a finished study of the store on the same task: its LR ranges and its trials are
+    # where this one starts (studies.search.warm_start)
+    warm_start_from: str | None = Field(None, pattern=NAME_PATTERN)
 
     def to_store(self) -> dict[str, Any]:
         """The spec as the store keeps it: what the user wrote, no default filled in. The

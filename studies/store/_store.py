@@ -138,7 +138,7 @@ class Store:
         if identity is None:
             return []
         trials = self.trial_cache.trials(identity, stage)
-        return [t for t in trials if t.user_attrs.get("from") != "coarse"]
+        return [t for t in trials if "from" not in t.user_attrs]
 
     @cached_property
     def trial_cache(self) -> TrialCache:

@@ -21,6 +21,7 @@ from stagetune.studies.search.stages._base import (
     spec_edits,
 )
 from stagetune.studies.search.stages._chance import at_chance, chance_bound
+from stagetune.studies.search.warm_start import source_lr_ranges, warm_source
 
 
 @register_stage
@@ -110,6 +111,13 @@ class LrProbe(Stage):
 
     def run(self, ctx: StageContext) -> StageOutcome:
         families = families_in(ctx.spec)
+        source = warm_source(ctx.spec, ctx.store)
+        known = source_lr_ranges(source, list(families)) if source is not None else None
+        if source is not None and known is not None and lr_is_searched(ctx.spec):
+            return StageOutcome("skipped", (
+                f"Not run: the LR ranges come from study {source.name}, on the same task "
+                f"({', '.join(f'{f} {sig(lo)}-{sig(hi)}' for f, (lo, hi) in known.items())})."),
+                hand_on={"lr_ranges": known})
         per_family: dict[str, Any] = {}
         epochs = seconds = 0.0
         for family, optimizer in families.items():

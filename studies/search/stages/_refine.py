@@ -39,6 +39,7 @@ from stagetune.studies.search.lr_ranges import declared_space
 from stagetune.studies.search.samplers import SoftPriorSampler
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.search.stages._coarse import fmt_params
+from stagetune.studies.search.warm_start import TOLD, prior_trials, warm_source
 from stagetune.studies.spec import CategoricalParam, Param
 from stagetune.studies.spec.space import dims, distribution, knobs, suggest
 
@@ -68,6 +69,9 @@ class Refine(Stage):
                                        metric=ctx.objective)
         if not study.get_trials(deepcopy=False):
             self._seed_from_coarse(ctx, study, declared, plan.sizes["trials"])
+            source = warm_source(ctx.spec, ctx.store)
+            if source is not None:
+                study.add_trials(prior_trials(ctx.store, source, declared, cfg.epochs))
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
         coarse = {t.number: t for t in ctx.store.trials(ctx.spec.name, "coarse")}
@@ -93,7 +97,7 @@ class Refine(Stage):
         done = run_trials(ctx, self.name, study, allowance, search, propose)
         fail_waiting(study, "not run: refine ended first (its budget share was spent, or a "
                      "stop rule held)")
-        own = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("from") != "coarse"
+        own = [t for t in study.get_trials(deepcopy=False) if "from" not in t.user_attrs
                and t.user_attrs.get("status") != NOT_RUN]
         figures: dict[str, Any] = {
             "trials": len(own), "completed": sum(t.state == TrialState.COMPLETE for t in own),
@@ -101,7 +105,10 @@ class Refine(Stage):
             "failed": sum(t.state == TrialState.FAIL for t in own), "diverged": done.diverged,
             "continued": sum("continues" in t.user_attrs for t in own),
             "explored": sum(t.user_attrs.get("drawn_from") == "the whole space" for t in own),
-            "told_from_coarse": len(study.get_trials(deepcopy=False)) - len(own)}
+            "told_from_coarse": sum(t.user_attrs.get("from") == "coarse"
+                                    for t in study.get_trials(deepcopy=False)),
+            "told_from_earlier_study": sum(t.user_attrs.get("from") == TOLD
+                                           for t in study.get_trials(deepcopy=False))}
         if not figures["completed"]:
             return StageOutcome("failed", f"No refine trial completed ({figures['pruned']} "
                                 f"pruned, {figures['failed']} failed).", figures,
@@ -252,7 +259,7 @@ class FirstHalfPruner(optuna.pruners.BasePruner):
 
 def _own_complete(study: optuna.Study) -> list[FrozenTrial]:
     return sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if t.user_attrs.get("from") != "coarse"), key=lambda t: t.number)
+                   if "from" not in t.user_attrs), key=lambda t: t.number)
 
 
 def _why_stopped(ctx: StageContext, study: optuna.Study, patience: int) -> str:
