@@ -1,9 +1,10 @@
 """A study warm-started from an earlier one of the store (`warm_start_from: <study>`).
 
 What carries over: the LR probe's ranges (this study's probe is skipped when they cover
-every optimizer family of its space), and every trial the earlier study's refine observed,
-told to this study's refine as prior observations, as coarse's trials are (each within
-this study's declared space; those outside it are left out). Coarse still runs: its
+every optimizer family of its space), and every trial the earlier study ran, told to this
+study's refine as prior observations, as coarse's trials are (each within this study's
+declared space; those outside it are left out); refine's first proposal is the earlier
+study's best full trial, so a full-length result in its region comes first. Coarse still runs: its
 survivors are what refine continues, and its rungs what the pruner compares against.
 
 Off unless declared: a study's result then never depends on what else is in its store.
@@ -81,6 +82,15 @@ def prior_trials(store: Store, source: StudyRecord, declared: dict[str, Any], fu
                 user_attrs={"from": TOLD, "study": source.name, "stage": stage,
                             "trial": t.number}))
     return out
+
+
+def best_prior(priors: list[FrozenTrial], direction: str) -> FrozenTrial | None:
+    """The earlier study's best full trial among `priors`: refine's first proposal."""
+    whole = [t for t in priors if t.state == TrialState.COMPLETE and t.value is not None]
+    if not whole:
+        return None
+    sign = 1.0 if direction == "maximize" else -1.0
+    return max(whole, key=lambda t: sign * float(t.value or 0.0))
 
 
 def _fits(params: dict[str, Any], dists: dict[str, BaseDistribution]) -> bool:

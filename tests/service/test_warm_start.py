@@ -50,6 +50,10 @@ def test_a_warm_started_study_starts_from_the_earlier_one(open_server: Server) -
     # every coarse and refine trial of the earlier study told to this refine, as observed
     earlier = len(store.trials("cold", "coarse")) + len(store.trials("cold", "refine"))
     assert probes["refine"].figures["told_from_earlier_study"] == earlier
+    # refine's first proposal is the earlier study's best full trial
+    first = min((t for t in store.trials("warm", "refine") if "continues" not in t.user_attrs),
+                key=lambda t: t.number)
+    assert first.user_attrs["drawn_from"] == "the best trial of study cold"
     # its own trials are still its own: the API lists no told trial
     with Client(open_server.url) as api:
         listed = list(api.all_trials("warm", stage="refine"))

@@ -39,7 +39,7 @@ from stagetune.studies.search.lr_ranges import declared_space
 from stagetune.studies.search.samplers import SoftPriorSampler
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.search.stages._coarse import fmt_params
-from stagetune.studies.search.warm_start import TOLD, prior_trials, warm_source
+from stagetune.studies.search.warm_start import TOLD, best_prior, prior_trials, warm_source
 from stagetune.studies.spec import CategoricalParam, Param
 from stagetune.studies.spec.space import dims, distribution, knobs, suggest
 
@@ -61,6 +61,7 @@ class Refine(Stage):
             drawn = "CMA-ES, warm-started from coarse's first rung" \
                 if len(sources) >= CMA_SOURCES else "CMA-ES"
         else:
+            drawn = ""  # each proposal says (drawn_from below)
             sampler = SoftPriorSampler(_base_sampler(cfg.sampler, ctx.spec.seed), region,
                                        cfg.explore if region else 0.0, ctx.spec.seed)
         study = ctx.store.optuna_study(ctx.spec.name, self.name, ctx.direction, sampler,
@@ -68,23 +69,30 @@ class Refine(Stage):
                                                ctx.spec.stages.coarse.reduction),
                                        metric=ctx.objective)
         if not study.get_trials(deepcopy=False):
+            earlier = warm_source(ctx.spec, ctx.store)
+            if earlier is not None:  # first: its best runs before coarse's survivors go on
+                priors = prior_trials(ctx.store, earlier, declared, cfg.epochs)
+                study.add_trials(priors)
+                best = best_prior(priors, ctx.direction)
+                if best is not None:
+                    study.enqueue_trial(best.params, user_attrs={
+                        "drawn_from": f"the best trial of study {earlier.name}"})
             self._seed_from_coarse(ctx, study, declared, plan.sizes["trials"])
-            source = warm_source(ctx.spec, ctx.store)
-            if source is not None:
-                study.add_trials(prior_trials(ctx.store, source, declared, cfg.epochs))
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
         coarse = {t.number: t for t in ctx.store.trials(ctx.spec.name, "coarse")}
+
+        def drawn_from(number: int) -> str:
+            if isinstance(sampler, SoftPriorSampler):
+                return "the whole space" if sampler.explores(number) else "the narrowed region"
+            return drawn
 
         def propose(trial: optuna.Trial) -> Proposal:
             params = knobs(suggest(trial, declared))
             source = trial.user_attrs.get("continues")
             if source is None:
-                if isinstance(sampler, SoftPriorSampler):
-                    trial.set_user_attr("drawn_from", "the whole space" if sampler.explores(
-                        trial.number) else "the narrowed region")
-                else:
-                    trial.set_user_attr("drawn_from", drawn)
+                if "drawn_from" not in trial.user_attrs:  # (queued: the earlier study's best)
+                    trial.set_user_attr("drawn_from", drawn_from(trial.number))
                 return Proposal(trial, params)
             return _continuation(trial, params, coarse[source])
 
