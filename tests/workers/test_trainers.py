@@ -5,8 +5,10 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -212,7 +214,17 @@ def test_a_pruned_command_is_stopped_and_its_process_gone(mode: str, tmp_path: P
     assert time.monotonic() - started < (4 if mode == "slow" else 8)
 
 
-def test_a_cancel_in_the_worker_kills_the_command(tmp_path: Path,
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler, as a Ray worker has it: a process started with SIGINT
+    ignored (a background job of a non-interactive shell) keeps it ignored, and
+    `_thread.interrupt_main` then does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_cancel_in_the_worker_kills_the_command(tmp_path: Path, python_sigint: None,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # Ray cancels a trial by raising KeyboardInterrupt in its main thread between bytecodes
     # (_thread.interrupt_main): it must land while the program is silent mid-epoch
