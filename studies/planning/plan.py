@@ -8,7 +8,9 @@ With `budget: {epochs: B}` (and/or `seconds: S`, shared the same way):
 - confirm gets at most `confirm.share` (15%) of B: as many E-epoch runs as fit, spread
   over `seeds` seeds of the `top` configurations (fewer of each when few runs fit, none
   when not even one fits);
-- of the rest, coarse gets 25% and refine 75%. Coarse is successive halving from 1-epoch
+- of the rest, coarse gets 25% and refine 75% (10% and 90% for a study warm-started from an
+  earlier one, whose trials refine is told: coarse then mainly finds survivors to
+  continue). Coarse is successive halving from 1-epoch
   rungs, so one configuration costs about 1 + sum over rungs of (rung gap / reduction^k)
   epochs; coarse tries as many as its share pays for. Refine runs trials until its share
   is spent.
@@ -33,6 +35,7 @@ from stagetune.studies.spec import Budget, StudySpec
 
 PROBE_SHARES = {"init_check": 0.01, "overfit": 0.05, "lr_probe": 0.06}
 COARSE_SHARE = 0.25  # of what the probes and confirm leave
+WARM_COARSE_SHARE = 0.10  # the same, for a study with warm_start_from
 UNBOUNDED_TRIALS = 10_000  # "as many as the budget pays for"
 MIN_COARSE_CONFIGS = 2  # successive halving needs configurations to compare
 MAX_BUDGET_EPOCHS = 1_000_000  # the spec's bound on budget.epochs
@@ -104,7 +107,7 @@ def make_plan(spec: StudySpec) -> dict[str, StagePlan]:
     left_e = b_epochs - used["epochs"] if b_epochs is not None else None
     left_s = b_seconds - used["seconds"] if b_seconds is not None else None
     coarse_on, refine_on = stages.coarse.enabled, stages.refine.enabled
-    c_frac = COARSE_SHARE if refine_on else 1.0
+    c_frac = (WARM_COARSE_SHARE if spec.warm_start_from else COARSE_SHARE) if refine_on else 1.0
     c_e = left_e * c_frac if left_e is not None and coarse_on else None if left_e is None else 0.0
     c_s = left_s * c_frac if left_s is not None and coarse_on else None if left_s is None else 0.0
     trials = _explicit(stages.coarse, "trials")

@@ -186,3 +186,15 @@ def test_a_trial_the_budget_cut_short_says_so(study: tuple[Store, StudyReport]) 
              and max(t.intermediate_values) < SPEC["stages"]["refine"]["epochs"]]
     assert short, "the 40-epoch budget cuts refine's last trial short"
     assert {t.user_attrs.get("status") for t in short} == {"cut_by_budget"}
+
+
+def test_a_warm_started_study_gives_coarse_a_smaller_share() -> None:
+    """Refine is told the earlier study's trials: coarse gets 10% of what the probes and
+    confirm leave, not 25% (studies.planning.plan)."""
+    written = {**SPEC, "budget": {"epochs": 100}}
+    cold = make_plan(load_spec(written, worker_checks=False))
+    warm = make_plan(load_spec({**written, "warm_start_from": "earlier"}, worker_checks=False))
+    rest = (cold["coarse"].epochs or 0) + (cold["refine"].epochs or 0)
+    assert cold["coarse"].epochs == pytest.approx(0.25 * rest)
+    assert warm["coarse"].epochs == pytest.approx(0.10 * rest)
+    assert warm["refine"].epochs == pytest.approx(0.90 * rest)
