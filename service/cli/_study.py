@@ -129,11 +129,7 @@ def resume(
     those its old runner left running failed, runs the rest, and exits as `run`. Through
     a service (--url or $STAGETUNE_URL): the service resumes it; --watch follows it."""
     chosen = output_format(format_, json_)
-    if url and db:
-        # Typer vendors its own click in newer versions: the source's name, not its class
-        if getattr(ctx.get_parameter_source("url"), "name", None) != "ENVIRONMENT":
-            raise fail("give --db (a store here) or --url (a service), not both")
-        url = None  # an explicit --db wins over the environment's service
+    url = service_or_store(ctx, url, db)
     if url:
         resume_through(url, token, study, chosen, interval if watch else None)
         return
@@ -168,10 +164,7 @@ def extend(
     From a store (--db, the default) it runs here, as `resume` does; through a service
     (--url or $STAGETUNE_URL) the service runs it; --watch follows it."""
     chosen = output_format(format_, json_)
-    if url and db:
-        if getattr(ctx.get_parameter_source("url"), "name", None) != "ENVIRONMENT":
-            raise fail("give --db (a store here) or --url (a service), not both")
-        url = None
+    url = service_or_store(ctx, url, db)
     if url:
         extend_through(url, token, study, epochs, seconds, chosen, interval if watch else None)
         return
@@ -181,6 +174,17 @@ def extend(
     from stagetune.service.cli._local import extend_study_here
 
     extend_study_here(db, study, epochs, seconds, chosen)
+
+
+def service_or_store(ctx: typer.Context, url: str | None, db: str | None) -> str | None:
+    """The service to go through, or None for the store: both given is refused, unless the
+    URL came from $STAGETUNE_URL, which an explicit --db overrides."""
+    if url and db:
+        # Typer vendors its own click in newer versions: the source's name, not its class
+        if getattr(ctx.get_parameter_source("url"), "name", None) != "ENVIRONMENT":
+            raise fail("give --db (a store here) or --url (a service), not both")
+        return None
+    return url
 
 
 __all__ = ["extend", "resume", "run", "schema", "validate"]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
 from stagetune.studies.planning.budget import Allowance
 from stagetune.studies.run.executor import Job, Outcome
@@ -484,3 +484,17 @@ def top_trials(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     return sorted(done, key=lambda t: t.value, reverse=reverse)[:n]  # type: ignore[arg-type, return-value]
+
+
+def told_trial(trial: optuna.trial.FrozenTrial, distributions: dict[str, Any], full: int,
+               user_attrs: dict[str, Any], system_attrs: dict[str, Any] | None = None
+               ) -> optuna.trial.FrozenTrial:
+    """An earlier trial as refine's sampler and pruner are told it: complete with its value
+    where it ran `full` epochs (a full trial), else pruned, with its curve either way."""
+    whole = trial.state == TrialState.COMPLETE and max(trial.intermediate_values) >= full
+    return create_trial(
+        state=TrialState.COMPLETE if whole else TrialState.PRUNED,
+        value=trial.value if whole else None, params=trial.params,
+        distributions={n: distributions[n] for n in trial.params},
+        intermediate_values=dict(trial.intermediate_values),
+        system_attrs=system_attrs or {}, user_attrs=user_attrs)

@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from optuna.distributions import BaseDistribution
-from optuna.trial import FrozenTrial, TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState
 
 from stagetune.studies.errors import StudyNotFoundError
+from stagetune.studies.search.loop import told_trial
 from stagetune.studies.spec import StudySpec
 from stagetune.studies.spec.space import dims, distribution
 from stagetune.studies.store import Store, StudyRecord
@@ -73,14 +74,8 @@ def prior_trials(store: Store, source: StudyRecord, declared: dict[str, Any], fu
             if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or \
                     not t.intermediate_values or not _fits(t.params, dists):
                 continue
-            whole = t.state == TrialState.COMPLETE and max(t.intermediate_values) >= full
-            out.append(create_trial(
-                state=TrialState.COMPLETE if whole else TrialState.PRUNED,
-                value=t.value if whole else None, params=t.params,
-                distributions={n: dists[n] for n in t.params},
-                intermediate_values=dict(t.intermediate_values),
-                user_attrs={"from": TOLD, "study": source.name, "stage": stage,
-                            "trial": t.number}))
+            out.append(told_trial(t, dists, full, {"from": TOLD, "study": source.name,
+                                                   "stage": stage, "trial": t.number}))
     return out
 
 

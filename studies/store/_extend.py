@@ -36,11 +36,8 @@ def extend_study(url: str, name: str, epochs: int, seconds: float | None = None,
         spent = sum(st.epochs for st in stages.values())
         budget = dict(row.spec.get("budget") or {})
         budget["epochs"] = round((budget.get("epochs") or spent) + epochs, 3)
-        if seconds:
-            if budget.get("seconds") is None:
-                budget.pop("seconds", None)  # no limit to add to: it stays unlimited
-            else:
-                budget["seconds"] = budget["seconds"] + seconds
+        if seconds and budget.get("seconds") is not None:  # none: it stays unlimited
+            budget["seconds"] += seconds
         row.spec = {**row.spec, "budget": budget}
         words = f"extended by {epochs} epochs" + (f" and {seconds:g} s" if seconds else "") \
             + f" (budget now {budget['epochs']:g} epochs): refine goes on, then confirm again"

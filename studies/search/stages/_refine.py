@@ -31,6 +31,7 @@ from stagetune.studies.search.loop import (
     fail_waiting,
     run_trials,
     tally,
+    told_trial,
     top_trials,
 )
 from stagetune.studies.search.lr_ranges import declared_space
@@ -146,15 +147,9 @@ class Refine(Stage):
             if t.number in continued or not t.intermediate_values or \
                     not set(t.params) <= set(dists):
                 continue
-            whole = t.state == TrialState.COMPLETE and max(t.intermediate_values) >= full
-            study.add_trial(create_trial(  # a coarse trial as long as a full one is complete
-                state=TrialState.COMPLETE if whole else TrialState.PRUNED,
-                value=t.value if whole else None, params=t.params,
-                distributions={n: dists[n] for n in t.params},
-                intermediate_values=dict(t.intermediate_values),
-                system_attrs={k: v for k, v in t.system_attrs.items()
-                              if k.startswith("completed_rung_")},
-                user_attrs={"from": "coarse", "coarse_trial": t.number}))
+            study.add_trial(told_trial(
+                t, dists, full, {"from": "coarse", "coarse_trial": t.number},
+                {k: v for k, v in t.system_attrs.items() if k.startswith("completed_rung_")}))
         for s in survivors:
             study.enqueue_trial(s["params"], user_attrs={
                 "continues": s["number"], "checkpoint_from": s["artifact_id"],
