@@ -198,3 +198,25 @@ def test_a_warm_started_study_gives_coarse_a_smaller_share() -> None:
     assert cold["coarse"].epochs == pytest.approx(0.25 * rest)
     assert warm["coarse"].epochs == pytest.approx(0.10 * rest)
     assert warm["refine"].epochs == pytest.approx(0.90 * rest)
+
+
+@pytest.mark.slow
+def test_a_tiny_dataset_keeps_the_probes_inside_their_shares(tmp_path: Any) -> None:
+    """On 142 training rows an epoch is 3 batches: the LR probe's 10-step sweep would cost
+    4.5 epochs per optimizer family, far over its 6% share of 50 epochs. It is skipped
+    instead, with the sum, and coarse still gets its share."""
+    spec = {"name": "wine-50", "task": {"dataset": "wine", "model": "mlp"},
+            "space": {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+                      "optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+                      "width": {"type": "int", "low": 8, "high": 64, "log": True}},
+            "budget": {"epochs": 50}}
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    report = Runner(load_spec(spec), store).run()
+    assert report.status == "completed", report.message
+    stages = {s.name: s for s in store.study("wine-50").stages}
+    assert stages["lr_probe"].epochs == 0.0 and "Not run" in stages["lr_probe"].message
+    plan = make_plan(load_spec(spec))
+    for probe in ("overfit", "lr_probe"):
+        assert stages[probe].epochs <= plan[probe].epochs + 1e-9  # type: ignore[operator]
+    assert len(store.trials("wine-50", "coarse")) >= 2
+    assert counted_epochs(store, "wine-50") <= 50 + 1e-9

@@ -117,7 +117,15 @@ def test_max_epochs_caps_the_lr_probe_but_it_still_sweeps_the_range() -> None:
     lrs = result.probe["lrs"]
     assert lrs[0] == pytest.approx(1e-7)
     assert lrs[1] / lrs[0] == pytest.approx(1e8 ** (1 / (n // 64 - 1)))
-    assert probe("lr_probe", max_epochs=0.01).probe["iterations"] == 10  # never fewer
+
+
+
+def test_an_lr_probe_its_share_cannot_pay_for_is_skipped_and_spends_nothing() -> None:
+    n = len(load_dataset("digits").x_train)
+    result = probe("lr_probe", max_epochs=9 * 64 / n)  # 9 steps' worth: one short of a sweep
+    assert result.status == "skipped" and result.probe["epochs_equivalent"] == 0.0
+    assert f"{10 * 64 / n:.3g} epochs" in result.message and "lr range" in result.message
+    assert probe("lr_probe", max_epochs=10 * 64 / n).probe["iterations"] == 10
 
 
 @pytest.mark.slow

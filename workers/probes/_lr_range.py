@@ -40,6 +40,7 @@ IGNORE_SHARE = 0.1  # the sweep's first tenth: too few steps for a falling loss 
 # that is best early is too hot for the rest of a run (fastai's old "minimum / 10").
 # On the three tasks of bench/results/lr_probe.md the valley rule it replaces fell
 # 0.3-1.6 decades short of the grid's best lr, SGD's most.
+MIN_ITERATIONS = 10  # the fewest steps a sweep over the whole lr range is judged on
 DIVISOR = {"sgd": 3.0, "sgd_nesterov": 3.0, "adam": 10.0, "adamw": 10.0, "rmsprop": 10.0}
 
 
@@ -50,7 +51,10 @@ def lr_probe(request: TrialRequest) -> TrialResult:
     bs = min(setup.train.batch_size, n)
     iterations = options.iterations
     if not math.isinf(options.max_epochs):  # fewer, bigger LR steps over the same range
-        iterations = min(iterations, max(10, int(options.max_epochs * n / bs)))
+        affordable = int(options.max_epochs * n / bs)
+        if affordable < MIN_ITERATIONS:
+            return unaffordable(options.max_epochs, n, bs)
+        iterations = min(iterations, affordable)
     lrs = options.lrs(iterations)
     criterion = loss_fn(data, setup.train.label_smoothing)
     # Arrays whole; a stream's sample, as much as fits SAMPLE_BYTES (workers.data._stream).
@@ -64,6 +68,19 @@ def lr_probe(request: TrialRequest) -> TrialResult:
                      "capped": iterations < options.iterations}
     result.parameters = count_parameters(setup.model)
     return result
+
+
+def unaffordable(cap: float, n: int, bs: int) -> TrialResult:
+    """Skipped: its share of the budget pays for fewer steps than a sweep needs (a small
+    training split, whose epoch is a few batches). A shorter sweep with smaller batches
+    would place the range for a batch size the search does not train with."""
+    need = MIN_ITERATIONS * bs / n
+    return verdict("skipped", (
+        f"Not run: the LR range test needs at least {MIN_ITERATIONS} steps, {need:.3g} epochs "
+        f"of this {n}-sample training split at batch size {bs}, and its share of the budget "
+        f"pays for {cap:.3g}. The search keeps the spec's lr range; a budget "
+        f"{need / cap:.2g} times as large pays for the test."), epochs_equivalent=0.0,
+        capped=True)
 
 
 @dataclass(frozen=True)
@@ -92,9 +109,10 @@ def sweep_options(request: TrialRequest) -> SweepOptions:
         smoothing=option(request, "smoothing", 0.98, OPTIONS),
         diverge_factor=option(request, "diverge_factor", 4.0, OPTIONS),
         max_epochs=option(request, "max_epochs", math.inf, OPTIONS))
-    if (not 0 < options.lr_min < options.lr_max or options.iterations < 10
+    if (not 0 < options.lr_min < options.lr_max or options.iterations < MIN_ITERATIONS
             or options.max_epochs <= 0):
-        raise ConfigError("lr_probe needs 0 < lr_min < lr_max, iterations >= 10 and max_epochs > 0")
+        raise ConfigError(f"lr_probe needs 0 < lr_min < lr_max, iterations >= {MIN_ITERATIONS} "
+                          "and max_epochs > 0")
     return options
 
 

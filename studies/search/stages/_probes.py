@@ -91,13 +91,18 @@ class Overfit(Stage):
         verdict, message = result.status, result.message
         if verdict != "passed" and result.probe.get("stopped_by") == "max_epochs":
             # the plan's share ran out first: no evidence of a broken pipeline, so no gate
-            # failure; a loss that at least halved shows the pipeline learns, so no warning
+            # failure; a loss that at least halved shows the pipeline learns, so no warning.
+            # The worker's sentence judged a finished run: this one says what the cut run showed.
             losses = result.probe.get("losses") or []
             learned = len(losses) > 1 and min(losses) <= HALVED * losses[0]
             verdict = "passed" if learned else "warned"
-            message += (" It was stopped by its share of the budget while the loss still fell, "
-                        "so this is not a failure: a larger budget lets it finish."
-                        + (" The loss more than halved: the pipeline learns." if learned else ""))
+            message = (f"Its share of the budget paid for {len(losses)} of {self.config.steps} "
+                       f"steps on {result.probe.get('samples')} samples"
+                       + (f", in which the loss went from {sig(losses[0])} to {sig(min(losses))}"
+                          if losses else "")
+                       + ": too few to judge, so this is not a failure; a larger budget lets it "
+                       "finish." + (" The loss more than halved: the pipeline learns."
+                                    if learned else ""))
         return _outcome(verdict, message, result.probe, epochs, result.seconds)
 
 
@@ -125,7 +130,7 @@ class LrProbe(Stage):
                        **probe_cap(ctx, self.name, 1 / len(families))}
             result, cost = run_probe(ctx, self.name, "lr_probe", options,
                                      params={"optimizer": optimizer})
-            if result.status == "skipped":  # a trainer without parts: so is every family
+            if result.status == "skipped":  # no parts, or no budget for a sweep: same for all
                 return StageOutcome("skipped", result.message)
             epochs, seconds = epochs + cost, seconds + result.seconds
             per_family[family] = {"optimizer": optimizer, "status": result.status,
