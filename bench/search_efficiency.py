@@ -1,5 +1,5 @@
-"""Search efficiency: stagetune's staged search against random search, TPE, TPE+Hyperband
-and Ray Tune's ASHA, at equal total epochs.
+"""Search efficiency: stagetune's staged search against random search, TPE, TPE+Hyperband,
+Ray Tune's ASHA, DEHB and SMAC3's multi-fidelity facade, at equal total epochs.
 
 Every strategy searches the same space for the same model on the same data, trains
 through the same function (`workers.execute`, which reports after each epoch), and may
@@ -15,6 +15,14 @@ spend the same budget of B epochs for a given (space, seed); a full trial is E e
   CPU. The trainable calls `workers.execute` and reports every epoch with
   `ray.tune.report`; a Stopper counts the reported epochs and stops the running trial,
   and the experiment, when the budget is spent.
+- dehb, smac: the published multi-fidelity state of the art, in bench/peers_mf.py: DEHB
+  (differential evolution over Hyperband's brackets) and SMAC3's MultiFidelityFacade
+  (random-forest BO with the Hyperband intensifier, BOHB-like), each by ask/tell, one
+  trial at a time, seeded, on the same space as ConfigSpace's, with min fidelity 1 epoch,
+  max fidelity E and eta 3. A configuration asked at fidelity b trains b epochs from
+  scratch (neither library continues a lower rung's checkpoint: a promotion retrains it
+  from epoch 1) and tells 1 - its best val_accuracy (1.0 when it failed or diverged).
+  Both stop the running trial, and the search, when the budget is spent.
 - stagetune: a full staged study through `studies.run.runner.Runner` (LocalExecutor, one
   trial at a time) on a throw-away SQLite store, with `budget: {epochs: B}` and
   `stages.refine.epochs: E` in its spec; the study plans its stages from the budget.
@@ -59,6 +67,7 @@ import argparse
 import concurrent.futures as cf
 import dataclasses
 import datetime as dt
+import importlib.metadata
 import json
 import logging
 import math
@@ -88,8 +97,9 @@ from stagetune.studies.spec.space import to_distributions  # noqa: E402
 from stagetune.workers import StagetuneError, Task, TrialRequest, execute  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_efficiency.md"
-STRATEGIES = ("stagetune", "random", "tpe", "tpe_hyperband", "asha")
+STRATEGIES = ("stagetune", "random", "tpe", "tpe_hyperband", "asha", "dehb", "smac")
 PEERS = STRATEGIES[1:]
+MF_PEERS = ("dehb", "smac")  # bench/peers_mf.py
 PROBE_STAGES = ("baseline", "init_check", "overfit", "lr_probe")
 SEARCH_STAGES = ("coarse", "refine", "confirm")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of the budget, for the best-so-far columns
@@ -528,6 +538,27 @@ def asha_tuner(name: str, cfg: SpaceConfig, seed: int, work: Path, ledger: AshaL
     )
 
 
+# -- DEHB and SMAC3 (bench/peers_mf.py) -------------------------------------------------
+
+
+def run_mf_peer(name: str, cfg: SpaceConfig, strategy: str, seed: int, work: Path) -> Run:
+    """DEHB or SMAC3's multi-fidelity facade on the Optuna peers' distributions."""
+    # Imported here, as ray.tune is for asha: it pulls in ConfigSpace, dask and loguru. It
+    # sits beside this file, which may itself be imported as bench.search_efficiency.
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import peers_mf
+
+    distributions = to_distributions(load_spec(spec_dict(name, cfg, seed)).space)
+    run = Run(name, strategy, seed, budget=cfg.budget)
+    folder = work / f"{strategy}-{name}-s{seed}-{os.getpid()}"  # the libraries' own output
+    started = time.perf_counter()
+    peers_mf.PEERS[strategy](run, cfg, distributions, seed, folder)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
 # -- driving -----------------------------------------------------------------------------
 
 
@@ -542,6 +573,8 @@ def run_unit(name: str, cfg: SpaceConfig, seed: int, strategies: tuple[str, ...]
             run = run_staged(name, cfg, seed, Path(work))
         elif strategy == "asha":
             run = run_asha(name, cfg, seed, Path(work))
+        elif strategy in MF_PEERS:
+            run = run_mf_peer(name, cfg, strategy, seed, Path(work))
         else:
             run = run_peer(name, cfg, strategy, seed)
         runs.append(run)
@@ -779,12 +812,7 @@ def machine(meta: dict[str, Any]) -> str:
                 break
     except OSError:
         pass
-    versions = []
-    for module in ("torch", "optuna", "ray", "numpy", "sklearn"):
-        try:
-            versions.append(f"{module} {__import__(module).__version__}")
-        except (ImportError, AttributeError):
-            pass
+    versions = library_versions()
     lines = [
         f"- run: {meta['started']} to {meta['finished']}, wall time "
         f"{meta['seconds'] / 60:.1f} min",
@@ -799,6 +827,21 @@ def machine(meta: dict[str, Any]) -> str:
     ]
     lines += [f"- {note}" for note in meta.get("notes", [])]
     return "\n".join(lines)
+
+
+def library_versions() -> list[str]:
+    versions = []
+    for module in ("torch", "optuna", "ray", "numpy", "sklearn"):
+        try:
+            versions.append(f"{module} {__import__(module).__version__}")
+        except (ImportError, AttributeError):
+            pass
+    for package in ("dehb", "smac", "ConfigSpace"):  # dehb has no __version__: ask its metadata
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 def load_average() -> str:
@@ -839,7 +882,8 @@ def write(args: argparse.Namespace, runs: list[Run], configs: dict[str, SpaceCon
           meta: dict[str, Any]) -> str:
     summ = summaries(runs, list(configs))
     return "\n\n".join([
-        "# Search efficiency: stagetune vs random search, TPE, TPE+Hyperband and ASHA",
+        "# Search efficiency: stagetune vs random search, TPE, TPE+Hyperband, ASHA, DEHB and "
+        "SMAC3",
         table(summ),
         "Per space and strategy, medians over the seeds, every strategy on the same budget of "
         "B epochs per (space, seed). *best val_accuracy*: the best of any epoch of any trial "
@@ -911,6 +955,10 @@ def train_all(args: argparse.Namespace, configs: dict[str, SpaceConfig]) -> tupl
     units = sorted(((s, seed) for s in configs for seed in args.seed_list),
                    key=lambda u: RUN_FIRST.index(u[0]) if u[0] in RUN_FIRST else len(RUN_FIRST))
     runs: list[Run] = []
+    # SMAC3's local search takes its start points from a set of Configurations, whose order
+    # follows Python's per-process hash salt: a fixed salt, inherited by the spawned units,
+    # makes smac's runs repeat like the others'.
+    os.environ.setdefault("PYTHONHASHSEED", "0")
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool, \
             raw.open("w") as out:
