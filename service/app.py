@@ -15,7 +15,13 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stagetune.service import errors
-from stagetune.service.api import health_router, plots_router, registry_router, studies_router
+from stagetune.service.api import (
+    health_router,
+    plots_router,
+    registry_router,
+    results_router,
+    studies_router,
+)
 from stagetune.service.auth import SECURED
 from stagetune.service.cache import ReadCache
 from stagetune.service.cluster_view import ClusterView
@@ -81,6 +87,7 @@ def create_app(settings: Settings | None = None,
     install_metrics(app)  # outermost: counts every answer, the guards' refusals too
     secured = SECURED
     app.include_router(studies_router, prefix="/api", dependencies=secured)
+    app.include_router(results_router, prefix="/api", dependencies=secured)
     app.include_router(registry_router, prefix="/api", dependencies=secured)
     app.include_router(plots_router, prefix="/api", dependencies=secured)
     app.include_router(metrics_router, dependencies=secured)  # a scraper sends a token too

@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from stagetune.service.schemas import Message, Page, StudyDetail, StudySummary, TrialDetail, TrialOut
+from stagetune.service.schemas import (
+    Front,
+    Message,
+    Page,
+    StudyDetail,
+    StudySummary,
+    TrialDetail,
+    TrialOut,
+)
 from stagetune.workers import StagetuneError
 
 MAX_PAGE = 500  # the most items the API gives in one page
@@ -112,10 +120,15 @@ class Client:
     def delete(self, study_id: str) -> None:
         self._send("DELETE", f"/api/studies/{study_id}")
 
-    def model(self, study_id: str) -> bytes:
-        """The winner's weights and model.json, zipped."""
-        response = self._send("GET", f"/api/studies/{study_id}/model")
-        return response.content
+    def model(self, study_id: str, config: int | None = None) -> bytes:
+        """The winner's weights and model.json, zipped; with `config`, those of that
+        configuration on the confirmed front (`front`)."""
+        params = {"config": config} if config is not None else {}
+        return self._send("GET", f"/api/studies/{study_id}/model", params=params).content
+
+    def front(self, study_id: str) -> Front:
+        """The front of a study with several objectives: refine's and confirm's."""
+        return self._model(Front, "GET", f"/api/studies/{study_id}/front")
 
     def plot(self, study_id: str, kind: str, **options: Any) -> dict[str, Any]:
         """One figure as Plotly JSON (`data`, `layout`)."""

@@ -94,6 +94,41 @@ class TrialOut(BaseModel):
     drawn_from: str | None = None  # refine: the narrowed region or the whole space
     parameters: int | None = None  # the model's parameter count
     seconds: float | None = None  # its run time
+    objectives: dict[str, float] | None = None  # every objective's value, where there are several
+
+
+class Objective(BaseModel):
+    name: str
+    direction: Literal["maximize", "minimize"] | None  # None: known once refine has finished
+
+
+class FrontPoint(BaseModel):
+    """A refine trial on the front: its parameters and its value of every objective."""
+
+    trial: int
+    params: dict[str, Any]
+    values: dict[str, float]
+
+
+class ConfirmedPoint(BaseModel):
+    """A confirmed configuration on the front: each objective's mean and spread over its
+    seeds, and where to download its best run's weights."""
+
+    config: int
+    params: dict[str, Any]
+    seeds: int
+    means: dict[str, float]
+    std: dict[str, float]
+    model_url: str
+
+
+class Front(BaseModel):
+    """The configurations no other beats on every objective, best first by the first."""
+
+    objectives: list[Objective]
+    refine: list[FrontPoint]
+    confirmed: list[ConfirmedPoint]
+    note: str = ""
 
 
 class TrialDetail(TrialOut):

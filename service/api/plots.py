@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from stagetune.service.api.deps import FiguresDep, StoreDep
 from stagetune.service.schemas import Message, PlotInfo
 from stagetune.service.web.report import render_report
-from stagetune.studies.reporting.plots import PLOTS
+from stagetune.studies.reporting.plots import PLOTS, kinds_for
 
 router = APIRouter(tags=["plots"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message}}
@@ -18,11 +18,11 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message}}
 
 @router.get("/studies/{study_id}/plots", response_model=list[PlotInfo], responses=NOT_FOUND)
 def list_plots(store: StoreDep, study_id: str) -> list[PlotInfo]:
-    """The plot kinds, with what each shows and where to fetch it."""
-    store.study(study_id)  # 404 for an unknown study
+    """The plot kinds this study shows, with what each shows and where to fetch it."""
+    record = store.study(study_id)  # 404 for an unknown study
     return [PlotInfo(kind=k.name, title=k.title, section=k.section, caption=k.caption,
                      per_trial=k.per_trial, url=f"/api/studies/{study_id}/plots/{k.name}")
-            for k in PLOTS.values()]
+            for k in kinds_for(record.spec)]
 
 
 @router.get("/studies/{study_id}/plots/{kind}", responses={

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import functools
-import io
-import json
-import pathlib
-import tempfile
-import zipfile
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -56,7 +51,6 @@ from stagetune.studies.store import (
     studies_version,
     study_identity,
 )
-from stagetune.studies.store.weights import fetch_weights
 from stagetune.workers import StagetuneError
 
 router = APIRouter(tags=["studies"])
@@ -368,31 +362,5 @@ def get_trial(store: StoreDep, study_id: str, number: Annotated[int, Path(ge=0)]
     """One trial: parameters, state, status and reason, and every epoch's metrics."""
     store.study(study_id)
     return views.trial_detail(store, study_id, number)
-
-
-@router.get("/studies/{study_id}/model", response_class=Response, responses={
-    200: {"content": {"application/zip": {}}, "description": "weights.pt and model.json"},
-    **ERRORS})
-def download_model(store: StoreDep, study_id: str) -> Response:
-    """The winner's weights (a torch state_dict) and how to rebuild the model, as a zip."""
-    record = store.study(study_id)
-    given = views.handed(record)
-    weights = given.get("weights") or {}
-    if not weights.get("artifact_id"):
-        raise HTTPException(404, f"study '{study_id}' has no winner's weights yet: they are kept "
-                       "when the confirm stage finishes")
-    rebuild = {"task": record.spec["task"], "params": {**record.spec.get("fixed", {}),
-                                                     **given["best"]["params"]},
-               "trial": weights.get("trial"), "value": weights.get("value"),
-               "how": "stagetune.workers.models.build_model(task.model, stagetune.workers.data.load_dataset("
-                      "task.dataset, task.dataset_options), stagetune.workers.config.parse_params("
-                      "{**task.model_options, **params})[1]).load_state_dict("
-                      "torch.load('weights.pt'))"}
-    buffer = io.BytesIO()
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(buffer, "w") as archive:
-        archive.write(fetch_weights(weights["artifact_id"], pathlib.Path(tmp) / "weights.pt"), "weights.pt")
-        archive.writestr("model.json", json.dumps(rebuild, indent=2))
-    return Response(buffer.getvalue(), media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="{study_id}-model.zip"'})
 
 

@@ -26,9 +26,9 @@ from stagetune.service.web.security import FIGURE_POLICY, csrf_context
 from stagetune.studies.errors import StudyNotFoundError
 from stagetune.studies.reporting import views
 from stagetune.studies.reporting.plots import (
-    PLOTS,
     PlotSource,
     best_so_far,
+    kinds_for,
     winners_curves,
     winners_parameters,
 )
@@ -116,7 +116,7 @@ def study_page(request: Request, store: StoreDep, cache: ReadCacheDep, study_id:
     except StudyNotFoundError as exc:
         return _page(request, "not_found.html", 404, message=str(exc))
     detail = views.detail(store, record)
-    sections = {s: [k for k in PLOTS.values() if k.section == s] for s in SECTIONS}
+    sections = {s: [k for k in kinds_for(record.spec) if k.section == s] for s in SECTIONS}
     table = _trial_table(store, cache, study_id, PlotSource(store, record).objective[1],
                          {"stage": stage, "state": state, "q": q, "sort": sort, "order": order},
                          offset, limit)

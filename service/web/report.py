@@ -10,7 +10,7 @@ from markupsafe import Markup
 from stagetune.service.figures import FigureCache
 from stagetune.service.web._templates import STATIC, plotly_js, templates
 from stagetune.studies.reporting import views
-from stagetune.studies.reporting.plots import PLOTS
+from stagetune.studies.reporting.plots import kinds_for
 from stagetune.studies.store import Store
 
 SECTIONS = ("study", "init_check", "overfit", "lr_probe", "coarse", "refine", "confirm")
@@ -20,7 +20,7 @@ def render_report(store: Store, study: str, figures: FigureCache | None = None) 
     figures = figures or FigureCache()
     record = store.study(study)
     detail = views.detail(store, record)
-    kinds = [k for k in PLOTS.values() if not k.per_trial]
+    kinds = [k for k in kinds_for(record.spec) if not k.per_trial]
     # Plotly JSON inside <script type="application/json">: only "</" could end the tag early.
     embedded = {k.name: Markup(figures.get(store, study, k.name).replace("</", "<\\/"))
                 for k in kinds}

@@ -138,7 +138,7 @@ def trial_row(number: int, stage: str, trial: optuna.trial.FrozenTrial) -> dict[
                             if k.startswith("completed_rung_")),
             "continues": attrs.get("continues"), "started_after": attrs.get("started_after"),
             "drawn_from": attrs.get("drawn_from"), "parameters": attrs.get("parameters"),
-            "seconds": attrs.get("seconds")}
+            "seconds": attrs.get("seconds"), "objectives": attrs.get("objectives")}
 
 
 def trial_detail(store: Store, study: str, number: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from stagetune.studies.reporting.edits import useful_fixes
 from stagetune.studies.run.executor import Executor, LocalExecutor
 from stagetune.studies.search.stages import ORDER, STAGES, StageContext, StageOutcome
 from stagetune.studies.search.stages._base import Progress
-from stagetune.studies.spec import StudySpec
+from stagetune.studies.spec import MEASURES, StudySpec
 from stagetune.studies.store import Store, StudyRecord, is_database_error
 from stagetune.workers import StagetuneError
 
@@ -60,11 +60,26 @@ def objective_of(spec: StudySpec, executor: Executor | None = None) -> tuple[str
     trainer's declared objective, the dataset's first metric, or accuracy / RMSE by kind).
     What the spec leaves open is found by `executor`'s trial worker (a runner imports no
     torch and loads no data); a trainer task with no dataset loads none there either."""
-    task = spec.task
-    if task.objective and (task.direction or task.objective in DIRECTIONS):
-        return task.objective, task.direction or DIRECTIONS[task.objective]
-    return (executor or LocalExecutor()).objective(task.as_task(), task.objective,
-                                                    task.direction)
+    task, objective = spec.task, spec.task.main_objective
+    if objective and (task.direction or objective in DIRECTIONS):
+        return objective, task.direction or DIRECTIONS[objective]
+    return (executor or LocalExecutor()).objective(task.as_task(), objective, task.direction)
+
+
+def objectives_of(spec: StudySpec, objective: str, direction: str, executor: Executor
+                  ) -> tuple[tuple[str, str], ...]:
+    """Every objective with its direction where the spec names several (else none): the
+    first is the study's objective, a measure's direction is its own (MEASURES), a
+    metric's is known here or found by a trial worker, as the objective's is."""
+    names = spec.task.objectives
+    if not names:
+        return ()
+    out = [(objective, direction)]
+    for name in names[1:]:
+        known = MEASURES.get(name) or DIRECTIONS.get(name) or \
+            ("minimize" if name.endswith("_loss") else None)
+        out.append((name, known or executor.objective(spec.task.as_task(), name, None)[1]))
+    return tuple(out)
 
 
 class Runner:
@@ -83,7 +98,7 @@ class Runner:
         store with its reason; only a database error is left to the caller to retry."""
         spec, store = self.spec, self.store
         record = store.open_study(spec.name, spec.to_store(), list(ORDER))
-        objective: str = spec.task.objective or ""
+        objective: str = spec.task.main_objective or ""
         finished = record.status in ("completed", "stopped")
         try:
             # running once taken up, before the first trial worker (which names the
@@ -119,7 +134,9 @@ class Runner:
     def _context(self, record: StudyRecord, objective: str, direction: str) -> StageContext:
         """The stages' context, with what the finished stages handed on and spent."""
         ctx = StageContext(self.spec, self.store, self.executor, objective, direction,
-                           progress=self.progress, plan=make_plan(self.spec))
+                           progress=self.progress, plan=make_plan(self.spec),
+                           objectives=objectives_of(self.spec, objective, direction,
+                                                    self.executor))
         for stage in record.stages:  # in order
             if stage.status == "done":
                 ctx.handed.update(stage.hand_on)

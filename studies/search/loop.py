@@ -37,6 +37,7 @@ from optuna.trial import TrialState, create_trial
 
 from stagetune.studies.planning.budget import Allowance
 from stagetune.studies.run.executor import Job, Outcome
+from stagetune.studies.search.pareto import POINT, point_of
 from stagetune.studies.search.stages._base import StageContext
 from stagetune.studies.search.stages._chance import at_chance, chance_bound, learning
 from stagetune.studies.store import Store, is_database_error, wait_out
@@ -454,6 +455,10 @@ def _told(ctx: StageContext, study: optuna.Study, outcome: Outcome, charged: flo
               if math.isfinite(m.get(ctx.objective, math.nan))]
     if isinstance(report, Reporter):
         values += report.values  # with what a continued trial brought along
+    point = point_of(ctx.objectives, result.history, getattr(result, "parameters", 0)) \
+        if ctx.objectives else None
+    if point is not None:
+        trial.set_user_attr(POINT, point)
     if result.status in ("stopped", "hopeless") and not cut:
         study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
     elif result.status == "diverged" or not values:

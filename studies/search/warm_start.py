@@ -45,7 +45,8 @@ def warm_source(spec: StudySpec, store: Store) -> StudyRecord | None:
                              "from a finished one")
     task, theirs = spec.task, source.spec.get("task") or {}
     if (task.dataset, task.model) != (theirs.get("dataset"), theirs.get("model")) or \
-            task.objective != theirs.get("objective"):
+            task.main_objective != (theirs.get("objective") or
+                                    (theirs.get("objectives") or [None])[0]):
         raise StagetuneError(
             f"warm_start_from: study '{name}' tuned {theirs.get('model')} on "
             f"{theirs.get('dataset')}, this one {task.model} on {task.dataset} (with the "

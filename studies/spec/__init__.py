@@ -4,6 +4,7 @@ the submit-time checks (`checks`), the search space (`space`) and the JSON Schem
 
 from stagetune.studies.errors import SpecError
 from stagetune.studies.spec.model import (
+    MEASURES,
     NAME_PATTERN,
     RESOURCE_UNIT,
     Budget,
@@ -21,6 +22,6 @@ from stagetune.studies.spec.model import (
     variants,
 )
 
-__all__ = ["NAME_PATTERN", "RESOURCE_UNIT", "Budget", "CategoricalParam", "CoarseStage", "FloatParam",
-           "IntParam", "Param", "RefineStage", "Resources", "SpecError", "StudySpec", "load_spec",
-           "same_spec", "stored_spec", "variants"]
+__all__ = ["MEASURES", "NAME_PATTERN", "RESOURCE_UNIT", "Budget", "CategoricalParam",
+           "CoarseStage", "FloatParam", "IntParam", "Param", "RefineStage", "Resources",
+           "SpecError", "StudySpec", "load_spec", "same_spec", "stored_spec", "variants"]

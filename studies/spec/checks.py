@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
+from stagetune.studies.spec.model import MEASURES
 from stagetune.workers.config import ModelConfig, TrainConfig
 from stagetune.workers.errors import StagetuneError
 from stagetune.workers.knobs import declared_knobs, parse_task_params, unknown_params
@@ -271,23 +272,50 @@ def _objective_problems(spec: StudySpec) -> list[Problem]:
         reported = task_metrics(task)
     except StagetuneError as exc:
         return [("task", str(exc))]
-    objective = spec.task.objective
+    objective = spec.task.main_objective
+    problems = _secondary_problems(spec, task, reported)
     if objective is None:
         if task.trainer is not None:
             try:
                 objective_for(task)
             except StagetuneError as exc:
                 return [("task.objective", str(exc))]
-        return []
+        return problems
+    field = "task.objective" if spec.task.objective else "task.objectives"
     # a trainer that declares no metrics may report any: its reports are checked per trial
     if reported and objective not in reported:
-        how = (f"register_trainer('{task.trainer}', metrics=[...]) declares what it reports"
-               if task.trainer else "add one with task.metrics")
-        return [("task.objective", f"'{objective}' is not a metric this task reports; it "
-                                   f"reports {', '.join(reported)} ({how})")]
+        return [(field, f"'{objective}' is not a metric this task reports; it reports "
+                        f"{', '.join(reported)} ({_how_to_report(task)})")]
     if spec.task.direction is None:
         try:
             direction_of(task, objective)
         except StagetuneError as exc:
             return [("task.direction", str(exc))]
-    return []
+    return problems
+
+
+def _secondary_problems(spec: StudySpec, task: Task, reported: tuple[str, ...]
+                        ) -> list[Problem]:
+    """Each objective after the first is a measure, or a metric the task reports whose
+    direction is known (the spec's direction is the first objective's only)."""
+    from stagetune.workers.objective import direction_of
+
+    problems: list[Problem] = []
+    for name in spec.task.objectives[1:]:
+        if name in MEASURES:
+            continue
+        if reported and name not in reported:
+            problems.append(("task.objectives", (
+                f"'{name}' is neither a measure ({', '.join(MEASURES)}) nor a metric this task "
+                f"reports ({', '.join(reported)}; {_how_to_report(task)})")))
+            continue
+        try:
+            direction_of(task, name)
+        except StagetuneError as exc:
+            problems.append(("task.objectives", str(exc)))
+    return problems
+
+
+def _how_to_report(task: Task) -> str:
+    return (f"register_trainer('{task.trainer}', metrics=[...]) declares what it reports"
+            if task.trainer else "add one with task.metrics")

@@ -123,6 +123,10 @@ def _check_bounds(low: float, high: float, log: bool) -> None:
 
 
 METRIC_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+MAX_OBJECTIVES = 3  # Optuna draws a front of two or three
+# What a trial measures besides the metrics it reports, each better lower: the model's
+# parameter count, and the seconds an epoch took on the trial's device.
+MEASURES = {"params": "minimize", "epoch_seconds": "minimize"}
 
 
 class TaskSpec(_Strict):
@@ -139,6 +143,11 @@ class TaskSpec(_Strict):
         default_factory=list, max_length=32)  # reported besides the dataset's own
     objective: str | None = Field(None, pattern=METRIC_PATTERN)  # any metric a run reports
     direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
+    # Several objectives at once (studies.search.pareto): the first is the objective above,
+    # the others a measure (MEASURES) or a metric the task reports; refine and confirm
+    # keep the front of configurations no other beats on all of them.
+    objectives: list[Annotated[str, Field(pattern=METRIC_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_OBJECTIVES)
 
     @field_validator("dataset")
     @classmethod
@@ -191,6 +200,30 @@ class TaskSpec(_Strict):
         return Task(self.dataset, self.model, dict(self.dataset_options),
                     dict(self.model_options), trainer=self.trainer, loss=self.loss,
                     metrics=tuple(self.metrics))
+
+    @property
+    def main_objective(self) -> str | None:
+        """The objective a study is judged by first: `objective`, else the first of
+        `objectives`, else None (the task's default)."""
+        return self.objective or (self.objectives[0] if self.objectives else None)
+
+    @field_validator("objectives")
+    @classmethod
+    def _several_objectives(cls, names: list[str]) -> list[str]:
+        if names and (len(names) < 2 or len(set(names)) < len(names)):
+            raise ValueError("give two or three different names (the first is the objective; "
+                             "one objective goes in task.objective)")
+        if names and names[0] in MEASURES:
+            raise ValueError(f"'{names[0]}' cannot come first: the first is a metric the runs "
+                             "report, which coarse ranks and prunes by")
+        return names
+
+    @model_validator(mode="after")
+    def _objectives_agree(self) -> TaskSpec:
+        if self.objectives and self.objective not in (None, self.objectives[0]):
+            raise ValueError(f"objectives starts with '{self.objectives[0]}' but objective is "
+                             f"'{self.objective}': the first of objectives is the objective")
+        return self
 
     @model_validator(mode="after")
     def _something_to_train(self) -> TaskSpec:

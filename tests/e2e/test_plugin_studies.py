@@ -250,7 +250,7 @@ def test_each_studys_dashboard_renders(server: Server, studies: dict[str, StudyD
                                        browser: Browser, stem: str) -> None:
     assert studies[stem].status == "completed", studies[stem].message
     last = trials(server, stem)[-1].number
-    study_figures = sum(not kind.per_trial for kind in PLOTS.values())
+    study_figures = sum(not kind.per_trial and kind.only_if is None for kind in PLOTS.values())
     for path, figures in ((f"/studies/{NAMES[stem]}", study_figures),
                           (f"/studies/{NAMES[stem]}/trials/{last}", 1)):
         page, errors = visit(browser, server.url + path)

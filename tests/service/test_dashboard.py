@@ -19,6 +19,8 @@ from tests.service.test_api import long_study, wait_for_status
 from tests.studies.ray_support import digits_spec, wait_until
 
 pytestmark = pytest.mark.slow  # a study run to the end, then every page in Chromium
+# the kinds a study of one objective shows: all but those for some studies only (a front)
+EVERY_STUDYS = {k: kind for k, kind in PLOTS.items() if kind.only_if is None}
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 STUDY = "dash-digits"
@@ -77,7 +79,7 @@ def assert_every_figure_rendered(page: Page) -> int:
 
 def test_every_page_of_a_finished_study_loads_and_every_figure_renders(
         server: Server, browser: Browser) -> None:
-    study_kinds = {k for k, kind in PLOTS.items() if not kind.per_trial}
+    study_kinds = {k for k, kind in EVERY_STUDYS.items() if not kind.per_trial}
     for path, figures in ((f"/studies/{STUDY}", len(study_kinds)),
                           (f"/studies/{STUDY}/trials/8", 1), ("/", 0)):
         page, errors = visit(browser, server.url + path)
@@ -121,17 +123,19 @@ def test_the_report_opens_offline(server: Server, browser: Browser, tmp_path: Pa
     subprocess.run([STAGETUNE, "report", STUDY, "-o", str(report), "--url", server.url],
                    check=True, capture_output=True)
     page, errors = visit(browser, report.as_uri(), offline=True)
-    assert assert_every_figure_rendered(page) == sum(not k.per_trial for k in PLOTS.values())
+    assert assert_every_figure_rendered(page) == sum(not k.per_trial for k in EVERY_STUDYS.values())
     assert errors == []
 
 
 def test_every_figure_is_plotly_json_and_an_unknown_kind_lists_the_known(server: Server) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         listed = http.get(f"/api/studies/{STUDY}/plots").json()
-        assert [p["kind"] for p in listed] == list(PLOTS)
-        for kind in PLOTS:
+        assert [p["kind"] for p in listed] == list(EVERY_STUDYS)  # no front: one objective
+        for kind in EVERY_STUDYS:
             reply = http.get(f"/api/studies/{STUDY}/plots/{kind}", params={"number": 3})
             assert reply.status_code == 200 and reply.json()["data"], kind
+        front = http.get(f"/api/studies/{STUDY}/plots/pareto_front").json()  # not listed
+        assert "has one objective" in front["layout"]["annotations"][0]["text"]
         unknown = http.get(f"/api/studies/{STUDY}/plots/parallel")
         assert unknown.status_code == 404
         assert "known kinds: timeline, init_loss" in unknown.json()["detail"]

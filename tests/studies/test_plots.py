@@ -17,14 +17,16 @@ from optuna.trial import TrialState, create_trial
 
 from stagetune.service.web import render_report
 from stagetune.studies.errors import StudyNotFoundError
-from stagetune.studies.reporting.plots import PLOTS, PlotSource, UnknownPlotError, create_plot
+from stagetune.studies.reporting.plots import PLOTS, PlotSource, UnknownPlotError, create_plot, kinds_for
 from stagetune.studies.reporting.plots._sampling import FIGURE_TRIALS, as_study, record_setters, sample_trials
 from stagetune.studies.run.runner import Runner
 from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
 from stagetune.studies.store import Store
 
-STUDY_KINDS = [k for k, kind in PLOTS.items() if not kind.per_trial]
+# those every study shows (a front is drawn for a study of several objectives only:
+# tests/service/test_multi_objective.py)
+STUDY_KINDS = [k for k, kind in PLOTS.items() if not kind.per_trial and kind.only_if is None]
 
 
 def small_digits_spec(name: str) -> Any:
@@ -119,6 +121,22 @@ def test_a_study_that_has_not_run_says_so(tmp_path: Path, kind: str) -> None:
     figure = create_plot(kind, PlotSource.load(store, "not-run"))
     assert _points(figure) == 0
     assert re.search(r"(?i)\bnot\b|\bno\b|needs?\b|comes", figure.layout.annotations[0].text)
+
+
+def test_a_study_of_one_objective_shows_no_front() -> None:
+    single = small_digits_spec("single").to_store()
+    several = {**single, "task": {**single["task"], "objectives": ["val_accuracy", "params"]}}
+    assert "pareto_front" not in {k.name for k in kinds_for(single)}
+    assert "pareto_front" in {k.name for k in kinds_for(several)}
+
+
+def test_a_front_not_drawn_yet_says_so(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    spec = small_digits_spec("not-run").model_dump(mode="json")
+    spec["task"]["objectives"] = ["val_accuracy", "params"]
+    store.open_study("not-run", spec, list(ORDER))
+    figure = create_plot("pareto_front", PlotSource.load(store, "not-run"))
+    assert _points(figure) == 0 and "comes with it" in figure.layout.annotations[0].text
 
 
 def _trials(n: int) -> list[optuna.trial.FrozenTrial]:

@@ -30,20 +30,27 @@ class PlotKind:
     caption: str  # one sentence saying what to look for
     function: PlotFunction
     per_trial: bool = False  # drawn for one trial (`number=`), not on the study page
+    only_if: Callable[[dict[str, Any]], bool] | None = None  # drawn for the specs it accepts
 
 
 PLOTS: dict[str, PlotKind] = {}
 
 
-def register_plot(name: str, title: str, section: str, caption: str,
-                  per_trial: bool = False) -> Callable[[PlotFunction], PlotFunction]:
+def register_plot(name: str, title: str, section: str, caption: str, per_trial: bool = False,
+                  only_if: Callable[[dict[str, Any]], bool] | None = None
+                  ) -> Callable[[PlotFunction], PlotFunction]:
     def add(function: PlotFunction) -> PlotFunction:
         if name in PLOTS:
             raise ConfigError(f"plot kind '{name}' is already registered")
-        PLOTS[name] = PlotKind(name, title, section, caption, function, per_trial)
+        PLOTS[name] = PlotKind(name, title, section, caption, function, per_trial, only_if)
         return function
 
     return add
+
+
+def kinds_for(spec: dict[str, Any]) -> list[PlotKind]:
+    """The plot kinds a study with this (stored) spec shows, in registry order."""
+    return [k for k in PLOTS.values() if k.only_if is None or k.only_if(spec)]
 
 
 def plot_kind(name: str) -> PlotKind:

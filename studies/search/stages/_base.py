@@ -37,6 +37,9 @@ class StageContext:
     plan: dict[str, StagePlan] = field(default_factory=dict)  # by stage, in protocol order
     spent: dict[str, tuple[float, float]] = field(default_factory=dict)  # finished stages:
     # (epochs, trial-seconds)
+    # every objective with its direction, the first first, where the spec names several
+    # (studies.search.pareto); empty for one
+    objectives: tuple[tuple[str, str], ...] = ()
 
     def allowance(self, stage: str, epochs_here: float = 0.0, seconds_here: float = 0.0
                   ) -> Allowance:

@@ -31,6 +31,7 @@ from stagetune.studies.search.loop import (
     tally,
     tell,
 )
+from stagetune.studies.search.pareto import POINT, front, front_sentence
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.spec import CategoricalParam, StudySpec
 from stagetune.studies.spec.model import variants
@@ -180,9 +181,38 @@ class Confirm(Stage):
                    "weights": {"artifact_id": best_run.user_attrs.get("weights"),
                                "trial": best_run.number, "value": best_run.value},
                    "diagnosis": figures["diagnosis"]}
+        if ctx.objectives:
+            confirmed = confirmed_front(ctx, configs, by_config)
+            figures |= confirmed
+            message += " " + front_sentence(ctx.objectives, len(confirmed["front"]),
+                                            len(by_config))
         verdict = "passed" if diagnosis.kind in HEALTHY else "warned"
         return StageOutcome(verdict, message, figures, hand_on, epochs=spent,
                             trial_seconds=tally(study).seconds)
+
+
+def confirmed_front(ctx: StageContext, configs: list[dict[str, Any]],
+                    by_config: dict[int, list[optuna.trial.FrozenTrial]]) -> dict[str, Any]:
+    """The configurations whose mean point over their seeds no other's beats on every
+    objective, with each objective's mean and spread, and the weights of their best run
+    (`GET /api/studies/{id}/model?config=N` hands them over)."""
+    names = [name for name, _ in ctx.objectives]
+    sign = 1 if ctx.direction == "maximize" else -1
+    runs = {i: [t for t in ts if POINT in t.user_attrs] for i, ts in by_config.items()}
+    means = {i: [statistics.fmean(t.user_attrs[POINT][n] for t in ts) for n in names]
+             for i, ts in runs.items() if ts}
+    entries = []
+    for i in front(means, [d for _, d in ctx.objectives]):
+        values = {n: [t.user_attrs[POINT][n] for t in runs[i]] for n in names}
+        best_run = max(runs[i], key=lambda t: sign * t.user_attrs[POINT][names[0]])
+        entries.append({"config": i, "params": configs[i], "seeds": len(runs[i]),
+                        "means": dict(zip(names, means[i], strict=True)),
+                        "std": {n: statistics.stdev(v) if len(v) > 1 else 0.0
+                                for n, v in values.items()},
+                        "weights": {"artifact_id": best_run.user_attrs.get("weights"),
+                                    "trial": best_run.number,
+                                    "value": best_run.user_attrs[POINT][names[0]]}})
+    return {"objectives": [list(o) for o in ctx.objectives], "front": entries}
 
 
 def _round(trial: optuna.trial.FrozenTrial) -> int:

@@ -35,6 +35,7 @@ from stagetune.studies.search.loop import (
     top_trials,
 )
 from stagetune.studies.search.lr_ranges import declared_space
+from stagetune.studies.search.pareto import POINT, ParetoSampler, front_sentence, spread, trial_front
 from stagetune.studies.search.samplers import SoftPriorSampler
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.search.stages._coarse import fmt_params
@@ -54,7 +55,11 @@ class Refine(Stage):
         declared = declared_space(ctx.spec, ctx.handed.get("lr_ranges", {}))
         region = REGION.validate_python(ctx.handed.get("space", {}))
         sampler: optuna.samplers.BaseSampler
-        if cfg.sampler == "cmaes":  # its warm start is its prior: no soft region around it
+        multi = len(ctx.objectives) > 1
+        if multi:  # the front is its prior: it draws on the declared space
+            sampler, drawn = ParetoSampler(ctx.objectives, ctx.spec.seed), \
+                "the front so far (multi-objective TPE)"
+        elif cfg.sampler == "cmaes":  # its warm start is its prior: no soft region around it
             sources = _first_rung_trials(ctx, declared)
             sampler = cma_es(ctx.spec.seed, sources)
             drawn = "CMA-ES, warm-started from coarse's first rung" \
@@ -97,8 +102,9 @@ class Refine(Stage):
 
         # no later stage continues a refine trial: its checkpoints serve a lost worker or
         # a restarted runner only (studies.search.loop)
+        # no pruning by rungs for a front: a smaller model learns slower and would be cut
         search = SearchPlan(trials=plan.sizes["trials"], epochs=cfg.epochs, horizon=cfg.epochs,
-                            prune=cfg.pruner != "none",
+                            prune=cfg.pruner != "none" and not multi,
                             diagnose=cfg.diagnose and not ctx.handed.get("chance_stuck"),
                             stop=_stop_rule(ctx, study, cfg.patience))
         done = run_trials(ctx, self.name, study, allowance, search, propose)
@@ -132,6 +138,14 @@ class Refine(Stage):
             message += f" Stopped early: {figures['stopped_by']}."
         hand_on = {"top": top, "best": {"params": knobs(best.params), "value": best.value,
                                         "stage": self.name}}
+        if multi:
+            on = trial_front(own, ctx.objectives)
+            figures |= {"objectives": [list(o) for o in ctx.objectives],
+                        "front": [{"trial": t.number, "params": knobs(t.params),
+                                   "values": t.user_attrs[POINT]} for t in on]}
+            confirms = ctx.plan["confirm"].sizes["top"] if "confirm" in ctx.plan else 1
+            hand_on["top"] = [knobs(t.params) for t in spread(on, confirms)]
+            message += " " + front_sentence(ctx.objectives, len(on), len(own))
         return StageOutcome("passed", message, figures, hand_on, epochs=done.epochs,
                             trial_seconds=done.seconds)
 
@@ -229,7 +243,8 @@ def _own_complete(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def _why_stopped(ctx: StageContext, study: optuna.Study, patience: int) -> str:
-    """Which stop rule holds now, in words ('' when none does)."""
+    """Which stop rule holds now, in words ('' when none does). With several objectives,
+    patience counts the trials in a row that are not on the front."""
     done = _own_complete(study)
     if not done:
         return ""
@@ -237,7 +252,11 @@ def _why_stopped(ctx: StageContext, study: optuna.Study, patience: int) -> str:
     goal = ctx.spec.goal
     if goal is not None and any(sign * t.value >= sign * goal for t in done):  # type: ignore[operator]
         return f"a trial reached the goal {goal:g}"
-    if patience and len(done) > patience:
+    if patience and len(done) > patience and ctx.objectives:
+        on = {t.number for t in trial_front(done, ctx.objectives)}
+        if not on & {t.number for t in done[-patience:]}:
+            return f"{patience} trials in a row did not join the front"
+    elif patience and len(done) > patience:
         best_at = max(range(len(done)), key=lambda i: (sign * done[i].value, -i))  # type: ignore[operator]
         if len(done) - 1 - best_at >= patience:
             return f"{patience} trials in a row did not improve on the best"
