@@ -15,7 +15,9 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from stagetune.service.api.deps import StoreDep
 from stagetune.service.schemas import Front, Message
 from stagetune.studies.reporting import views
-from stagetune.studies.store import StudyRecord
+from stagetune.studies.search.pareto import POINT, declared_objectives, trial_front
+from stagetune.studies.spec.space import knobs
+from stagetune.studies.store import Store, StudyRecord
 from stagetune.studies.store.weights import fetch_weights
 
 router = APIRouter(tags=["studies"])
@@ -66,18 +68,31 @@ def get_front(store: StoreDep, study_id: str) -> Front:
         raise HTTPException(409, f"study '{study_id}' has one objective: a front needs two or "
                                  "three, named in the spec's task.objectives")
     stages = {s.name: s for s in record.stages}
-    found = [stages[n].figures for n in ("refine", "confirm")
-             if n in stages and "front" in stages[n].figures]
-    objectives = found[0]["objectives"] if found else [[n, None] for n in names]
-    refine = stages["refine"].figures.get("front", []) if "refine" in stages else []
+    refine = stages["refine"].figures if "refine" in stages else {}
+    objectives, points = refine.get("objectives"), refine.get("front")
+    if objectives is None:  # refine has not finished: its front so far, where it can tell
+        objectives, points = _front_so_far(store, record)
     confirmed = stages["confirm"].figures.get("front", []) if "confirm" in stages else []
     return Front.model_validate({
         "objectives": [{"name": n, "direction": d} for n, d in objectives],
-        "refine": refine,
+        "refine": points or [],
         "confirmed": [{**{k: e[k] for k in ("config", "params", "seeds", "means", "std")},
                        "model_url": f"/api/studies/{study_id}/model?config={e['config']}"}
                       for e in confirmed],
-        "note": "" if found else "The front comes when refine finishes."})
+        "note": "" if points is not None else "The front comes when refine finishes: the "
+                "direction of an objective is known to its trial workers only."})
+
+
+def _front_so_far(store: Store, record: StudyRecord
+                  ) -> tuple[list[tuple[str, str | None]], list[dict[str, Any]] | None]:
+    """Refine's front among the trials finished so far; None where the direction of an
+    objective is known only to a worker (a trainer's own metric)."""
+    objectives = declared_objectives(record.spec["task"])
+    if objectives is None:
+        return [(n, None) for n in record.spec["task"]["objectives"]], None
+    on = trial_front(store.trials(record.name, "refine"), objectives)
+    return list(objectives), [{"trial": t.number, "params": knobs(t.params),
+                               "values": t.user_attrs[POINT]} for t in on]
 
 
 def _on_front(record: StudyRecord, config: int) -> dict[str, Any]:

@@ -19,18 +19,12 @@ from stagetune.studies.reporting.edits import useful_fixes
 from stagetune.studies.run.executor import Executor, LocalExecutor
 from stagetune.studies.search.stages import ORDER, STAGES, StageContext, StageOutcome
 from stagetune.studies.search.stages._base import Progress
-from stagetune.studies.spec import MEASURES, StudySpec
+from stagetune.studies.spec import DIRECTIONS, StudySpec, known_direction
 from stagetune.studies.store import Store, StudyRecord, is_database_error
 from stagetune.workers import StagetuneError
 
 log = logging.getLogger(__name__)
 
-# The built-in metrics' directions, known without asking a worker; any other objective's
-# direction comes from the spec, or from a trial worker (workers.objective).
-DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_rmse": "minimize",
-              "train_loss": "minimize", "val_top5_accuracy": "maximize",
-              "val_macro_f1": "maximize", "val_auroc": "maximize", "val_mae": "minimize",
-              "val_r2": "maximize"}
 # A runner may take a study up from any of these (`stagetune run` resumes a cancelled or
 # failed one itself); a study being cancelled (`cancelling`) it records cancelled instead.
 RUNNABLE = ("pending", "running", "cancelled", "failed")
@@ -76,8 +70,7 @@ def objectives_of(spec: StudySpec, objective: str, direction: str, executor: Exe
         return ()
     out = [(objective, direction)]
     for name in names[1:]:
-        known = MEASURES.get(name) or DIRECTIONS.get(name) or \
-            ("minimize" if name.endswith("_loss") else None)
+        known = known_direction(name)
         out.append((name, known or executor.objective(spec.task.as_task(), name, None)[1]))
     return tuple(out)
 

@@ -21,6 +21,8 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from stagetune.studies.spec import known_direction
+
 POINT = "objectives"  # the user attribute holding a trial's point
 K = TypeVar("K")
 Objectives = Sequence[tuple[str, str]]  # (name, direction), the first objective first
@@ -42,6 +44,17 @@ def point_of(objectives: Objectives, history: Sequence[Mapping[str, Any]], param
             return None
         point[name] = value
     return point
+
+
+def declared_objectives(task: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """A stored spec's objectives with their directions where each is known without a
+    trial worker (the first's may be the spec's `direction`); None where one is not."""
+    names = task.get("objectives") or []
+    directions = [task.get("direction") or known_direction(names[0]),
+                  *map(known_direction, names[1:])] if names else []
+    if not names or None in directions:
+        return None
+    return list(zip(names, directions, strict=True))  # type: ignore[arg-type]
 
 
 def front(points: Mapping[K, Sequence[float]], directions: Sequence[str]) -> list[K]:

@@ -4,6 +4,7 @@ the submit-time checks (`checks`), the search space (`space`) and the JSON Schem
 
 from stagetune.studies.errors import SpecError
 from stagetune.studies.spec.model import (
+    DIRECTIONS,
     MEASURES,
     NAME_PATTERN,
     RESOURCE_UNIT,
@@ -16,12 +17,13 @@ from stagetune.studies.spec.model import (
     RefineStage,
     Resources,
     StudySpec,
+    known_direction,
     load_spec,
     same_spec,
     stored_spec,
     variants,
 )
 
-__all__ = ["MEASURES", "NAME_PATTERN", "RESOURCE_UNIT", "Budget", "CategoricalParam",
+__all__ = ["DIRECTIONS", "MEASURES", "NAME_PATTERN", "RESOURCE_UNIT", "Budget", "CategoricalParam",
            "CoarseStage", "FloatParam", "IntParam", "Param", "RefineStage", "Resources",
-           "SpecError", "StudySpec", "load_spec", "same_spec", "stored_spec", "variants"]
+           "SpecError", "StudySpec", "load_spec", "known_direction", "same_spec", "stored_spec", "variants"]

@@ -127,6 +127,19 @@ MAX_OBJECTIVES = 3  # Optuna draws a front of two or three
 # What a trial measures besides the metrics it reports, each better lower: the model's
 # parameter count, and the seconds an epoch took on the trial's device.
 MEASURES = {"params": "minimize", "epoch_seconds": "minimize"}
+# The built-in metrics' directions, known without asking a worker; any other objective's
+# direction comes from the spec, or from a trial worker (workers.objective).
+DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_rmse": "minimize",
+              "train_loss": "minimize", "val_top5_accuracy": "maximize",
+              "val_macro_f1": "maximize", "val_auroc": "maximize", "val_mae": "minimize",
+              "val_r2": "maximize"}
+
+
+def known_direction(metric: str) -> str | None:
+    """A measure's or built-in metric's direction, known without asking a worker (a loss
+    minimises); None where only a worker knows (a trainer's or a plugin's metric)."""
+    return MEASURES.get(metric) or DIRECTIONS.get(metric) or \
+        ("minimize" if metric.endswith("_loss") else None)
 
 
 class TaskSpec(_Strict):

@@ -95,6 +95,12 @@ def test_a_front_of_one_objective_and_a_measure_first_are_refused(server: Server
                "task": {**SPEC["task"], "objectives": ["val_accuracy", "latency_ms"]}}
     reply = httpx.post(f"{server.url}/api/studies", json=unknown)
     assert reply.status_code == 422 and "params, epoch_seconds" in reply.text
+    with Client(server.url) as api:  # before refine: the front so far, from its trials
+        api.submit({**SPEC, "name": "just-submitted"})
+        early = api.front("just-submitted")
+        api.cancel("just-submitted")
+    assert [o.direction for o in early.objectives] == ["maximize", "minimize"]
+    assert early.refine == [] and early.confirmed == [] and not early.note
     single = {**SPEC, "name": "one-objective", "task": {"dataset": "digits", "model": "mlp"},
               "stages": {**SPEC["stages"], "refine": OFF, "confirm": OFF}}
     with Client(server.url) as api:

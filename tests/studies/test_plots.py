@@ -136,7 +136,7 @@ def test_a_front_not_drawn_yet_says_so(tmp_path: Path) -> None:
     spec["task"]["objectives"] = ["val_accuracy", "params"]
     store.open_study("not-run", spec, list(ORDER))
     figure = create_plot("pareto_front", PlotSource.load(store, "not-run"))
-    assert _points(figure) == 0 and "comes with it" in figure.layout.annotations[0].text
+    assert _points(figure) == 0 and "comes with the first" in figure.layout.annotations[0].text
 
 
 def _trials(n: int) -> list[optuna.trial.FrozenTrial]:

@@ -11,7 +11,7 @@ from optuna.trial import TrialState, create_trial
 
 from stagetune.studies.reporting.plots._registry import note, register_plot
 from stagetune.studies.reporting.plots._source import PlotSource
-from stagetune.studies.search.pareto import POINT, in_memory
+from stagetune.studies.search.pareto import POINT, declared_objectives, in_memory
 
 
 def several_objectives(spec: dict[str, Any]) -> bool:
@@ -27,9 +27,13 @@ def pareto_front(source: PlotSource) -> go.Figure:
     if not several_objectives(source.record.spec):
         return note("This study has one objective: a front needs two or three, named in "
                     "task.objectives.")
-    if refine is None or "objectives" not in refine.figures:
-        return note("Refine has not finished: the front comes with it.")
-    objectives = refine.figures["objectives"]
+    objectives = refine.figures.get("objectives") if refine is not None else \
+        declared_objectives(source.record.spec["task"])  # while refine runs: so far
+    if objectives is None:
+        return note("Refine has not finished: the front comes with it (the direction of an "
+                    "objective is known to its trial workers only).")
+    if not any(POINT in t.user_attrs for t in source.trials("refine")):
+        return note("No refine trial has finished yet: the front comes with the first.")
     names = [name for name, _ in objectives]
     study = in_memory([d for _, d in objectives])
     study.add_trials([create_trial(values=[t.user_attrs[POINT][n] for n in names],
