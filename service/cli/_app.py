@@ -7,7 +7,7 @@ import importlib.metadata
 import typer
 
 from stagetune.service.cli._cluster import PASS_THROUGH, head, worker
-from stagetune.service.cli._reads import best, status, trials
+from stagetune.service.cli._reads import best, front, status, trials
 from stagetune.service.cli._remote import cancel, delete, model, report, submit
 from stagetune.service.cli._service import serve
 from stagetune.service.cli._study import extend, resume, run, schema, validate
@@ -35,7 +35,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 
 
 for command in (train, probe, run, resume, extend, validate, schema, serve, submit, status, trials,
-                best, model, cancel, delete, report):
+                best, front, model, cancel, delete, report):
     app.command()(command)
 app.command(context_settings=PASS_THROUGH)(head)
 app.command(context_settings=PASS_THROUGH)(worker)

@@ -140,6 +140,21 @@ def best(
     show(found, chosen, best_table)
 
 
+def front(
+    study: StudyArgument, url: UrlOption = DEFAULT_URL, token: TokenOption = None,
+    format_: FormatOption = None, json_: JsonFlag = False,
+) -> None:
+    """Show the front of a study with several objectives (task.objectives).
+
+    Confirm's configurations on it, with each objective's mean and spread over the seeds,
+    then refine's trials on it. `stagetune model ID --config N -o FILE` downloads the one
+    you pick."""
+    chosen = output_format(format_, json_)
+    with service_errors(), Client(url, token) as api:
+        data = api.front(study)
+    show({"study": study, **data.model_dump(mode="json")}, chosen, front_table)
+
+
 # -- tables ----------------------------------------------------------------------------
 
 
@@ -195,4 +210,26 @@ def best_table(found: dict[str, Any]) -> RenderableType:
                  f"{fmt(found['value'])}{stage}", table)
 
 
-__all__ = ["best", "follow", "status", "trials"]
+def front_table(found: dict[str, Any]) -> RenderableType:
+    names = [o["name"] for o in found["objectives"]]
+    confirmed = Table("config", *names, "seeds", "parameters",
+                      title=f"study {escape(found['study'])}: confirmed front (mean ± spread)")
+    for c in found["confirmed"]:
+        confirmed.add_row(str(c["config"]), *(f"{fmt(c['means'][n])} ± {fmt(c['std'][n])}"
+                                              for n in names),
+                          str(c["seeds"]), _params(c["params"]))
+    refine = Table("trial", *names, "parameters", title="refine's front")
+    for p in found["refine"]:
+        refine.add_row(str(p["trial"]), *(fmt(p["values"][n]) for n in names),
+                       _params(p["params"]))
+    parts: list[RenderableType] = [confirmed, refine]
+    if found["note"]:
+        parts.append(escape(found["note"]))
+    return Group(*parts)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return escape(", ".join(f"{name}={fmt(value)}" for name, value in params.items()))
+
+
+__all__ = ["best", "follow", "front", "status", "trials"]

@@ -71,9 +71,12 @@ def delete(
 def model(
     study: StudyArgument,
     output: Annotated[Path, typer.Option("--output", "-o", help="the zip file to write")],
+    config: Annotated[int | None, typer.Option(
+        min=0, help="a configuration on the confirmed front (stagetune front ID) instead of "
+        "the winner")] = None,
     url: UrlOption = DEFAULT_URL, token: TokenOption = None,
 ) -> None:
-    """Download the winner's model, as a zip.
+    """Download the winner's model, or that of a configuration on the front, as a zip.
 
     The zip holds weights.pt (a torch state_dict) and model.json (the task and the
     parameters that rebuild the model)."""
@@ -83,7 +86,7 @@ def model(
             raise fail(f"study '{study}' has no winner's weights yet: they are kept when its "
                        "confirm stage finishes", ERROR)
         try:
-            archive = api.model(study)
+            archive = api.model(study, config)
         except ApiError as exc:  # the study is there: its weights are not, no input error
             raise fail(str(exc), ERROR) from None
     _write(output, archive)

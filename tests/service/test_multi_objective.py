@@ -8,6 +8,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,7 +49,8 @@ def beats(a: dict[str, float], b: dict[str, float]) -> bool:
     return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
-def test_a_study_of_two_objectives_keeps_a_front_the_api_returns(server: Server) -> None:
+def test_a_study_of_two_objectives_keeps_a_front_the_api_returns(server: Server,
+                                                                  tmp_path: Path) -> None:
     with Client(server.url) as api:
         api.submit(SPEC)
     watched = CliRunner().invoke(app, ["status", SPEC["name"], "--watch", "--interval", "0.3"],
@@ -79,6 +81,17 @@ def test_a_study_of_two_objectives_keeps_a_front_the_api_returns(server: Server)
         assert archive.read("weights.pt")
         figure = api.plot(SPEC["name"], "pareto_front")
         assert figure["data"] and "front" in figure["layout"]["title"]["text"]
+    # the same from the command line: the front as a table, and the picked model's zip
+    env = {"STAGETUNE_URL": server.url}
+    shown = CliRunner().invoke(app, ["front", SPEC["name"]], env=env)
+    assert shown.exit_code == 0 and "confirmed front" in shown.output, shown.output
+    listed = CliRunner().invoke(app, ["front", SPEC["name"], "--json"], env=env)
+    assert json.loads(listed.output)["confirmed"][-1]["config"] == chosen.config
+    zipped = CliRunner().invoke(app, ["model", SPEC["name"], "--config", str(chosen.config),
+                                      "-o", str(tmp_path / "picked.zip")], env=env)
+    assert zipped.exit_code == 0, zipped.output
+    picked = zipfile.ZipFile(tmp_path / "picked.zip")
+    assert json.loads(picked.read("model.json"))["params"] == chosen.params
     off_front = httpx.get(f"{server.url}/api/studies/{SPEC['name']}/model",
                           params={"config": 99})
     assert off_front.status_code == 404 and "not on study" in off_front.text
