@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 import tenacity
@@ -32,14 +36,32 @@ def connect(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     dashboard = ray_dashboard() if not address else False  # a joined cluster has its own
     if not address:
-        _start_local(dashboard)
+        with _own_sigterm_handler():
+            _start_local(dashboard)
         return
     try:
-        ray.init(address=address, namespace=NAMESPACE, include_dashboard=dashboard,
-                 logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
+        with _own_sigterm_handler():
+            ray.init(address=address, namespace=NAMESPACE, include_dashboard=dashboard,
+                     logging_level=logging.WARNING, log_to_driver=False,
+                     configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}; check RAY_ADDRESS "
                            "(unset it to start a local Ray)") from None
+
+
+@contextmanager
+def _own_sigterm_handler() -> Iterator[None]:
+    """Keep a SIGTERM handler the process installed itself (uvicorn's graceful shutdown, in a
+    server that joins Ray from its lifespan): a Ray driver replaces it with one that calls
+    sys.exit wherever the signal lands, which cut the shutdown short with a traceback. A
+    process without one of its own (`stagetune run`) keeps Ray's, which unwinds it."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if callable(before):
+            signal.signal(signal.SIGTERM, before)
 
 
 def _start_local(dashboard: bool) -> None:

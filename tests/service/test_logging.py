@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,16 @@ def test_an_unknown_log_level_is_one_line_naming_the_choices(tmp_path: Path) -> 
     assert done.returncode == 2, done
     assert "Traceback" not in done.stderr
     assert "log_level" in done.stderr and "'debug', 'info', 'warning'" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_shuts_a_server_down_gracefully_without_a_traceback(tmp_path: Path) -> None:
+    """As `docker stop` stops the API: uvicorn's own shutdown runs to the end. The Ray it
+    starts used to take SIGTERM over and exit mid-loop, printing two tracebacks."""
+    server = Server(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "data",
+                    env={"STAGETUNE_LOG_LEVEL": "INFO"}).start()
+    server.stop()
+    log = server.log.read_text()
+    # uvicorn re-raises the signal once it has shut down, so the exit says what stopped it
+    assert server.process is not None and server.process.returncode == -signal.SIGTERM, log
+    assert "Application shutdown complete" in log and "Traceback" not in log, log
