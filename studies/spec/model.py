@@ -156,9 +156,9 @@ class TaskSpec(_Strict):
         default_factory=list, max_length=32)  # reported besides the dataset's own
     objective: str | None = Field(None, pattern=METRIC_PATTERN)  # any metric a run reports
     direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
-    # Several objectives at once (studies.search.pareto): the first is the objective above,
-    # the others a measure (MEASURES) or a metric the task reports; refine and confirm
-    # keep the front of configurations no other beats on all of them.
+    # Two or three objectives at once: the first is the objective, each other one params
+    # (the model's parameter count), epoch_seconds or a metric the task reports; refine and
+    # confirm keep the front of configurations no other beats on all of them.
     objectives: list[Annotated[str, Field(pattern=METRIC_PATTERN)]] = Field(
         default_factory=list, max_length=MAX_OBJECTIVES)
 
