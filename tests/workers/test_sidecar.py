@@ -39,6 +39,14 @@ def test_a_child_that_dies_is_replaced() -> None:
         sidecar.close()
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` is alive and not a zombie (it may end between two questions)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_a_call_that_hangs_ends_the_child_and_says_so() -> None:
     sidecar = Sidecar(call_seconds=2.0)
     try:
@@ -46,7 +54,7 @@ def test_a_call_that_hangs_ends_the_child_and_says_so() -> None:
         with pytest.raises(WorkerCodeTimeout, match="did not answer within 2 s"):
             sidecar.call(time.sleep, 60)
         deadline = time.monotonic() + 10
-        while psutil.pid_exists(first) and psutil.Process(first).status() != psutil.STATUS_ZOMBIE:
+        while running(first):
             assert time.monotonic() < deadline, "the hung child was left running"
             time.sleep(0.2)
         assert sidecar.call(os.getpid) not in (first, os.getpid())  # the next call: a new child
