@@ -9,7 +9,10 @@ The program is started without a shell, its argv's placeholders filled in (`{lr}
   STAGETUNE_SEED, STAGETUNE_DEVICE, STAGETUNE_MODE;
 - STAGETUNE_CHECKPOINT_DIR: a folder of its own. What it holds when the program prints an
   epoch's line is that epoch's checkpoint; a continued trial finds it there again, with
-  STAGETUNE_RESUME=1 and STAGETUNE_START_EPOCH the epoch it holds.
+  STAGETUNE_RESUME=1 and STAGETUNE_START_EPOCH the epoch it holds. The folder is packed
+  when the line is read, while the program goes on, so a program writes each epoch's
+  checkpoint under a name of its own, whole (a temporary file, then a rename), and keeps
+  the last line's until the next line is out (the example plugin's digits_numpy does).
 
 Of the worker's own environment it gets only INHERITED (PATH, the locale, HOME, TMPDIR,
 the GPUs and CPU threads Ray gave the trial) and the names its registration lists in
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PACK_TRIES = 5  # packs of the checkpoint folder, while the program changes it
 PLACEHOLDERS = ("epochs", "start_epoch", "horizon", "seed", "device", "mode", "checkpoint_dir")
 POLL_SECONDS = 0.1  # how often the wait for a line looks for a cancel
 STOP_GRACE_SECONDS = 3.0  # SIGTERM, then SIGKILL: inside Ray's cancel grace (5 s)
@@ -267,12 +271,21 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _pack_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(folder.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
-    return buffer.getvalue()
+def _pack_folder(folder: Path, tries: int = PACK_TRIES) -> bytes:
+    """The folder as a gzipped tar. The program goes on while it is packed: a file it
+    replaces or shortens meanwhile makes tarfile fail (OSError), and the pack starts over."""
+    for attempt in range(tries):
+        buffer = io.BytesIO()
+        try:
+            with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+                for path in sorted(folder.rglob("*")):
+                    tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+        except OSError:
+            if attempt == tries - 1:
+                raise
+            continue
+        return buffer.getvalue()
+    raise AssertionError("unreachable")
 
 
 def _unpack_folder(blob: bytes, folder: Path) -> None:

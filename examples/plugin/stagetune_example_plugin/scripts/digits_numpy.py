@@ -3,7 +3,10 @@ network in NumPy on scikit-learn's digits, printing one JSON line of metrics per
 
 It stands for any program in any language: stagetune fills in the arguments, reads the
 JSON lines from stdout, stops it with SIGTERM on prune or cancel, and keeps what it
-leaves in --checkpoint-dir after each epoch's line, to continue the run later.
+leaves in --checkpoint-dir after each epoch's line, to continue the run later. stagetune
+packs that folder when it reads the line, while this program goes on: so each epoch's
+weights get a file of their own, written whole (a temporary file, then a rename), and the
+one the last line announced is kept until the next line is out.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +43,7 @@ def main() -> None:
     x_train, x_val, y_train, y_val = train_test_split(x, digits.target, test_size=0.2,
                                                       random_state=0, stratify=digits.target)
     rng = np.random.default_rng(args.seed)
-    saved = args.checkpoint_dir / "weights.npz"
+    saved = args.checkpoint_dir / f"weights-{args.start_epoch}.npz"
     if args.start_epoch > 0 and saved.exists():
         weights = dict(np.load(saved))
     else:
@@ -57,9 +61,18 @@ def main() -> None:
             batch = order[step * args.batch_size:(step + 1) * args.batch_size]
             losses.append(sgd_step(weights, x_train[batch], y_train[batch], lr, args.weight_decay))
         val_loss, val_accuracy = evaluate(weights, x_val, y_val)
-        np.savez(saved, **weights)  # before the line: the line says this epoch is kept
+        keep(weights, args.checkpoint_dir, epoch)  # before the line: it says this epoch is kept
         print(json.dumps({"epoch": epoch, "train_loss": float(np.mean(losses)),
                           "val_loss": val_loss, "val_accuracy": val_accuracy}), flush=True)
+
+
+def keep(weights: dict[str, np.ndarray], folder: Path, epoch: int) -> None:
+    """This epoch's weights as weights-<epoch>.npz, whole or not at all; the one before the
+    last line's goes (the last line's may still be being packed)."""
+    partial = folder / f"weights-{epoch}.partial.npz"
+    np.savez(partial, **weights)
+    os.replace(partial, folder / f"weights-{epoch}.npz")
+    (folder / f"weights-{epoch - 2}.npz").unlink(missing_ok=True)
 
 
 def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
