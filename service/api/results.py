@@ -15,8 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from stagetune.service.api.deps import StoreDep
 from stagetune.service.schemas import Front, Message
 from stagetune.studies.reporting import views
-from stagetune.studies.search.pareto import POINT, declared_objectives, trial_front
-from stagetune.studies.spec.space import knobs
+from stagetune.studies.search.pareto import declared_objectives, front_entries, trial_front
 from stagetune.studies.store import Store, StudyRecord
 from stagetune.studies.store.weights import fetch_weights
 
@@ -91,8 +90,7 @@ def _front_so_far(store: Store, record: StudyRecord
     if objectives is None:
         return [(n, None) for n in record.spec["task"]["objectives"]], None
     on = trial_front(store.trials(record.name, "refine"), objectives)
-    return list(objectives), [{"trial": t.number, "params": knobs(t.params),
-                               "values": t.user_attrs[POINT]} for t in on]
+    return list(objectives), front_entries(on)
 
 
 def _on_front(record: StudyRecord, config: int) -> dict[str, Any]:

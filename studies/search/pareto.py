@@ -22,6 +22,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from stagetune.studies.spec import known_direction
+from stagetune.studies.spec.space import knobs
 
 POINT = "objectives"  # the user attribute holding a trial's point
 K = TypeVar("K")
@@ -80,6 +81,22 @@ def spread(items: Sequence[K], n: int) -> list[K]:
     return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
 
 
+def as_points(trials: Sequence[FrozenTrial], objectives: Objectives) -> list[FrozenTrial]:
+    """A stage's own completed trials with a point (not those told from elsewhere), as
+    trials of a study of the objectives (`in_memory`)."""
+    names = [name for name, _ in objectives]
+    return [create_trial(values=[t.user_attrs[POINT][n] for n in names], params=t.params,
+                         distributions=t.distributions)
+            for t in trials if t.state == TrialState.COMPLETE and POINT in t.user_attrs
+            and "from" not in t.user_attrs]
+
+
+def front_entries(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
+    """Trials on a front as the API and the stage's figures list them."""
+    return [{"trial": t.number, "params": knobs(t.params), "values": t.user_attrs[POINT]}
+            for t in trials]
+
+
 def trial_front(trials: Sequence[FrozenTrial], objectives: Objectives) -> list[FrozenTrial]:
     """The completed trials with a point that are on the front of those."""
     scored = {t.number: t for t in trials
@@ -127,12 +144,7 @@ class ParetoSampler(optuna.samplers.BaseSampler):
         return self._drawing[1]
 
     def _observed(self, study: optuna.Study) -> list[FrozenTrial]:
-        """The stage's own completed trials as points (not those told from elsewhere)."""
-        names = [name for name, _ in self.objectives]
-        return [create_trial(values=[t.user_attrs[POINT][n] for n in names], params=t.params,
-                             distributions=t.distributions)
-                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if POINT in t.user_attrs and "from" not in t.user_attrs]
+        return as_points(study.get_trials(deepcopy=False), self.objectives)
 
 
 def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:

@@ -7,11 +7,10 @@ from typing import Any
 
 import optuna
 import plotly.graph_objects as go
-from optuna.trial import TrialState, create_trial
 
 from stagetune.studies.reporting.plots._registry import note, register_plot
 from stagetune.studies.reporting.plots._source import PlotSource
-from stagetune.studies.search.pareto import POINT, declared_objectives, in_memory
+from stagetune.studies.search.pareto import POINT, as_points, declared_objectives, in_memory
 
 
 def several_objectives(spec: dict[str, Any]) -> bool:
@@ -36,11 +35,7 @@ def pareto_front(source: PlotSource) -> go.Figure:
         return note("No refine trial has finished yet: the front comes with the first.")
     names = [name for name, _ in objectives]
     study = in_memory([d for _, d in objectives])
-    study.add_trials([create_trial(values=[t.user_attrs[POINT][n] for n in names],
-                                   params=t.params, distributions=t.distributions)
-                      for t in source.trials("refine")
-                      if t.state == TrialState.COMPLETE and POINT in t.user_attrs
-                      and "from" not in t.user_attrs])
+    study.add_trials(as_points(source.trials("refine"), objectives))
     figure = optuna.visualization.plot_pareto_front(study, target_names=names)
     confirm = source.stage("confirm")
     confirmed = confirm.figures.get("front", []) if confirm is not None else []

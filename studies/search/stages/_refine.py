@@ -35,7 +35,13 @@ from stagetune.studies.search.loop import (
     top_trials,
 )
 from stagetune.studies.search.lr_ranges import declared_space
-from stagetune.studies.search.pareto import POINT, ParetoSampler, front_sentence, spread, trial_front
+from stagetune.studies.search.pareto import (
+    ParetoSampler,
+    front_entries,
+    front_sentence,
+    spread,
+    trial_front,
+)
 from stagetune.studies.search.samplers import SoftPriorSampler
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.search.stages._coarse import fmt_params
@@ -141,8 +147,7 @@ class Refine(Stage):
         if multi:
             on = trial_front(own, ctx.objectives)
             figures |= {"objectives": [list(o) for o in ctx.objectives],
-                        "front": [{"trial": t.number, "params": knobs(t.params),
-                                   "values": t.user_attrs[POINT]} for t in on]}
+                        "front": front_entries(on)}
             confirms = ctx.plan["confirm"].sizes["top"] if "confirm" in ctx.plan else 1
             hand_on["top"] = [knobs(t.params) for t in spread(on, confirms)]
             message += " " + front_sentence(ctx.objectives, len(on), len(own))
