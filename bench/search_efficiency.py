@@ -30,12 +30,12 @@ spend the same budget of B epochs for a given (space, seed); a full trial is E e
 Epochs are counted the same way for all: every reported epoch counts 1, and a trial that
 diverges counts the epoch it diverged in as well (the training loop abandons it
 mid-epoch). For stagetune the order of events is rebuilt from the store: probe stages
-count the epoch equivalents their records hold, then the per-epoch metrics rows of every
-trial of coarse, refine and confirm, stages in order and a stage's trials in
-trial-number order (a refine trial that continues a coarse trial's checkpoint has rows
-only for the epochs it trained itself). The peers never spend more than B (checked with
-an assertion); a staged run that spends more is reported, and what it saw past B is not
-counted in its results.
+count the epoch equivalents their records hold and every trial of coarse, refine and
+confirm its per-epoch metrics rows, each probe stage and trial at the time it started
+(coarse's early trials run before the probes on one slot; a refine trial that continues
+a coarse trial's checkpoint has rows only for the epochs it trained itself). The peers
+never spend more than B (checked with an assertion); a staged run that spends more is
+reported, and what it saw past B is not counted in its results.
 
 Spaces: `easy` is the previous version's space and convnet on digits, where almost every
 draw trains well; the hostile ones search an MLP's knobs so widely (lr 1e-6..10, four
@@ -299,32 +299,55 @@ def run_staged(name: str, cfg: SpaceConfig, seed: int, work: Path, diagnose: boo
 
 
 def count_staged(run: Run, store: Any, study: str) -> dict[str, float]:
-    """Replay the stored study into `run`, in the order it spent; epochs per stage."""
+    """Replay the stored study into `run` in the order it spent: probe stages and search
+    trials by the time each started (coarse's early trials run before or beside the
+    probes); epochs per stage."""
     per_stage: dict[str, float] = {}
+    events: list[tuple[dt.datetime, int, Any, Any]] = []  # (started, tie-break, stage, trial)
+    last = dt.datetime.min
     for stage in store.study(study).stages:  # in protocol order
-        before = run.spent
+        per_stage[stage.name] = 0.0
         if stage.name in PROBE_STAGES:
-            run.see(stage.epochs, None)  # probes report no val_accuracy
-        elif stage.name in SEARCH_STAGES and stage.status == "done" and stage.verdict != "skipped":
-            curves = store.curves(study, stage.name)
+            last = local_time(stage.started_at) or last  # a stage that never started: in order
+            events.append((last, len(events), stage, None))
+        elif stage.name in SEARCH_STAGES and stage.status == "done":
             trials = optuna.load_study(study_name=f"{study}:{stage.name}",
                                        storage=store.optuna_storage).get_trials(deepcopy=False)
+            curves = store.curves(study, stage.name)
             for trial in sorted(trials, key=lambda t: t.number):
-                status = trial.user_attrs.get("status", trial.state.name.lower())
-                rows = [m.get("val_accuracy") for m in curves.get(trial.number, [])]
-                for value in rows:
-                    run.see(1.0, value)
-                if status == "diverged":
-                    run.see(1.0, None)  # the epoch it diverged in
-                partial = trial.user_attrs.get("epochs", 0) - len(rows) \
-                    if status == "hopeless" else 0.0
-                if partial > 0:
-                    run.see(partial, None)  # stopped within an epoch, on its vital signs
-                run.trial(status, len(rows) + (status == "diverged") + partial,
-                          best_of([v for v in rows if v is not None]), stage=stage.name,
-                          number=trial.number, continues=trial.user_attrs.get("continues"))
-        per_stage[stage.name] = round(run.spent - before, 3)
+                started = trial.datetime_start or trial.datetime_complete or last
+                events.append((started, len(events), stage, (trial, curves.get(trial.number, []))))
+    for _, _, stage, item in sorted(events, key=lambda e: (e[0], e[1])):
+        before = run.spent
+        if item is None:
+            run.see(stage.epochs, None)  # probes report no val_accuracy
+        else:
+            see_trial(run, stage.name, *item)
+        per_stage[stage.name] = round(per_stage[stage.name] + run.spent - before, 3)
     return per_stage
+
+
+def see_trial(run: Run, stage: str, trial: Any, curve: list[dict[str, Any]]) -> None:
+    status = trial.user_attrs.get("status", trial.state.name.lower())
+    rows = [m.get("val_accuracy") for m in curve]
+    for value in rows:
+        run.see(1.0, value)
+    if status == "diverged":
+        run.see(1.0, None)  # the epoch it diverged in
+    partial = trial.user_attrs.get("epochs", 0) - len(rows) if status == "hopeless" else 0.0
+    if partial > 0:
+        run.see(partial, None)  # stopped within an epoch, on its vital signs
+    run.trial(status, len(rows) + (status == "diverged") + partial,
+              best_of([v for v in rows if v is not None]), stage=stage,
+              number=trial.number, continues=trial.user_attrs.get("continues"))
+
+
+def local_time(moment: dt.datetime | None) -> dt.datetime | None:
+    """A store time (UTC; naive where SQLite dropped the zone) as Optuna's: local, naive."""
+    if moment is None:
+        return None
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return aware.astimezone().replace(tzinfo=None)
 
 
 # -- Optuna peers ------------------------------------------------------------------------

@@ -168,7 +168,8 @@ def _confirm_plan(spec: StudySpec, epochs: int, share: Any) -> StagePlan:
     if not cfg.enabled:
         return StagePlan(0.0, 0.0, {"top": 0, "seeds": 0, "epochs": epochs})
     e, s = share(cfg.share)
-    runs = math.floor((e if e is not None else math.inf) / epochs + 1e-9)
+    # a budget in seconds only leaves the sections to size it
+    runs = math.floor(e / epochs + 1e-9) if e is not None else cfg.top * cfg.seeds
     seeds = _explicit(cfg, "seeds") or min(cfg.seeds, runs)
     top = _explicit(cfg, "top") or (min(cfg.top, runs // seeds) if seeds else 0)
     if e is not None:

@@ -55,10 +55,15 @@ class Executor(ABC):
     max_concurrent: int = 1
 
     @abstractmethod
-    def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
-        """Run every job, taking the next one only when a slot is free. A failing job
+    def run(self, jobs: Iterable[Job], keep: int = 0) -> Iterator[Outcome]:
+        """Run every job, taking the next one only when a slot is free, leaving `keep`
+        slots to other work (the probes beside coarse's early rung). A failing job
         yields an Outcome with `error`, never raises; a cancelled study yields its
         running jobs as cancelled outcomes, then raises StudyCancelled."""
+
+    def room(self) -> int:
+        """How many jobs this executor can run at once now."""
+        return self.max_concurrent
 
     def objective(self, task: Task, objective: str | None = None,
                   direction: str | None = None) -> tuple[str, str]:
@@ -72,7 +77,7 @@ class Executor(ABC):
 class LocalExecutor(Executor):
     """Runs jobs one after another in this process."""
 
-    def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
+    def run(self, jobs: Iterable[Job], keep: int = 0) -> Iterator[Outcome]:
         from stagetune.workers import execute  # torch: loaded only where trials run in this process
 
         for job in jobs:

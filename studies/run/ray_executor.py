@@ -302,7 +302,10 @@ class RayExecutor(Executor):
             raise cause from None
         return str(metric), str(way)
 
-    def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
+    def room(self) -> int:
+        return min(self.max_concurrent, self.slots())
+
+    def run(self, jobs: Iterable[Job], keep: int = 0) -> Iterator[Outcome]:
         if self.cancelled:
             raise StudyCancelled()
         self.wait_for_room()
@@ -310,7 +313,7 @@ class RayExecutor(Executor):
         running: dict[ray.ObjectRef, str] = {}
         # More would only queue: trials asked for before the sampler saw the ones ahead of
         # them, holding places in Ray's queue ahead of other studies' trials.
-        limit = min(self.max_concurrent, self.slots())
+        limit = max(self.room() - keep, 1)
         try:
             while True:
                 while len(running) < limit and not self.cancelled:

@@ -19,6 +19,7 @@ from stagetune.studies.reporting.edits import useful_fixes
 from stagetune.studies.run.executor import Executor, LocalExecutor
 from stagetune.studies.search.stages import ORDER, STAGES, StageContext, StageOutcome
 from stagetune.studies.search.stages._base import Progress
+from stagetune.studies.search.stages._early import BESIDE, EarlyRung, early_count
 from stagetune.studies.spec import DIRECTIONS, StudySpec, known_direction
 from stagetune.studies.store import Store, StudyRecord, is_database_error
 from stagetune.workers import StagetuneError
@@ -103,14 +104,24 @@ class Runner:
             if finished:
                 return report_of(record, objective)
             ctx = self._context(record, objective, direction)
-            for stored in record.stages:
-                if stored.status == "done":
-                    continue
-                outcome = self._run_stage(ctx, stored.name)
-                if outcome.verdict == "failed" and STAGES[stored.name].gate \
-                        and not spec.stages.continue_on_failure:
-                    store.set_status(spec.name, "stopped", f"{stored.name}: {outcome.message}")
-                    return report_of(store.study(spec.name), objective)
+            early: EarlyRung | None = None
+            try:
+                for stored in record.stages:
+                    if stored.status == "done":
+                        continue
+                    early = early or self._early_rung(ctx, record, stored.name)
+                    if early is not None and stored.name not in BESIDE:
+                        self._early_done(early)
+                    outcome = self._run_stage(ctx, stored.name)
+                    if outcome.verdict == "failed" and STAGES[stored.name].gate \
+                            and not spec.stages.continue_on_failure:
+                        if early is not None and stored.name in BESIDE:
+                            self._early_halted(ctx, early, stored.name)
+                        store.set_status(spec.name, "stopped", f"{stored.name}: {outcome.message}")
+                        return report_of(store.study(spec.name), objective)
+            finally:
+                if early is not None:
+                    early.close()
         except StudyCancelled:
             store.set_status(spec.name, "cancelled", CANCELLED)
             return report_of(store.study(spec.name), objective)
@@ -137,6 +148,38 @@ class Runner:
                 ctx.spent[stage.name] = (stage.epochs, stage.trial_seconds)
                 self._earlier_seconds[stage.name] = stage.seconds
         return ctx
+
+    def _early_rung(self, ctx: StageContext, record: StudyRecord, stage: str
+                    ) -> EarlyRung | None:
+        """Coarse's early rung, started before the first probe it runs beside
+        (`studies.search.stages._early`); None where it has none."""
+        coarse = next((s for s in record.stages if s.name == "coarse"), None)
+        if stage not in BESIDE or coarse is None or coarse.status == "done":
+            return None
+        count = early_count(ctx)
+        if not count:
+            return None
+        early = EarlyRung(ctx, count)
+        early.start()
+        return early
+
+    def _early_done(self, early: EarlyRung) -> None:
+        """The probes are done: coarse goes on from its early trials, its wall time theirs too."""
+        early.finish()
+        self._earlier_seconds["coarse"] = self._earlier_seconds.get("coarse", 0.0) + early.seconds
+        early.seconds = 0.0
+
+    def _early_halted(self, ctx: StageContext, early: EarlyRung, probe: str) -> None:
+        """A probe failed its gate beside the early rung: stop its trials, and record what
+        they spent as coarse's, which does not run."""
+        spent = early.halt(f"stopped because {probe} failed")
+        planned = ctx.plan["coarse"].to_dict()
+        self.store.finish_stage(
+            self.spec.name, "coarse", "skipped",
+            f"Not run: the study stopped when {probe} failed. {spent.total} early "
+            f"configurations had started beside the probes ({spent.epochs:g} epochs); those "
+            "still running were stopped.", {"trials": spent.total}, {}, spent.epochs,
+            early.seconds + self._earlier_seconds.get("coarse", 0.0), spent.seconds, planned)
 
     def _run_stage(self, ctx: StageContext, name: str) -> StageOutcome:
         config = getattr(self.spec.stages, name)

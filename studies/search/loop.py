@@ -102,6 +102,11 @@ class SearchPlan:
     prune: bool = False
     diagnose: bool = False  # stop hopeless trials early (see `Reporter`)
     stop: Callable[[], bool] = field(default=lambda: False)
+    # why the running trials must stop now ("" while they may go on): a probe beside
+    # coarse's early rung failed (`studies.search.stages._early`)
+    halt: Callable[[], str] = field(default=lambda: "")
+    keep: int = 0  # executor slots left to other work meanwhile
+    on_job: Callable[[], None] = field(default=lambda: None)  # called as each job goes out
 
 
 def checkpoint_epochs(start: int, stop_at: int, last: int, keep: Collection[int] = ()
@@ -244,10 +249,12 @@ def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Al
         for going_on in resumed:
             job = _job(ctx, stage, study, allowance, plan, going_on)
             if job is not None:
+                plan.on_job()
                 yield job
         for _ in range(fresh_ones):
             left = allowance.epochs_left
-            if wait_out(plan.stop) or allowance.out_of_seconds() or (left is not None and left < 1):
+            if wait_out(plan.stop) or plan.halt() or allowance.out_of_seconds() \
+                    or (left is not None and left < 1):
                 return
             # each step on its own: a repeated propose draws the same trial's parameters
             fresh = wait_out(propose, wait_out(study.ask))
@@ -257,9 +264,10 @@ def run_trials(ctx: StageContext, stage: str, study: optuna.Study, allowance: Al
             job = _job(ctx, stage, study, allowance, plan, fresh)
             if job is None:
                 return
+            plan.on_job()
             yield job
 
-    for outcome in ctx.executor.run(jobs()):
+    for outcome in ctx.executor.run(jobs(), keep=plan.keep):
         tell(ctx, study, outcome)
         finished += not outcome.cancelled
         ctx.tick(stage, finished, plan.trials)
@@ -285,7 +293,7 @@ def _job(ctx: StageContext, stage: str, study: optuna.Study, allowance: Allowanc
     report = Reporter(ctx, stage, trial, plan.prune, allowance,
                       proposal.earlier.epochs + granted, stop_at,
                       values=list(proposal.replayed.values()), chance=chance,
-                      earlier=proposal.earlier, short=stop_at < plan.epochs)
+                      earlier=proposal.earlier, short=stop_at < plan.epochs, halt=plan.halt)
     save = TrialCheckpoints(trial, plan.checkpoint_at, proposal.earlier.checkpoint)
     return Job(trial, request, report, save if request.checkpoint_at else None)
 
@@ -332,6 +340,8 @@ class Reporter:
     chance: float | None = None
     hopeless: str = ""  # why it was stopped as hopeless
     earlier: EarlierRuns = field(default_factory=EarlierRuns)  # an interrupted trial's
+    halt: Callable[[], str] = field(default=lambda: "")  # why it must stop now, if it must
+    halted: str = ""  # why `halt` stopped it
     # charged: every epoch run, repeats (after a lost worker, or a continuation from an
     # older checkpoint) and its earlier runs' included
     epochs: int = field(init=False)
@@ -373,6 +383,9 @@ class Reporter:
             if value is not None and not told:
                 self.untold[epoch] = value
         more = epoch < self.stop_at
+        self.halted = self.halt() if more else ""
+        if self.halted:
+            return True
         if self.chance is not None and len(self.values) == 1 and more and not learning(metrics) \
                 and at_chance(self.values[0], self.chance, self.ctx.direction):
             self.hopeless = (f"hopeless: {self.ctx.objective} {self.values[0]:.4g} after its "
@@ -417,9 +430,10 @@ def _told(ctx: StageContext, study: optuna.Study, outcome: Outcome, charged: flo
     if isinstance(outcome.job.save, TrialCheckpoints):
         outcome.job.save.flush()
     trial.set_user_attr("epochs", charged)
-    if outcome.cancelled:
+    halted = report.halted if isinstance(report, Reporter) else ""
+    if outcome.cancelled or halted:
         trial.set_user_attr("status", "cancelled")
-        trial.set_user_attr("message", "stopped because the study was cancelled")
+        trial.set_user_attr("message", halted or "stopped because the study was cancelled")
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return
     if outcome.restarts:

@@ -292,6 +292,8 @@ class CoarseStage(_Strict):
     reduction: int = Field(3, ge=2, le=10)
     widen: bool = False  # may narrowing extend a range past the declared one?
     diagnose: bool = True  # stop hopeless trials on their vital signs (studies.search.loop)
+    # start the first configurations beside the probes (studies.search.stages._early)
+    early: bool = True
 
 
 class RefineStage(_Strict):

@@ -161,6 +161,14 @@ def test_a_budget_needs_epochs_or_seconds() -> None:
         load_spec({**SPEC, "budget": {}})
 
 
+def test_a_budget_in_seconds_only_plans_from_the_sections() -> None:
+    # it once failed the study: confirm's runs were counted as floor(inf / epochs)
+    plan = make_plan(load_spec({**SPEC, "budget": {"seconds": 600}}))
+    assert plan["confirm"].sizes == {"top": 3, "seeds": 3, "epochs": 6}
+    assert plan["confirm"].seconds == pytest.approx(90) and plan["confirm"].epochs is None
+    assert plan["coarse"].seconds == pytest.approx(600 * 0.73 * 0.25)
+
+
 def test_the_stored_spec_plans_as_the_written_one() -> None:
     """The store keeps what the user wrote: defaults read back from it would count as the
     user's own sizes and override the planner (32 coarse trials and 3 x 3 confirm runs

@@ -44,12 +44,15 @@ class StageContext:
     def allowance(self, stage: str, epochs_here: float = 0.0, seconds_here: float = 0.0
                   ) -> Allowance:
         """What `stage` may still spend: the budget, less what finished stages and this one
-        (`*_here`, on a resume) spent, less what later stages were planned."""
+        (`*_here`, on a resume) spent, less what later stages were planned, and earlier
+        ones still running (the probes beside coarse's early rung)."""
         budget = self.spec.budget
         if budget is None:
             return Allowance(None, None)
         names = list(self.plan)
-        later = [self.plan[n] for n in names[names.index(stage) + 1:]] if stage in names else []
+        at = names.index(stage) if stage in names else None
+        later = [] if at is None else [self.plan[n] for n in names[at + 1:]] + [
+            self.plan[n] for n in names[:at] if n not in self.spent]
 
         def left(total: float | None, index: int, here: float, planned: list[float | None]
                  ) -> float | None:

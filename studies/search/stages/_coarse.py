@@ -20,8 +20,15 @@ from optuna.trial import FrozenTrial, TrialState
 from stagetune.studies.planning.budget import Allowance
 from stagetune.studies.planning.plan import minimum_budget
 from stagetune.studies.reporting.numbers import readable, sig
-from stagetune.studies.search.loop import Proposal, SearchPlan, run_trials, tally, top_trials
-from stagetune.studies.search.lr_ranges import probed_space
+from stagetune.studies.search.loop import (
+    Proposal,
+    SearchPlan,
+    Tally,
+    run_trials,
+    tally,
+    top_trials,
+)
+from stagetune.studies.search.lr_ranges import declared_space, probed_space
 from stagetune.studies.search.stages._base import Stage, StageContext, StageOutcome, register_stage
 from stagetune.studies.search.stages._chance import (
     at_chance,
@@ -35,6 +42,8 @@ from stagetune.studies.search.stages._lr_check import missed_ranges
 from stagetune.studies.spec import StudySpec
 from stagetune.studies.spec.model import CategoricalParam, FloatParam, IntParam, variants
 from stagetune.studies.spec.space import Narrowed, dims, dump_region, knob_limits, knobs, narrow, suggest
+
+EARLY = "early"  # the user attribute of a trial drawn beside the probes, from the declared space
 
 
 def fmt_params(params: dict[str, Any]) -> str:
@@ -50,32 +59,16 @@ class Coarse(Stage):
     name, gate = "coarse", True
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        cfg, plan = self.config, ctx.plan["coarse"]
-        levels: list[int] = plan.sizes["rungs"]
+        levels: list[int] = ctx.plan["coarse"].sizes["rungs"]
         space = probed_space(ctx.spec, ctx.handed.get("lr_ranges", {}))
-        study = ctx.store.optuna_study(
-            ctx.spec.name, self.name, ctx.direction, _sampler(cfg.sampler, ctx.spec.seed),
-            optuna.pruners.SuccessiveHalvingPruner(min_resource=levels[0],
-                                                   reduction_factor=cfg.reduction),
-            metric=ctx.objective)
-        before = tally(study)
-        allowance = ctx.allowance(self.name, before.epochs, before.seconds)
-
-        def propose(trial: optuna.Trial) -> Proposal:
-            return Proposal(trial, knobs(suggest(trial, space)))
-
-        search = SearchPlan(trials=plan.sizes["trials"], epochs=levels[-1],
-                            # a full trial's schedule, or coarse's own if the spec made
-                            # its last rung longer than a full trial
-                            horizon=max(ctx.spec.stages.refine.epochs, levels[-1]),
-                            checkpoint_at=tuple(levels), prune=True,
-                            diagnose=ctx.spec.stages.coarse.diagnose)
-        done = run_trials(ctx, self.name, study, allowance, search, propose)
+        study = self.study(ctx)
+        done = self._search(ctx, study, space, ctx.plan["coarse"].sizes["trials"])
         trials = study.get_trials(deepcopy=False)
         figures: dict[str, Any] = {
             "trials": done.total, "completed": done.completed, "pruned": done.pruned,
             "failed": done.failed, "diverged": done.diverged,
             "diverged_fraction": done.diverged / max(done.total, 1),
+            "early": sum(bool(t.user_attrs.get(EARLY)) for t in trials),
             "rungs": rung_table(trials, levels, ctx.direction),
             "searched": dump_region({d: p for d, p in _flat(space).items()})}
         stuck = _chance_level(ctx, trials, figures)
@@ -83,6 +76,7 @@ class Coarse(Stage):
         # every trial would be stopped as hopeless, and the user asked for a result.
         marked = {"chance_stuck": True} if stuck else {}
         if not done.completed:
+            allowance = ctx.allowance(self.name, done.epochs, done.seconds)  # what is left
             return StageOutcome("failed", stuck or none_finished(ctx.spec, trials, allowance,
                                                                  levels, done.total),
                                 figures, marked, epochs=done.epochs, trial_seconds=done.seconds)
@@ -92,6 +86,45 @@ class Coarse(Stage):
             outcome.hand_on |= marked
         return outcome
 
+    def early(self, ctx: StageContext, count: int, **plan: Any) -> Tally:
+        """Coarse's first `count` configurations, drawn from the declared space while the
+        probes run (`studies.search.stages._early`): ordinary coarse trials, marked EARLY;
+        `plan` sets the SearchPlan's stop, halt, keep and on_job."""
+        return self._search(ctx, self.study(ctx), declared_space(ctx.spec, {}), count,
+                            early=True, **plan)
+
+    def study(self, ctx: StageContext) -> optuna.Study:
+        """Coarse's Optuna study: its sampler, and ASHA over its rungs."""
+        levels: list[int] = ctx.plan["coarse"].sizes["rungs"]
+        return ctx.store.optuna_study(
+            ctx.spec.name, self.name, ctx.direction, _sampler(self.config.sampler, ctx.spec.seed),
+            optuna.pruners.SuccessiveHalvingPruner(min_resource=levels[0],
+                                                   reduction_factor=self.config.reduction),
+            metric=ctx.objective)
+
+    def _search(self, ctx: StageContext, study: optuna.Study, space: dict[str, Any],
+                trials: int, early: bool = False, **plan: Any) -> Tally:
+        """Run coarse's trials on `space` until `trials` of them are finished; an early
+        trial a dead runner left running goes on with what it drew from the declared space."""
+        levels: list[int] = ctx.plan["coarse"].sizes["rungs"]
+        before = tally(study)
+        allowance = ctx.allowance(self.name, before.epochs, before.seconds)
+        declared = declared_space(ctx.spec, {})
+
+        def propose(trial: optuna.Trial) -> Proposal:
+            if early:
+                trial.set_user_attr(EARLY, True)
+            drawn = declared if trial.user_attrs.get(EARLY) else space
+            return Proposal(trial, knobs(suggest(trial, drawn)))
+
+        search = SearchPlan(trials=trials, epochs=levels[-1],
+                            # a full trial's schedule, or coarse's own if the spec made
+                            # its last rung longer than a full trial
+                            horizon=max(ctx.spec.stages.refine.epochs, levels[-1]),
+                            checkpoint_at=tuple(levels), prune=True,
+                            diagnose=self.config.diagnose, **plan)
+        return run_trials(ctx, self.name, study, allowance, search, propose)
+
     def _judge(self, ctx: StageContext, study: optuna.Study, space: dict[str, Any],
                trials: list[FrozenTrial], levels: list[int], figures: dict[str, Any],
                done: Any) -> StageOutcome:
@@ -99,7 +132,8 @@ class Coarse(Stage):
             trials, levels, ctx.direction, self.config.reduction), self.config.widen,
             declared_bounds(ctx.spec, space)))
         # a family's probed lr range with no trial that learned: refine's prior lets it go
-        missed = missed_ranges(ctx.spec, ctx.handed, space, trials, ctx.direction)
+        missed = missed_ranges(ctx.spec, ctx.handed, space,  # drawn inside the probe's ranges
+                               [t for t in trials if not t.user_attrs.get(EARLY)], ctx.direction)
         region = {n: p for n, p in narrowed.region.items() if n not in {m.param for m in missed}}
         best = study.best_trial
         survivors = [t for t in top_trials(study, ctx.spec.stages.refine.warm_start)
@@ -110,8 +144,11 @@ class Coarse(Stage):
                     "lr_ranges_missed": [m.family for m in missed]}
         many_bad = figures["diverged_fraction"] > 0.5
         verdict = "warned" if many_bad or narrowed.boundary or missed else "passed"
+        early = (f", the first {figures['early']} drawn from the declared space beside the "
+                 "probes" if figures["early"] else "")
         message = (f"{done.total} configurations over rungs {', '.join(map(str, levels))} "
-                   f"(epochs); {done.diverged} diverged ({figures['diverged_fraction']:.0%})")
+                   f"(epochs){early}; {done.diverged} diverged "
+                   f"({figures['diverged_fraction']:.0%})")
         if "chance_fraction" in figures:
             message += f", {figures['chance_fraction']:.0%} stayed at chance level"
         message += (f"; best {ctx.objective} {readable(best.value)} at epoch {levels[-1]} with "
