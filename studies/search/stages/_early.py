@@ -16,9 +16,9 @@ The rule:
   seconds), beside overfit and the LR probe. An executor with room for more than one
   trial runs them in a thread while the probes run, on the slots a probe leaves free (the
   probes start once the first early trial is on its way), and asks for no more once the
-  probes are done; coarse itself starts when the running
-  ones have ended. An executor with one slot runs them first, one at a time, then the
-  probes: the order the same trials and probes take on one device.
+  probes are done; coarse itself starts when the running ones have ended. An executor
+  with one slot runs them first, one at a time, then the probes: the order the same
+  trials and probes take on one device.
 - **A failed probe still stops the study.** The early trials are stopped at their next
   epoch, recorded `cancelled` with the probe's verdict, and their epochs are charged to
   coarse, which is recorded skipped.
