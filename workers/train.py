@@ -292,6 +292,7 @@ def _epoch_metrics(run: _Run, epoch: int, trained: _Epoch) -> Metrics:
     metrics: Metrics = {"epoch": epoch, "train_loss": trained.train_loss}
     if epoch == 1 and run.state.first_loss is not None:  # studies.search.loop.learning reads it
         metrics["first_train_loss"] = run.state.first_loss
+        metrics["epoch_steps"] = run.batches.steps
     if trained.accuracy is not None:
         metrics["train_accuracy"] = trained.accuracy
     metrics |= evaluate(run.model, run.data, run.batches, scoring=run.scoring)

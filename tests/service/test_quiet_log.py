@@ -19,6 +19,7 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import create_trial
 
 from stagetune.studies.reporting.plots import PLOTS, PlotSource, create_plot
+from stagetune.studies.reporting.plots._search import ties_top
 from stagetune.studies.search.stages import ORDER
 from stagetune.studies.spec import load_spec
 from stagetune.studies.store import Store
@@ -107,6 +108,23 @@ def test_the_importance_figures_warn_of_nothing(tmp_path: Path) -> None:
     ranked = create_plot("refine_importances", PlotSource.load(store, STUDY))
     assert "too few trials to rank: lr[optimizer=sgd_nesterov], momentum, lr[optimizer=adamw]" \
         in [a.text for a in ranked.layout.annotations]  # said on the figure, not in the log
+
+
+def test_refine_trials_tied_at_the_top_get_a_note_not_a_warning() -> None:
+    def scored(value: float, x: float) -> optuna.trial.FrozenTrial:
+        return create_trial(value=value, params={"x": x},
+                            distributions={"x": FloatDistribution(0.0, 10.0)})
+
+    tied = [scored(1.0, float(x)) for x in range(6)]  # every one at accuracy 1.0
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(tied)
+    with warnings.catch_warnings(record=True) as caught:  # the premise: PED-ANOVA warns
+        warnings.simplefilter("always")
+        optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
+    assert any("select the same set of trials" in str(w.message) for w in caught), caught
+    assert ties_top(tied, "maximize")
+    assert not ties_top([*tied[:5], scored(0.9, 5.0)], "maximize")
+    assert not ties_top([*tied[:5], scored(1.1, 5.0)], "minimize")
 
 
 @pytest.mark.slow

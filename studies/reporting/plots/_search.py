@@ -161,12 +161,33 @@ def _quiet_importances() -> Iterator[None]:
         yield
 
 
+TOP_QUANTILE = 0.1  # PED-ANOVA's target quantile (its default), the best trials it explains
+
+
+def _values(trials: Sequence[FrozenTrial], direction: str) -> list[float]:
+    """The trials' values, best first."""
+    return sorted((float(t.value) for t in trials if t.value is not None),  # type: ignore[arg-type]
+                  reverse=direction == "maximize")
+
+
+def ties_top(trials: Sequence[FrozenTrial], direction: str) -> bool:
+    """Whether the top TOP_QUANTILE of `trials` reach down to the worst: every trial from
+    the quantile's cut on scores the same (often all of them: each at accuracy 1.0).
+    PED-ANOVA then compares a set with itself and gives every parameter the same weight."""
+    values = _values(trials, direction)
+    return bool(values) and values[math.ceil(TOP_QUANTILE * len(values)) - 1] == values[-1]
+
+
+def _direction(study: optuna.Study) -> str:
+    return "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+
+
 def _ped_anova() -> Any:
     """PED-ANOVA's evaluator. optuna.importance imports scikit-learn (for its fANOVA): the
     API's process loads it only once an importance is asked for."""
     from optuna.importance import PedAnovaImportanceEvaluator
 
-    return PedAnovaImportanceEvaluator()
+    return PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)
 
 
 @register_plot("refine_importances", "Parameter importances", "refine",
@@ -175,6 +196,11 @@ def refine_importances(source: PlotSource) -> go.Figure:
     trials = completed(source.trials("refine"))
     if len(trials) < 2:
         return note("Importances need at least two completed refine trials.")
+    if ties_top(trials, source.objective[1]):
+        return note(f"Importances need the best refine trials to score apart from the rest; "
+                    f"the top {TOP_QUANTILE:.0%} tie with the worst completed one "
+                    f"({sig(_values(trials, source.objective[1])[-1])}), so no parameter "
+                    "sets them apart.")
     study = as_study(trials, source.objective[1])
     ranked = rankable(trials)
     left_out = [n for n in dict.fromkeys(p for t in trials for p in t.params) if n not in ranked]
@@ -221,7 +247,8 @@ def contour(source: PlotSource) -> go.Figure:
 
 
 def _most_important(study: optuna.Study) -> list[str]:
-    """The two parameters that matter most (PED-ANOVA), else the first two that vary."""
+    """The two parameters that matter most (PED-ANOVA), else the first two that vary
+    (also where the best trials tie with the rest, and PED-ANOVA would rank none)."""
     trials = study.trials
     varied = [name for name in dict.fromkeys(p for t in trials for p in t.params)
               if len({repr(t.params.get(name)) for t in trials}) > 1]
@@ -231,7 +258,7 @@ def _most_important(study: optuna.Study) -> list[str]:
         try:
             from optuna.importance import get_param_importances
 
-            if names:
+            if names and not ties_top(completed(trials), _direction(study)):
                 ranked = get_param_importances(study, evaluator=_ped_anova(), params=names)
         except (ValueError, RuntimeError):  # one value each
             ranked = {}

@@ -76,11 +76,19 @@ def stray_reach(chance: float, bound: float) -> float:
     return chance + STRAY_REACH * (bound - chance)
 
 
+# the fewest steps a first epoch needs to be judged hopeless: the worker's own vital signs
+# wait for as many (workers.vitals: twice its 10-step window) before they say anything
+MIN_JUDGED_STEPS = 20
+
+
 def learning(metrics: dict[str, float]) -> bool:
     """Whether a fresh run's first epoch shows it learning: its mean training loss at
     least `LEARNING_FALL` below its first batch's (`first_train_loss`, which the training
     loop reports with epoch 1). A run at chance level that learns is a slow starter (a high
-    lr settling down), not hopeless."""
+    lr settling down), not hopeless. An epoch of fewer than MIN_JUDGED_STEPS steps (a tiny
+    dataset) is too short to tell either way: the run is not called hopeless after it."""
+    if metrics.get("epoch_steps", MIN_JUDGED_STEPS) < MIN_JUDGED_STEPS:
+        return True
     first, mean = metrics.get("first_train_loss"), metrics.get("train_loss")
     if first is None or mean is None or not (math.isfinite(first) and first > 0):
         return True  # nothing to judge by: not called hopeless

@@ -128,12 +128,13 @@ class Coarse(Stage):
     def _judge(self, ctx: StageContext, study: optuna.Study, space: dict[str, Any],
                trials: list[FrozenTrial], levels: list[int], figures: dict[str, Any],
                done: Any) -> StageOutcome:
+        chance = chance_bound(ctx.handed, ctx.direction) \
+            if ctx.handed.get("chance") is not None else None
         narrowed = movable_edges(space, narrow(space, good_trials(
-            trials, levels, ctx.direction, self.config.reduction), self.config.widen,
+            trials, levels, ctx.direction, self.config.reduction, chance), self.config.widen,
             declared_bounds(ctx.spec, space)))
         # a family's probed lr range with no trial that learned: refine's prior lets it go
-        missed = missed_ranges(ctx.spec, ctx.handed, space,  # drawn inside the probe's ranges
-                               [t for t in trials if not t.user_attrs.get(EARLY)], ctx.direction)
+        missed = missed_ranges(ctx.spec, ctx.handed, space, trials, ctx.direction)
         region = {n: p for n, p in narrowed.region.items() if n not in {m.param for m in missed}}
         best = study.best_trial
         survivors = [t for t in top_trials(study, ctx.spec.stages.refine.warm_start)
@@ -275,14 +276,17 @@ def rung_values(trials: list[FrozenTrial], epoch: int) -> list[tuple[FrozenTrial
 
 
 def good_trials(trials: list[FrozenTrial], levels: list[int], direction: str,
-                reduction: int) -> list[FrozenTrial]:
-    """The best 1/reduction of the trials at every rung: where narrowing looks."""
+                reduction: int, chance: float | None = None) -> list[FrozenTrial]:
+    """The best 1/reduction of the trials at every rung: where narrowing looks. With
+    `chance` (the chance-level bound), only those that beat it at that rung: the best of
+    a bad lot says nothing about where the good region is."""
     good: dict[int, FrozenTrial] = {}
     for epoch in levels:
         ranked = sorted(rung_values(trials, epoch), key=lambda tv: tv[1],
                         reverse=direction == "maximize")
-        for t, _ in ranked[:max(2, math.ceil(len(ranked) / reduction))]:
-            good[t.number] = t
+        for t, value in ranked[:max(2, math.ceil(len(ranked) / reduction))]:
+            if chance is None or not at_chance(value, chance, direction):
+                good[t.number] = t
     return list(good.values())
 
 

@@ -8,7 +8,8 @@ falls fastest at an lr too large to train at). Refine then draws that family's l
 whole declared range, as a prior the narrowed region no longer holds it to.
 
 Judged at chance level (`studies.search.stages._chance`), so it needs an objective with one:
-classification's accuracy-like metrics, not a regression's error.
+classification's accuracy-like metrics, not a regression's error; and only on trials drawn
+inside the probed range that were not cut by the rung pruner after one epoch (`_judged`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def missed_ranges(spec: StudySpec, handed: Mapping[str, Any], space: dict[str, A
     for t in trials:
         value = best_value(t, direction)
         family = _family_of(t.params, families)
-        if value is not None and family is not None:
+        if value is not None and family is not None and _judged(t, _lr_of(space, family)):
             by_family.setdefault(family, []).append(value)
     learned = {f: [v for v in vs if not at_chance(v, bound, direction)]
                for f, vs in by_family.items()}
@@ -82,6 +83,17 @@ def missed_ranges(spec: StudySpec, handed: Mapping[str, Any], space: dict[str, A
         out.append(Missed(family, lr.name, lr.param.low, lr.param.high,  # type: ignore[union-attr]
                           len(values), best, against))
     return out
+
+
+def _judged(trial: FrozenTrial, lr: Dim | None) -> bool:
+    """Whether a trial speaks for its family's probed range: drawn inside it (not one of
+    coarse's early trials drawn from the declared range), and not cut by the rung pruner
+    after its first epoch, which says only that others were ahead then (one epoch at
+    chance level is common on imbalanced data, where chance level is high)."""
+    drawn = trial.params.get(lr.name) if lr is not None else None
+    if drawn is None or not lr.param.low <= drawn <= lr.param.high:  # type: ignore[union-attr]
+        return False
+    return not (trial.user_attrs.get("status") == "stopped" and len(trial.intermediate_values) <= 1)
 
 
 def _lr_of(space: dict[str, Any], family: str) -> Dim | None:
