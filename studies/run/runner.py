@@ -112,6 +112,7 @@ class Runner:
                     early = early or self._early_rung(ctx, record, stored.name)
                     if early is not None and stored.name not in BESIDE:
                         self._early_done(early)
+                        early = None
                     outcome = self._run_stage(ctx, stored.name)
                     if outcome.verdict == "failed" and STAGES[stored.name].gate \
                             and not spec.stages.continue_on_failure:

@@ -39,7 +39,7 @@ from stagetune.studies.planning.budget import Allowance
 from stagetune.studies.run.executor import Job, Outcome
 from stagetune.studies.search.pareto import POINT, point_of
 from stagetune.studies.search.stages._base import StageContext
-from stagetune.studies.search.stages._chance import at_chance, chance_bound, learning
+from stagetune.studies.search.stages._chance import at_chance, known_bound, learning
 from stagetune.studies.store import Store, is_database_error, wait_out
 from stagetune.studies.store.weights import TrialCheckpoints, load_checkpoint
 
@@ -306,9 +306,7 @@ def resume_of(proposal: Proposal) -> bytes | None:
 def hopeless_bound(ctx: StageContext) -> float | None:
     """The chance-level bound a fresh trial's first epoch must beat (None: the objective
     has none, or no baseline measured it)."""
-    if ctx.handed.get("chance") is None:
-        return None
-    return chance_bound(ctx.handed, ctx.direction)
+    return known_bound(ctx.handed, ctx.direction)
 
 
 @dataclass

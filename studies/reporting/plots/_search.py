@@ -17,7 +17,12 @@ from optuna.trial import FrozenTrial
 
 from stagetune.studies.reporting.numbers import sig
 from stagetune.studies.reporting.plots._registry import note, register_plot
-from stagetune.studies.reporting.plots._sampling import as_study, completed, sample_trials
+from stagetune.studies.reporting.plots._sampling import (
+    as_study,
+    best_first,
+    completed,
+    sample_trials,
+)
 from stagetune.studies.reporting.plots._source import PlotSource
 
 
@@ -164,22 +169,12 @@ def _quiet_importances() -> Iterator[None]:
 TOP_QUANTILE = 0.1  # PED-ANOVA's target quantile (its default), the best trials it explains
 
 
-def _values(trials: Sequence[FrozenTrial], direction: str) -> list[float]:
-    """The trials' values, best first."""
-    return sorted((float(t.value) for t in trials if t.value is not None),  # type: ignore[arg-type]
-                  reverse=direction == "maximize")
-
-
 def ties_top(trials: Sequence[FrozenTrial], direction: str) -> bool:
     """Whether the top TOP_QUANTILE of `trials` reach down to the worst: every trial from
     the quantile's cut on scores the same (often all of them: each at accuracy 1.0).
     PED-ANOVA then compares a set with itself and gives every parameter the same weight."""
-    values = _values(trials, direction)
+    values = [t.value for t in best_first(trials, direction)]
     return bool(values) and values[math.ceil(TOP_QUANTILE * len(values)) - 1] == values[-1]
-
-
-def _direction(study: optuna.Study) -> str:
-    return "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
 
 
 def _ped_anova() -> Any:
@@ -197,10 +192,10 @@ def refine_importances(source: PlotSource) -> go.Figure:
     if len(trials) < 2:
         return note("Importances need at least two completed refine trials.")
     if ties_top(trials, source.objective[1]):
+        worst = best_first(trials, source.objective[1])[-1].value or 0.0  # completed: a value
         return note(f"Importances need the best refine trials to score apart from the rest; "
                     f"the top {TOP_QUANTILE:.0%} tie with the worst completed one "
-                    f"({sig(_values(trials, source.objective[1])[-1])}), so no parameter "
-                    "sets them apart.")
+                    f"({sig(worst)}), so no parameter sets them apart.")
     study = as_study(trials, source.objective[1])
     ranked = rankable(trials)
     left_out = [n for n in dict.fromkeys(p for t in trials for p in t.params) if n not in ranked]
@@ -237,7 +232,7 @@ def contour(source: PlotSource) -> go.Figure:
         return note("A contour needs two completed search trials.")
     direction = source.objective[1]
     study = as_study(sample_trials(trials, direction, limit=CONTOUR_TRIALS), direction)
-    pair = _most_important(study)
+    pair = _most_important(study, direction)
     if len(pair) < 2:
         return note("A contour needs two parameters that the trials varied.")
     figure = optuna.visualization.plot_contour(study, params=pair,
@@ -246,7 +241,7 @@ def contour(source: PlotSource) -> go.Figure:
                    len(trials), len(study.trials))
 
 
-def _most_important(study: optuna.Study) -> list[str]:
+def _most_important(study: optuna.Study, direction: str) -> list[str]:
     """The two parameters that matter most (PED-ANOVA), else the first two that vary
     (also where the best trials tie with the rest, and PED-ANOVA would rank none)."""
     trials = study.trials
@@ -258,7 +253,7 @@ def _most_important(study: optuna.Study) -> list[str]:
         try:
             from optuna.importance import get_param_importances
 
-            if names and not ties_top(completed(trials), _direction(study)):
+            if names and not ties_top(trials, direction):
                 ranked = get_param_importances(study, evaluator=_ped_anova(), params=names)
         except (ValueError, RuntimeError):  # one value each
             ranked = {}

@@ -41,6 +41,12 @@ def chance_bound(handed: Mapping[str, Any], direction: str) -> float:
     return chance + FALLBACK_MARGIN if direction == "maximize" else chance - FALLBACK_MARGIN
 
 
+def known_bound(handed: Mapping[str, Any], direction: str) -> float | None:
+    """`chance_bound` where the baseline measured a chance level; None where it did not
+    (no baseline ran, or the objective has none)."""
+    return chance_bound(handed, direction) if handed.get("chance") is not None else None
+
+
 def at_chance(value: float | None, bound: float, direction: str) -> bool:
     """Whether `value` is no better than chance level's `bound`."""
     if value is None or not math.isfinite(value):

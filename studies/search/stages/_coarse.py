@@ -35,6 +35,7 @@ from stagetune.studies.search.stages._chance import (
     best_value,
     chance_bound,
     chance_trials,
+    known_bound,
     stray_reach,
     stuck_at_chance,
 )
@@ -109,7 +110,7 @@ class Coarse(Stage):
         levels: list[int] = ctx.plan["coarse"].sizes["rungs"]
         before = tally(study)
         allowance = ctx.allowance(self.name, before.epochs, before.seconds)
-        declared = declared_space(ctx.spec, {})
+        declared = space if early else declared_space(ctx.spec, {})
 
         def propose(trial: optuna.Trial) -> Proposal:
             if early:
@@ -128,10 +129,9 @@ class Coarse(Stage):
     def _judge(self, ctx: StageContext, study: optuna.Study, space: dict[str, Any],
                trials: list[FrozenTrial], levels: list[int], figures: dict[str, Any],
                done: Any) -> StageOutcome:
-        chance = chance_bound(ctx.handed, ctx.direction) \
-            if ctx.handed.get("chance") is not None else None
         narrowed = movable_edges(space, narrow(space, good_trials(
-            trials, levels, ctx.direction, self.config.reduction, chance), self.config.widen,
+            trials, levels, ctx.direction, self.config.reduction,
+            known_bound(ctx.handed, ctx.direction)), self.config.widen,
             declared_bounds(ctx.spec, space)))
         # a family's probed lr range with no trial that learned: refine's prior lets it go
         missed = missed_ranges(ctx.spec, ctx.handed, space, trials, ctx.direction)

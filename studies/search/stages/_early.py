@@ -39,9 +39,9 @@ import time
 
 from optuna.trial import FrozenTrial
 
-from stagetune.studies.search.loop import FINISHED, Tally, tally
+from stagetune.studies.search.loop import FINISHED, Tally
 from stagetune.studies.search.stages._base import StageContext
-from stagetune.studies.search.stages._chance import at_chance, best_value, chance_bound
+from stagetune.studies.search.stages._chance import at_chance, best_value, known_bound
 from stagetune.studies.search.stages._coarse import EARLY, Coarse
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ def declared_space_fails(ctx: StageContext, trials: list[FrozenTrial]) -> bool:
     """Whether the finished early trials say the declared space mostly fails: more of them
     did not learn (diverged, failed, stopped as hopeless, or no better than chance level
     where the objective has one) than did, and at least MIN_FAILED."""
-    bound = chance_bound(ctx.handed, ctx.direction) if ctx.handed.get("chance") is not None \
-        else None
+    bound = known_bound(ctx.handed, ctx.direction)
 
     def learned(trial: FrozenTrial) -> bool:
         value = best_value(trial, ctx.direction)
@@ -96,6 +95,7 @@ class EarlyRung:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._first_out = threading.Event()
+        self._spent: Tally | None = None  # what coarse's study holds once the rung ran
 
     def start(self) -> None:
         ctx = self.ctx
@@ -121,7 +121,8 @@ class EarlyRung:
         """A probe failed: stop the running trials at their next epoch; what coarse spent."""
         self._halted = why
         self.finish()
-        return tally(Coarse(self.ctx.spec.stages.coarse).study(self.ctx))
+        assert self._spent is not None  # the rung ran (its errors were raised above)
+        return self._spent
 
     def close(self) -> None:
         """Leave nothing running when the study stops for another reason (cancelled, a
@@ -150,7 +151,7 @@ class EarlyRung:
             return False
 
         try:
-            coarse.early(
+            self._spent = coarse.early(
                 self.ctx, self.count, stop=stop, halt=lambda: self._halted, keep=keep,
                 on_job=self._first_out.set)
         finally:
